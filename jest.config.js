@@ -1,0 +1,18 @@
+'use strict';
+// Tests run against each package's TypeScript source: `@upgradeware/<name>` resolves to
+// packages/<name>/src, so no build is needed first and no stale dist/ can be tested.
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/packages', '<rootDir>/examples'],
+  testMatch: ['**/test/**/*.test.ts'],
+  testPathIgnorePatterns: ['/node_modules/', '/dist/', '\\.browser\\.test\\.ts$'],
+  moduleNameMapper: {
+    '^@upgradeware/([^/]+)$': '<rootDir>/packages/$1/src',
+  },
+  transform: {
+    '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.test.json' }],
+  },
+  testTimeout: 20000,
+  maxWorkers: 2,
+};

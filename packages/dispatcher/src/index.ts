@@ -1,0 +1,422 @@
+/**
+ * @upgradeware/dispatcher
+ *
+ * `createApp()`: a Connect-style app whose one middleware stack serves ordinary requests, HTTP
+ * Upgrade requests (WebSocket) and CONNECT. See DESIGN.md, "Rules of the stack".
+ */
+import * as http from 'node:http';
+import type { Duplex } from 'node:stream';
+import createDebug from 'debug';
+import {
+  SocketResponse,
+  UpgradeResponse,
+  isUpgradeResponse,
+  type ErrorMiddleware,
+  type Middleware,
+  type NextFunction,
+} from '@upgradeware/upgrade-response';
+
+export type { ErrorMiddleware, Middleware, NextFunction } from '@upgradeware/upgrade-response';
+
+declare module 'http' {
+  interface IncomingMessage {
+    /** The request URL before any mount path was stripped (set by the first app it reaches). */
+    originalUrl?: string;
+  }
+}
+
+const debug = createDebug('upgradeware:dispatcher');
+
+/** A layer's function: a middleware, an error middleware, or a mounted app. */
+export type Handler = (Middleware | ErrorMiddleware) & { supportsUpgrade?: boolean };
+
+export interface Layer {
+  /** The mount path, without a trailing slash ('' for the root). */
+  readonly route: string;
+  readonly handle: Handler;
+}
+
+export interface AppOptions {
+  /**
+   * The protocols this app serves on an `Upgrade` request, compared case-insensitively
+   * (default `['websocket']`). An upgrade to any other protocol (h2c …) is served as an ordinary
+   * request with `Connection: close`, as RFC 9110 §7.8 allows.
+   */
+  upgradeProtocols?: readonly string[];
+  /**
+   * Milliseconds an upgrade or CONNECT request may spend in the stack before it is answered
+   * `503` and closed (default 30 000; `0` or `Infinity` for no limit).
+   */
+  upgradeTimeout?: number;
+}
+
+/** A request handler usable with `http.createServer()` and as a layer of another app. */
+export interface App {
+  (req: http.IncomingMessage, res: http.ServerResponse, next?: NextFunction): void;
+  /** A mounted app supports upgrades: its own layers decide, one by one (rule 2). */
+  readonly supportsUpgrade: true;
+  /** The path this app is mounted at by its parent ('/' when not mounted). */
+  route: string;
+  /** The layers, in order. */
+  readonly stack: Layer[];
+  use(fn: Middleware): App;
+  use(fn: ErrorMiddleware): App;
+  use(fn: App | http.Server): App;
+  use(path: string, fn: Middleware): App;
+  use(path: string, fn: ErrorMiddleware): App;
+  use(path: string, fn: App | http.Server): App;
+  /** Run a request through the stack; with `out`, an unanswered request goes on to `out`. */
+  handle(req: http.IncomingMessage, res: http.ServerResponse, out?: NextFunction): void;
+  /** Serve an `'upgrade'` event through the stack. */
+  handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Serve a `'connect'` event (a CONNECT request) through the stack. */
+  handleConnect(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /**
+   * Serve `server`'s upgrades and CONNECT requests. `'upgrade'` and `'connect'` listeners it
+   * already had keep working: a request that no layer answers is handed to them untouched.
+   * Returns the server.
+   */
+  attach<S extends http.Server>(server: S): S;
+  /** `http.createServer(app)`, attached, listening: the arguments of `server.listen()`. */
+  listen(...args: Parameters<http.Server['listen']>): http.Server;
+}
+
+type SocketListener = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+interface Fallback {
+  readonly server: http.Server;
+  readonly listeners: SocketListener[];
+}
+
+const DEFAULT_TIMEOUT = 30_000;
+const kDeadline = Symbol('upgradeware.deadline');
+
+/** Create an app. */
+export function createApp(options: AppOptions = {}): App {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError('@upgradeware/dispatcher: options must be an object');
+  }
+  const protocols = protocolSet(options.upgradeProtocols);
+  const timeout = timeoutOf(options.upgradeTimeout);
+  const stack: Layer[] = [];
+
+  const app = function app(req: http.IncomingMessage, res: http.ServerResponse, next?: NextFunction): void {
+    handle(req, res, next);
+  } as App;
+
+  function handle(req: http.IncomingMessage, res: http.ServerResponse, out?: NextFunction): void {
+    dispatch(stack, req, res, out ?? finalHandler(req, res, null));
+  }
+
+  function dispatchSocket(
+    req: http.IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    fallback: Fallback | null,
+    connect: boolean,
+  ): void {
+    // Synchronously, before anything else: the response adds the socket's 'error' listener.
+    const served = connect || servesProtocol(protocols, req.headers.upgrade);
+    const res = served ? new UpgradeResponse(req, socket, head) : new SocketResponse(req, socket, head);
+    if (timeout > 0) armDeadline(req, res, timeout);
+    debug('%s %s %s', served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req.method, req.url);
+    dispatch(stack, req, res, finalHandler(req, res, fallback));
+  }
+
+  Object.defineProperty(app, 'supportsUpgrade', { value: true, enumerable: true });
+  Object.defineProperty(app, 'stack', { value: stack, enumerable: true });
+  app.route = '/';
+  app.handle = handle;
+
+  app.use = function use(path: string | Handler | App | http.Server, fn?: Handler | App | http.Server): App {
+    let route = '/';
+    let layer = fn;
+    if (typeof path === 'string') route = path;
+    else layer = path;
+    if (layer instanceof http.Server) layer = layer.listeners('request')[0] as Handler | undefined;
+    if (typeof layer !== 'function') {
+      throw new TypeError('@upgradeware/dispatcher: app.use() requires a middleware function');
+    }
+    if (route.endsWith('/')) route = route.slice(0, -1);
+    if (isApp(layer)) layer.route = route || '/';
+    stack.push({ route, handle: layer as Handler });
+    return app;
+  } as App['use'];
+
+  app.handleUpgrade = (req, socket, head) => dispatchSocket(req, socket, head, null, false);
+  app.handleConnect = (req, socket, head) => dispatchSocket(req, socket, head, null, true);
+
+  app.attach = function attach<S extends http.Server>(server: S): S {
+    for (const event of ['upgrade', 'connect'] as const) {
+      const fallback: Fallback = { server, listeners: server.listeners(event) as SocketListener[] };
+      server.removeAllListeners(event);
+      const connect = event === 'connect';
+      server.on(event, (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        dispatchSocket(req, socket, head, fallback.listeners.length > 0 ? fallback : null, connect);
+      });
+    }
+    return server;
+  };
+
+  app.listen = function listen(...args: Parameters<http.Server['listen']>): http.Server {
+    const server = app.attach(http.createServer(app));
+    return server.listen(...args);
+  };
+
+  return app;
+}
+
+/** Run `req` through `stack` from the top; `done` gets the request nobody answered. */
+function dispatch(stack: Layer[], req: http.IncomingMessage, res: http.ServerResponse, done: NextFunction): void {
+  const upgrade = isUpgradeResponse(res);
+  const protohost = protohostOf(req.url ?? '/');
+  let index = 0;
+  let removed = '';
+  let slashAdded = false;
+  if (req.originalUrl === undefined) req.originalUrl = req.url;
+
+  const next: NextFunction = (err?: unknown) => {
+    // Put back what the previous layer's mount path took off.
+    if (slashAdded) {
+      req.url = req.url!.slice(1);
+      slashAdded = false;
+    }
+    if (removed.length !== 0) {
+      req.url = protohost + removed + req.url!.slice(protohost.length);
+      removed = '';
+    }
+    for (;;) {
+      const layer = stack[index++];
+      if (layer === undefined) {
+        done(err);
+        return;
+      }
+      // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in.
+      if (upgrade && layer.handle.supportsUpgrade !== true) continue;
+      const route = layer.route;
+      if (route.length !== 0) {
+        const url = req.url!;
+        const path = pathnameOf(url, protohost.length);
+        if (!matchesRoute(path, route)) continue;
+        removed = route;
+        req.url = protohost + url.slice(protohost.length + route.length);
+        if (protohost.length === 0 && req.url[0] !== '/') {
+          req.url = '/' + req.url;
+          slashAdded = true;
+        }
+      }
+      call(layer.handle, err, req, res, next);
+      return;
+    }
+  };
+  next();
+}
+
+/** Call one layer the Connect way: by arity, with throws and rejections becoming `next(err)`. */
+function call(
+  handle: Handler,
+  err: unknown,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  next: NextFunction,
+): void {
+  const hasError = err !== undefined && err !== null && err !== false;
+  const arity = handle.length;
+  let error = err;
+  try {
+    let ret: unknown;
+    if (hasError && arity === 4) ret = (handle as ErrorMiddleware)(err, req, res, next);
+    else if (!hasError && arity < 4) ret = (handle as Middleware)(req, res, next);
+    else {
+      next(error);
+      return;
+    }
+    if (ret !== undefined && ret !== null && typeof (ret as PromiseLike<unknown>).then === 'function') {
+      (ret as PromiseLike<unknown>).then(undefined, (e: unknown) => next(e ?? new Error('Rejected without a reason')));
+    }
+    return;
+  } catch (e) {
+    error = e ?? new Error('Thrown without a value');
+  }
+  next(error);
+}
+
+function matchesRoute(path: string, route: string): boolean {
+  if (path.length < route.length) return false;
+  // Connect compares mount paths case-insensitively.
+  if (path.slice(0, route.length).toLowerCase() !== route.toLowerCase()) return false;
+  // Rule 1: a mount path matches on a '/' boundary only.
+  return path.length === route.length || path.charCodeAt(route.length) === 47 /* / */;
+}
+
+/** `http://host` of an absolute-form request URL, or ''. */
+function protohostOf(url: string): string {
+  if (url.length === 0 || url.charCodeAt(0) === 47 /* / */) return '';
+  const query = url.indexOf('?');
+  const end = query === -1 ? url.length : query;
+  const scheme = url.indexOf('://');
+  if (scheme === -1 || scheme >= end) return '';
+  const slash = url.indexOf('/', scheme + 3);
+  return url.slice(0, slash === -1 || slash > end ? end : slash);
+}
+
+/** The path of a request URL (after `skip` characters of protohost), without query or fragment. */
+function pathnameOf(url: string, skip: number): string {
+  let end = url.length;
+  for (let i = skip; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 63 /* ? */ || c === 35 /* # */) {
+      end = i;
+      break;
+    }
+  }
+  const path = url.slice(skip, end);
+  return path.length === 0 ? '/' : path;
+}
+
+function isApp(fn: unknown): fn is App {
+  return typeof fn === 'function' && typeof (fn as Partial<App>).handleUpgrade === 'function';
+}
+
+function protocolSet(list: AppOptions['upgradeProtocols']): ReadonlySet<string> {
+  if (list === undefined) return new Set(['websocket']);
+  if (!Array.isArray(list) || list.some((p) => typeof p !== 'string' || p.length === 0)) {
+    throw new TypeError('@upgradeware/dispatcher: option upgradeProtocols must be an array of protocol names');
+  }
+  return new Set(list.map((p) => p.toLowerCase()));
+}
+
+function timeoutOf(value: unknown): number {
+  if (value === undefined) return DEFAULT_TIMEOUT;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
+    throw new TypeError('@upgradeware/dispatcher: option upgradeTimeout must be a number of milliseconds >= 0');
+  }
+  return value === Infinity ? 0 : value;
+}
+
+/** Does the app serve one of the protocols named by an `Upgrade` header? */
+function servesProtocol(protocols: ReadonlySet<string>, header: string | undefined): boolean {
+  if (header === undefined) return false;
+  if (protocols.has(header.toLowerCase())) return true;
+  for (const token of header.split(',')) {
+    const name = token.trim().toLowerCase();
+    const slash = name.indexOf('/');
+    if (protocols.has(slash === -1 ? name : name.slice(0, slash))) return true;
+  }
+  return false;
+}
+
+// ---- Rule 8: the time limit ----------------------------------------------------------------
+
+type Deadlined = http.ServerResponse & { [kDeadline]?: NodeJS.Timeout };
+
+function armDeadline(req: http.IncomingMessage, res: Deadlined, ms: number): void {
+  res[kDeadline] = setTimeout(onDeadline, ms, req, res);
+  res.on('close', clearDeadline);
+}
+
+function clearDeadline(this: Deadlined): void {
+  clearTimeout(this[kDeadline]);
+  this[kDeadline] = undefined;
+}
+
+function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
+  res[kDeadline] = undefined;
+  if (res.headersSent || !res.socket) return;
+  debug('time limit: 503 for %s %s', req.method, req.originalUrl);
+  sendError(req, res, 503, null);
+}
+
+// ---- Final handler -------------------------------------------------------------------------
+
+/** What happens to a request that went through the whole stack (Connect's finalhandler). */
+function finalHandler(req: http.IncomingMessage, res: http.ServerResponse, fallback: Fallback | null): NextFunction {
+  return (err?: unknown) => {
+    const hasError = err !== undefined && err !== null && err !== false;
+    if (hasError) debug('error on %s %s: %o', req.method, req.originalUrl, err);
+    if (res.headersSent) {
+      // Too late for a status: close the connection, if it is still ours.
+      if (res.socket && !res.socket.destroyed && (res.socket as { _httpMessage?: unknown })._httpMessage === res) {
+        res.socket.destroy();
+      }
+      return;
+    }
+    if (!hasError && fallback !== null && res instanceof SocketResponse) {
+      // Rule 6: nobody here answered; the server's own 'upgrade'/'connect' listeners may.
+      const socket = res.socket;
+      const head = res.upgradeHead;
+      if (socket && res.release()) {
+        clearDeadline.call(res);
+        debug('handing %s %s to the server\'s own listeners', req.method, req.originalUrl);
+        for (const listener of fallback.listeners) listener.call(fallback.server, req, socket, head);
+        return;
+      }
+    }
+    if (!hasError) {
+      sendError(req, res, 404, null);
+      return;
+    }
+    sendError(req, res, statusOf(err), err);
+  };
+}
+
+function statusOf(err: unknown): number {
+  if (typeof err === 'object' && err !== null) {
+    const e = err as { status?: unknown; statusCode?: unknown };
+    const status = typeof e.status === 'number' ? e.status : e.statusCode;
+    if (typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 599) return status;
+  }
+  return 500;
+}
+
+function sendError(req: http.IncomingMessage, res: http.ServerResponse, status: number, err: unknown): void {
+  let message: string;
+  if (err !== null && err !== undefined) {
+    // Rule 6: no stack trace in production.
+    message = process.env.NODE_ENV === 'production' ? '' : err instanceof Error ? (err.stack ?? String(err)) : String(err);
+    if (!message) message = http.STATUS_CODES[status] ?? String(status);
+    const headers = (err as { headers?: unknown }).headers;
+    if (typeof headers === 'object' && headers !== null) {
+      for (const [name, value] of Object.entries(headers)) {
+        if (typeof value === 'string' || typeof value === 'number' || Array.isArray(value)) {
+          try {
+            res.setHeader(name, value as string | number | string[]);
+          } catch {
+            // An invalid header from an error object is dropped, not thrown.
+          }
+        }
+      }
+    }
+  } else if (status === 404) {
+    message = `Cannot ${req.method} ${encodeURI(decodeSafe(req.originalUrl ?? req.url ?? '/'))}`;
+  } else {
+    message = http.STATUS_CODES[status] ?? String(status);
+  }
+  const body = `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n</head>\n<body>\n<pre>${escapeHtml(message).replace(/\n/g, '<br>').replace(/ {2}/g, ' &nbsp;')}</pre>\n</body>\n</html>\n`;
+  res.statusCode = status;
+  res.statusMessage = http.STATUS_CODES[status] ?? 'Error';
+  res.removeHeader('Content-Encoding');
+  res.removeHeader('Content-Language');
+  res.removeHeader('Content-Range');
+  res.setHeader('Content-Security-Policy', "default-src 'none'");
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Content-Type', 'text/html; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  if (!isUpgradeResponse(res) && !(res instanceof SocketResponse)) req.resume();
+  if (req.method === 'HEAD') res.end();
+  else res.end(body);
+}
+
+function decodeSafe(url: string): string {
+  try {
+    return decodeURI(url);
+  } catch {
+    return url;
+  }
+}
+
+const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!);
+}

@@ -1,0 +1,301 @@
+/**
+ * @upgradeware/upgrade-response
+ *
+ * A real `http.ServerResponse` for a socket that Node handed over through the `'upgrade'` or
+ * `'connect'` event, and the one place in upgradeware that touches such sockets.
+ *
+ * - Every response that is not a switch (401, 404, 503 …) goes out as a well-formed HTTP/1.1
+ *   response with `Connection: close`; the socket is closed once the response is flushed.
+ * - `res.switchProtocols(cb)` ends the response with `101 Switching Protocols` (for CONNECT:
+ *   `200 Connection Established`) and hands `(socket, head)` to `cb`.
+ * - `res.externalSwitch()` lets a library that writes its own 101 (ws) account for it.
+ */
+import { IncomingMessage, ServerResponse, type OutgoingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import createDebug from 'debug';
+
+const debug = createDebug('upgradeware:upgrade-response');
+
+/** Called by a middleware chain to go on, or with an error to skip to the error layers. */
+export type NextFunction = (err?: unknown) => void;
+
+/**
+ * A Connect-style middleware. A returned promise that rejects is treated as `next(err)`.
+ * (Declared through a method so that handlers typed for Express's `Request`/`Response`, which
+ * extend Node's, are accepted too.)
+ */
+export type Middleware<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = {
+  handler(req: Req, res: Res, next: NextFunction): unknown;
+}['handler'];
+
+/** A Connect-style error middleware: four arguments, called when an earlier layer failed. */
+export type ErrorMiddleware<
+  Req extends IncomingMessage = IncomingMessage,
+  Res extends ServerResponse = ServerResponse,
+> = {
+  handler(err: unknown, req: Req, res: Res, next: NextFunction): unknown;
+}['handler'];
+
+/** A middleware that has declared it can run for upgrade and CONNECT requests. */
+export type UpgradeAware<F> = F & { supportsUpgrade: true };
+
+/** Receives the raw socket and the bytes the client sent after the request head. */
+export type SwitchCallback = (socket: Duplex, head: Buffer) => void;
+
+/** What `res.switchProtocols()` writes: the status line of a switch. */
+const SWITCHING_PROTOCOLS = 101;
+const CONNECT_ESTABLISHED = 200;
+/** How long a rejected socket may stay half-open, waiting for the client to close its side. */
+const LINGER_MS = 5000;
+const EMPTY = Buffer.alloc(0);
+/** Headers that describe a body or a connection: meaningless, or harmful, on a switch. */
+const FRAMING = ['content-length', 'transfer-encoding'];
+/** Headers that the library writing its own 101 owns (see `externalSwitch`). */
+const SWITCH_OWNED = new Set(['upgrade', 'connection', 'content-length', 'transfer-encoding']);
+
+/** Answering: the response may still end with anything. */
+const OPEN = 0;
+/** `switchProtocols()` was called: the socket goes to its callback once the switch is flushed. */
+const SWITCHING = 1;
+/** Someone else writes the 101 (`externalSwitch()`): nothing of ours reaches the socket. */
+const EXTERNAL = 2;
+/** Done: the socket was handed over, closed, or released. */
+const RELEASED = 3;
+
+const kBrand = Symbol.for('upgradeware.UpgradeResponse');
+
+/**
+ * A `ServerResponse` bound to a socket that Node's HTTP parser let go of. It never keeps the
+ * connection alive: the response goes out with `Connection: close` and the socket is closed
+ * once the response is flushed. The dispatcher uses it to serve, as an ordinary request, an
+ * upgrade to a protocol the app does not speak (DESIGN.md rule 7).
+ */
+export class SocketResponse extends ServerResponse {
+  /** Bytes the client sent after the request head (Node's `head` argument). */
+  upgradeHead: Buffer;
+  /** @internal Where the response is in its life: open, switching, external, released. */
+  _upgradeState = OPEN;
+
+  constructor(req: IncomingMessage, socket: Duplex, head: Buffer = EMPTY) {
+    super(req);
+    // Node removed its own 'error' listener before it emitted the socket: without one, a
+    // client reset during asynchronous middleware would kill the process.
+    if (!socket.listeners('error').includes(onSocketError)) socket.on('error', onSocketError);
+    this.upgradeHead = head;
+    this.shouldKeepAlive = false;
+    this.on('finish', onResponseFinish);
+    // `assignSocket` is what Node's own server does for every response: writes go to the
+    // socket, and the socket's 'close' becomes the response's 'close'.
+    this.assignSocket(socket as Socket);
+  }
+
+  /**
+   * Stop managing the socket without answering: it is left exactly as Node gave it (paused,
+   * with its unread bytes), for another `'upgrade'` listener. Returns false when the response
+   * has already started or the socket is gone.
+   */
+  release(): boolean {
+    const socket = this.socket;
+    if (this._upgradeState !== OPEN || this.headersSent || !socket || socket.destroyed) return false;
+    this._upgradeState = RELEASED;
+    this.detachSocket(socket);
+    socket.removeListener('error', onSocketError);
+    this.upgradeHead = EMPTY;
+    debug('released %s %s', this.req.method, this.req.url);
+    return true;
+  }
+}
+
+/**
+ * A `ServerResponse` for an HTTP Upgrade or CONNECT request, bound to its socket.
+ *
+ * Everything that works on a response works here: `setHeader`, `statusCode`, `writeHead`,
+ * `write`, `end`, on-headers hooks, `'finish'` and `'close'`. A response that is not a switch goes
+ * out as an ordinary HTTP/1.1 response with `Connection: close`. The response ends as a switch
+ * with `switchProtocols(cb)`, or with `externalSwitch()` when a library writes the 101 itself.
+ */
+export class UpgradeResponse extends SocketResponse {
+  private onSwitch: SwitchCallback | null = null;
+
+  /** True for a CONNECT request: a switch answers `200 Connection Established`. */
+  get isConnect(): boolean {
+    return this.req.method === 'CONNECT';
+  }
+
+  /**
+   * End the response by switching protocols: writes `101 Switching Protocols` (for CONNECT,
+   * `200 Connection Established` with no framing headers) with every header set on the response,
+   * fires on-headers listeners and `'finish'` once, then calls `cb(socket, head)`.
+   *
+   * For a 101 without an `Upgrade` header, the first protocol the client asked for is named.
+   * `end()` is wrapped by middleware such as express-session: the 101 is written once they let
+   * the response end (after a session save), so `cb` may run asynchronously.
+   *
+   * Returns false, without calling `cb`, when the client has already gone away. Throws when the
+   * response has already started.
+   */
+  switchProtocols(cb: SwitchCallback): boolean {
+    if (typeof cb !== 'function') throw new TypeError('upgradeware: switchProtocols(cb) needs a callback');
+    this.assertSwitchable('switchProtocols');
+    const socket = this.socket;
+    if (!socket || socket.destroyed) return false;
+    for (const name of FRAMING) this.removeHeader(name);
+    if (this.isConnect) {
+      this.removeHeader('connection');
+      this.writeHead(CONNECT_ESTABLISHED, 'Connection Established');
+    } else {
+      if (!this.hasHeader('upgrade')) this.setHeader('Upgrade', firstToken(this.req.headers.upgrade));
+      this.setHeader('Connection', 'Upgrade');
+      this.writeHead(SWITCHING_PROTOCOLS, 'Switching Protocols');
+    }
+    // After writeHead: an on-headers listener that throws leaves an open response to answer 500.
+    this._upgradeState = SWITCHING;
+    this.onSwitch = cb;
+    this.on('finish', handOver);
+    this.end();
+    return true;
+  }
+
+  /**
+   * For a library that writes the switching response itself (`ws` writes its own 101). Call it
+   * just before the library writes — from ws's `'headers'` event. It runs `writeHead(101)`, so
+   * on-headers listeners fire and may still set headers, and returns the response's headers as
+   * `Name: value` lines for the library to add to its own (`Upgrade`, `Connection` and framing
+   * headers are left to the library). The socket is released to the library, the response ends
+   * with status 101 and `'finish'` fires once, and nothing of the response reaches the socket.
+   */
+  externalSwitch(statusCode: number = SWITCHING_PROTOCOLS): string[] {
+    this.assertSwitchable('externalSwitch');
+    this.writeHead(statusCode);
+    this._upgradeState = EXTERNAL;
+    const lines = headerLines(this.getHeaders(), SWITCH_OWNED);
+    const socket = this.socket;
+    if (socket) {
+      this.detachSocket(socket);
+      this.upgradeHead = EMPTY;
+    }
+    this.end();
+    return lines;
+  }
+
+  override end(cb?: () => void): this;
+  override end(chunk: unknown, cb?: () => void): this;
+  override end(chunk: unknown, encoding: BufferEncoding, cb?: () => void): this;
+  override end(...args: unknown[]): this {
+    if (this._upgradeState !== EXTERNAL) return (super.end as (...a: unknown[]) => this)(...args);
+    // The 101 was written by someone else: account for it without touching the socket.
+    const cb = args.find((a): a is () => void => typeof a === 'function');
+    if (cb) this.once('finish', cb);
+    if (!this.finished) {
+      this.finished = true;
+      process.nextTick(finishExternal, this);
+    }
+    return this;
+  }
+
+  private assertSwitchable(method: string): void {
+    if (this._upgradeState !== OPEN || this.headersSent) {
+      throw new Error(`upgradeware: ${method}() called after the response started`);
+    }
+  }
+
+  /** @internal: the response's 'finish' listener, once the switch is flushed. */
+  static handOver(res: UpgradeResponse): void {
+    const socket = res.socket;
+    const cb = res.onSwitch;
+    const head = res.upgradeHead;
+    res.onSwitch = null;
+    res.upgradeHead = EMPTY;
+    res._upgradeState = RELEASED;
+    if (!socket || !cb) return;
+    res.detachSocket(socket);
+    debug('switched %s %s', res.req.method, res.req.url);
+    process.nextTick(emitClose, res);
+    cb(socket, head);
+  }
+}
+
+Object.defineProperty(UpgradeResponse.prototype, kBrand, { value: true });
+
+/** True when `res` is an `UpgradeResponse`: the request is an upgrade or CONNECT being dispatched. */
+export function isUpgradeResponse(res: unknown): res is UpgradeResponse {
+  return typeof res === 'object' && res !== null && (res as Record<symbol, unknown>)[kBrand] === true;
+}
+
+/**
+ * Mark a middleware as able to run for upgrade and CONNECT requests. Third-party middleware that
+ * only use the `ServerResponse` API (morgan, express-session, helmet …) work unchanged.
+ */
+export function supportsUpgrade<F extends Middleware>(fn: F): UpgradeAware<F>;
+export function supportsUpgrade<F extends ErrorMiddleware>(fn: F): UpgradeAware<F>;
+export function supportsUpgrade<F extends (...args: never[]) => unknown>(fn: F): UpgradeAware<F>;
+export function supportsUpgrade<F extends (...args: never[]) => unknown>(fn: F): UpgradeAware<F> {
+  if (typeof fn !== 'function') throw new TypeError('upgradeware: supportsUpgrade(fn) needs a function');
+  const marked = fn as UpgradeAware<F>;
+  marked.supportsUpgrade = true;
+  return marked;
+}
+
+/** Format response headers as `Name: value` lines, one line per value, leaving out `skip`. */
+function headerLines(headers: OutgoingHttpHeaders, skip: ReadonlySet<string>): string[] {
+  const lines: string[] = [];
+  for (const name of Object.keys(headers)) {
+    const value = headers[name];
+    if (value === undefined || skip.has(name)) continue;
+    if (Array.isArray(value)) for (const v of value) lines.push(`${name}: ${v}`);
+    else lines.push(`${name}: ${value}`);
+  }
+  return lines;
+}
+
+function firstToken(value: string | undefined): string {
+  if (!value) return 'websocket';
+  const comma = value.indexOf(',');
+  return (comma === -1 ? value : value.slice(0, comma)).trim();
+}
+
+function handOver(this: UpgradeResponse): void {
+  UpgradeResponse.handOver(this);
+}
+
+function onSocketError(this: Duplex, err: Error): void {
+  debug('socket error: %s', err.message);
+  this.destroy();
+}
+
+/** Every response of ours ends in 'close', after 'finish', as on Node's own server. */
+function emitClose(res: ServerResponse): void {
+  res.emit('close');
+}
+
+function finishExternal(res: UpgradeResponse): void {
+  res.emit('finish');
+  res.emit('close');
+}
+
+function onLingerTimeout(this: Duplex): void {
+  this.destroy();
+}
+
+/**
+ * After a response that is not a switch: let go of the socket and close it once flushed. The
+ * client's unread bytes are drained rather than answered with a reset, which could make the
+ * client drop the response it has not read yet.
+ */
+function onResponseFinish(this: SocketResponse): void {
+  if (this._upgradeState !== OPEN) return;
+  const socket = this.socket;
+  this._upgradeState = RELEASED;
+  this.upgradeHead = EMPTY;
+  if (!socket) return;
+  this.detachSocket(socket);
+  process.nextTick(emitClose, this);
+  debug('answered %d to %s %s; closing', this.statusCode, this.req.method, this.req.url);
+  if (socket.destroyed) return;
+  socket.end();
+  socket.resume();
+  if ('setTimeout' in socket && typeof socket.setTimeout === 'function') {
+    (socket as Duplex & { setTimeout(ms: number, cb: () => void): void }).setTimeout(LINGER_MS, onLingerTimeout);
+  }
+}
