@@ -4,9 +4,11 @@
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/packages', '<rootDir>/examples'],
+  roots: ['<rootDir>/packages', '<rootDir>/examples', '<rootDir>/test'],
   testMatch: ['**/test/**/*.test.ts'],
-  testPathIgnorePatterns: ['/node_modules/', '/dist/', '\\.browser\\.test\\.ts$'],
+  // Suites that need a real component (a browser, redis-server) run from .ci/run with their own
+  // configs: jest.browser.config.js, jest.redis.config.js.
+  testPathIgnorePatterns: ['/node_modules/', '/dist/', '\\.browser\\.test\\.ts$', '\\.redis\\.test\\.ts$'],
   moduleNameMapper: {
     '^@upgradeware/([^/]+)$': '<rootDir>/packages/$1/src',
   },
