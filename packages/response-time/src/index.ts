@@ -1,0 +1,71 @@
+/**
+ * @upgradeware/response-time
+ *
+ * Measures the time from this middleware to the moment the response head is written and hands
+ * it to a callback, by default one that sets `X-Response-Time`. Works the same on ordinary
+ * requests and on upgrades: the header rides on the 101 (or on the rejection).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import onHeaders from 'on-headers';
+import { supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+
+/** Receives the elapsed time in milliseconds, just before the response head is written. */
+export type ResponseTimeCallback<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = {
+  callback(req: Req, res: Res, time: number): void;
+}['callback'];
+
+export interface ResponseTimeOptions {
+  /** Digits after the decimal point (default 3). */
+  digits?: number;
+  /** The response header to set (default `X-Response-Time`). */
+  header?: string;
+  /** Append `ms` to the value (default true). */
+  suffix?: boolean;
+}
+
+/** The middleware `responseTime()` returns. */
+export type ResponseTimeMiddleware<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> =
+  UpgradeAware<(req: Req, res: Res, next: NextFunction) => void>;
+
+const NAME = '@upgradeware/response-time';
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * `responseTime(options?)` sets a header with the response time; `responseTime(fn)` calls
+ * `fn(req, res, ms)` instead. A number is taken as `{ digits }`, as response-time 2 does.
+ */
+export function responseTime<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+  options?: ResponseTimeOptions | ResponseTimeCallback<Req, Res> | number,
+): ResponseTimeMiddleware<Req, Res> {
+  const report: ResponseTimeCallback<Req, Res> =
+    typeof options === 'function'
+      ? options
+      : headerSetter(typeof options === 'number' ? { digits: options } : options);
+
+  return supportsUpgrade(function responseTimeMiddleware(req: Req, res: Res, next: NextFunction): void {
+    const start = process.hrtime.bigint();
+    onHeaders(res, function onResponseHead(): void {
+      report(req, res, Number(process.hrtime.bigint() - start) / 1e6);
+    });
+    next();
+  });
+}
+
+function headerSetter(options: ResponseTimeOptions | undefined): ResponseTimeCallback {
+  if (options === undefined || options === null) options = {};
+  if (typeof options !== 'object') throw new TypeError(`${NAME}: options must be an object, a function or a number`);
+  const { digits = 3, header = 'X-Response-Time', suffix = true } = options;
+  if (typeof digits !== 'number' || !Number.isInteger(digits) || digits < 0 || digits > 100) {
+    throw new TypeError(`${NAME}: option digits must be an integer from 0 to 100`);
+  }
+  if (typeof header !== 'string' || !HEADER_NAME.test(header)) {
+    throw new TypeError(`${NAME}: option header must be a valid header name`);
+  }
+  if (typeof suffix !== 'boolean') throw new TypeError(`${NAME}: option suffix must be a boolean`);
+  const unit = suffix ? 'ms' : '';
+  return function setHeader(_req: IncomingMessage, res: ServerResponse, time: number): void {
+    // A value set earlier (by the app, or by another timer) wins.
+    if (res.getHeader(header)) return;
+    res.setHeader(header, time.toFixed(digits) + unit);
+  };
+}
