@@ -1,0 +1,150 @@
+/**
+ * @upgradeware/basic-auth
+ *
+ * HTTP Basic authentication with basic-auth-connect's three forms, for ordinary requests,
+ * WebSocket upgrades and CONNECT alike. In proxy mode it guards a forward proxy with
+ * `Proxy-Authorization` / `407` / `Proxy-Authenticate`.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parse } from 'basic-auth';
+import { supportsUpgrade, type Middleware, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+
+declare module 'http' {
+  interface IncomingMessage {
+    /** The authenticated user, set by `@upgradeware/basic-auth` (and other auth middleware). */
+    user?: unknown;
+    /** Same as `user`, as basic-auth-connect sets it. */
+    remoteUser?: unknown;
+  }
+}
+
+/** Synchronous check: return true (or a promise of true) to let the request in. */
+export type BasicAuthCheck = (user: string, pass: string) => boolean | PromiseLike<boolean>;
+
+/** Asynchronous check: call `done(null, user)` to let the request in with `req.user = user`. */
+export type BasicAuthAsyncCheck = (user: string, pass: string, done: BasicAuthDone) => void;
+
+/** `err` goes to `next(err)`; a falsy `user` is answered 401 (407 in proxy mode). */
+export type BasicAuthDone = (err: unknown, user?: unknown) => void;
+
+export interface BasicAuthOptions {
+  /** The realm named in the challenge (default `'Authorization Required'`). */
+  realm?: string;
+  /**
+   * Guard a forward proxy: read `Proxy-Authorization`, answer `407` with `Proxy-Authenticate`
+   * (default `false`).
+   */
+  proxy?: boolean;
+}
+
+const PKG = '@upgradeware/basic-auth';
+const DEFAULT_REALM = 'Authorization Required';
+/** Per-process key: both sides of a comparison are HMAC'd to fixed-length digests first. */
+const COMPARE_KEY = randomBytes(32);
+
+/** Require `user:pass` credentials matching these strings. */
+export function basicAuth(user: string, pass: string, realm?: string | BasicAuthOptions): UpgradeAware<Middleware>;
+/** Let `check(user, pass)` decide, synchronously or with a callback (three parameters). */
+export function basicAuth(
+  check: BasicAuthCheck | BasicAuthAsyncCheck,
+  realm?: string | BasicAuthOptions,
+): UpgradeAware<Middleware>;
+export function basicAuth(
+  first: string | BasicAuthCheck | BasicAuthAsyncCheck,
+  second?: string | BasicAuthOptions,
+  third?: string | BasicAuthOptions,
+): UpgradeAware<Middleware> {
+  let check: BasicAuthCheck | BasicAuthAsyncCheck;
+  let settings: string | BasicAuthOptions | undefined;
+  if (typeof first === 'string') {
+    if (typeof second !== 'string') throw new TypeError(`${PKG}: option pass must be a string`);
+    check = credentialsCheck(first, second);
+    settings = third;
+  } else if (typeof first === 'function') {
+    check = first;
+    settings = second;
+  } else {
+    throw new TypeError(`${PKG}: option user must be a string or a check function`);
+  }
+  const { realm, proxy } = optionsOf(settings);
+  const header = proxy ? 'proxy-authorization' : 'authorization';
+  const challengeHeader = proxy ? 'Proxy-Authenticate' : 'WWW-Authenticate';
+  const challenge = `Basic realm="${realm.replace(/["\\]/g, '\\$&')}"`;
+  const refusal = proxy ? 407 : 401;
+  const isAsync = check.length >= 3;
+
+  function refuse(res: ServerResponse): void {
+    res.statusCode = refusal;
+    res.setHeader(challengeHeader, challenge);
+    res.end(proxy ? 'Proxy Authentication Required' : 'Unauthorized');
+  }
+
+  return supportsUpgrade(function basicAuth(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
+    if (req.user) return next();
+    const value = req.headers[header];
+    if (!value) return refuse(res);
+    const credentials = parse(value);
+    if (!credentials) return next(badRequest());
+    const { name, pass } = credentials;
+    let settled = false;
+    const done: BasicAuthDone = (err, user) => {
+      if (settled) return;
+      settled = true;
+      if (err) return next(err);
+      if (!user) return refuse(res);
+      req.user = req.remoteUser = user;
+      next();
+    };
+    try {
+      if (isAsync) {
+        (check as BasicAuthAsyncCheck)(name, pass, done);
+        return;
+      }
+      const result = (check as BasicAuthCheck)(name, pass);
+      if (isThenable(result)) result.then((ok) => done(null, ok ? name : null), (err: unknown) => done(err ?? new Error('Rejected')));
+      else done(null, result ? name : null);
+    } catch (err) {
+      done(err ?? new Error('Thrown'));
+    }
+  });
+}
+
+function optionsOf(settings: string | BasicAuthOptions | undefined): { realm: string; proxy: boolean } {
+  if (settings === undefined) return { realm: DEFAULT_REALM, proxy: false };
+  const options: BasicAuthOptions = typeof settings === 'string' ? { realm: settings } : settings;
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`${PKG}: option realm must be a string (or the options an object)`);
+  }
+  const { realm = DEFAULT_REALM, proxy = false } = options;
+  // Control characters would make setHeader throw on every request: refuse them now.
+  if (typeof realm !== 'string' || /[\x00-\x1f\x7f]/.test(realm)) {
+    throw new TypeError(`${PKG}: option realm must be a string without control characters`);
+  }
+  if (typeof proxy !== 'boolean') throw new TypeError(`${PKG}: option proxy must be a boolean`);
+  // As basic-auth-connect: an empty realm means the default one.
+  return { realm: realm || DEFAULT_REALM, proxy };
+}
+
+/** A check against fixed credentials, in constant time for the name and the password together. */
+function credentialsCheck(user: string, pass: string): BasicAuthCheck {
+  const userDigest = digest(user);
+  const passDigest = digest(pass);
+  return (name, password) => {
+    // Both comparisons always run: `&` does not short-circuit.
+    const ok = Number(timingSafeEqual(digest(name), userDigest)) & Number(timingSafeEqual(digest(password), passDigest));
+    return ok === 1;
+  };
+}
+
+function digest(text: string): Buffer {
+  return createHmac('sha256', COMPARE_KEY).update(text).digest();
+}
+
+function badRequest(): Error {
+  return Object.assign(new Error('Bad Request'), { status: 400, statusCode: 400, expose: true });
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
+}

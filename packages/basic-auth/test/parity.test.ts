@@ -1,0 +1,227 @@
+/**
+ * Parity with basic-auth-connect on ordinary requests: the stock middleware and ours run in the
+ * same kind of Connect app, on the same raw requests, and what the client sees is compared.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import connect from 'connect';
+import { basicAuth } from '@upgradeware/basic-auth';
+import { rawRequest, start, type RawResponse, type TestServer } from '../../../test-support';
+
+type Handle = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const stockBasicAuth = require('basic-auth-connect') as (...args: unknown[]) => Handle;
+
+const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
+
+/** A Connect app: the guard, then an endpoint that shows who got in, then an error reporter. */
+function appWith(guard: Handle, preset?: string) {
+  const app = connect();
+  if (preset !== undefined) {
+    app.use((req: IncomingMessage, _res: ServerResponse, next: () => void) => {
+      req.user = preset;
+      next();
+    });
+  }
+  app.use(guard);
+  app.use((req: IncomingMessage, res: ServerResponse) => {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify({ user: req.user, remoteUser: req.remoteUser }));
+  });
+  app.use((err: { status?: number; message?: string }, _req: IncomingMessage, res: ServerResponse, _next: unknown) => {
+    res.statusCode = err.status ?? 500;
+    res.end(`error ${err.status} ${err.message}`);
+  });
+  return app;
+}
+
+function get(port: number, authorization?: string, header = 'Authorization'): Promise<RawResponse> {
+  const auth = authorization === undefined ? '' : `${header}: ${authorization}\r\n`;
+  return rawRequest(port, `GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n${auth}\r\n`);
+}
+
+/** What is compared: status, the challenge, the body. */
+function seen(r: RawResponse) {
+  return { status: r.status, challenge: r.headers['www-authenticate'], body: r.body };
+}
+
+interface Pair {
+  stock: TestServer;
+  ours: TestServer;
+}
+
+async function pair(stock: Handle, ours: Handle, preset?: string): Promise<Pair> {
+  return { stock: await start(appWith(stock, preset)), ours: await start(appWith(ours, preset)) };
+}
+
+async function compare(p: Pair, authorization: string | undefined) {
+  const [a, b] = [await get(p.stock.port, authorization), await get(p.ours.port, authorization)];
+  expect(seen(b)).toEqual(seen(a));
+  return seen(b);
+}
+
+describe('basicAuth(user, pass) against basic-auth-connect', () => {
+  let p: Pair;
+  beforeAll(async () => {
+    p = await pair(stockBasicAuth('tj', 'wahoo'), basicAuth('tj', 'wahoo'));
+  });
+  afterAll(async () => {
+    await p.stock.close();
+    await p.ours.close();
+  });
+
+  const cases: Array<[string, string | undefined, number]> = [
+    ['no header', undefined, 401],
+    ['an empty header', '', 401],
+    ['good credentials', `Basic ${b64('tj:wahoo')}`, 200],
+    ['a wrong password', `Basic ${b64('tj:nope')}`, 401],
+    ['a wrong name', `Basic ${b64('tk:wahoo')}`, 401],
+    ['a password prefix', `Basic ${b64('tj:wah')}`, 401],
+    ['a longer password', `Basic ${b64('tj:wahoo!')}`, 401],
+    ['empty name and password', `Basic ${b64(':')}`, 401],
+    ['another scheme', 'Bearer abc.def', 400],
+    ['the scheme alone', 'Basic', 400],
+    ['credentials without a colon', `Basic ${b64('tjwahoo')}`, 400],
+    ['malformed base64', 'Basic !!!!', 400],
+    ['three words', `Basic ${b64('tj:wahoo')} extra`, 400],
+  ];
+  test.each(cases)('%s', async (_name, authorization, status) => {
+    const r = await compare(p, authorization);
+    expect(r.status).toBe(status);
+    if (status === 401) {
+      expect(r.challenge).toEqual(['Basic realm="Authorization Required"']);
+      expect(r.body).toBe('Unauthorized');
+    }
+    if (status === 400) expect(r.body).toBe('error 400 Bad Request');
+    if (status === 200) expect(JSON.parse(r.body)).toEqual({ user: 'tj', remoteUser: 'tj' });
+  });
+
+  test('a realm as third argument', async () => {
+    const q = await pair(stockBasicAuth('tj', 'wahoo', 'Admin area'), basicAuth('tj', 'wahoo', 'Admin area'));
+    try {
+      const r = await compare(q, undefined);
+      expect(r.challenge).toEqual(['Basic realm="Admin area"']);
+      expect((await compare(q, `Basic ${b64('tj:wahoo')}`)).status).toBe(200);
+    } finally {
+      await q.stock.close();
+      await q.ours.close();
+    }
+  });
+
+  test('an empty realm means the default', async () => {
+    const q = await pair(stockBasicAuth('tj', 'wahoo', ''), basicAuth('tj', 'wahoo', ''));
+    try {
+      expect((await compare(q, undefined)).challenge).toEqual(['Basic realm="Authorization Required"']);
+    } finally {
+      await q.stock.close();
+      await q.ours.close();
+    }
+  });
+});
+
+describe('basicAuth(fn) against basic-auth-connect', () => {
+  const check = (user: string, pass: string) => user === 'tj' && pass === 'pa:ss w\u00f6rd';
+
+  test('a synchronous check, a realm, a colon in the password, UTF-8', async () => {
+    const p = await pair(stockBasicAuth(check, 'Zone'), basicAuth(check, 'Zone'));
+    try {
+      const ok = await compare(p, `Basic ${b64('tj:pa:ss w\u00f6rd')}`);
+      expect(ok.status).toBe(200);
+      expect(JSON.parse(ok.body)).toEqual({ user: 'tj', remoteUser: 'tj' });
+      const no = await compare(p, `Basic ${b64('tj:pa:ss')}`);
+      expect(no).toEqual({ status: 401, challenge: ['Basic realm="Zone"'], body: 'Unauthorized' });
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+
+  test('an asynchronous check sets req.user to what it gives', async () => {
+    const asyncCheck = (user: string, pass: string, done: (err: unknown, user?: unknown) => void) => {
+      setImmediate(() => done(null, pass === 'secret' ? { id: 7, name: user } : false));
+    };
+    const p = await pair(stockBasicAuth(asyncCheck), basicAuth(asyncCheck));
+    try {
+      const ok = await compare(p, `Basic ${b64('ann:secret')}`);
+      expect(JSON.parse(ok.body)).toEqual({ user: { id: 7, name: 'ann' }, remoteUser: { id: 7, name: 'ann' } });
+      expect((await compare(p, `Basic ${b64('ann:wrong')}`)).status).toBe(401);
+      expect((await compare(p, undefined)).status).toBe(401);
+      expect((await compare(p, 'Basic ####')).status).toBe(400);
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+
+  test('a request with req.user already set passes without credentials', async () => {
+    const p = await pair(stockBasicAuth('tj', 'wahoo'), basicAuth('tj', 'wahoo'), 'someone');
+    try {
+      const r = await compare(p, undefined);
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body)).toEqual({ user: 'someone' });
+      expect((await compare(p, 'Bearer x')).status).toBe(200);
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+});
+
+describe('documented differences from basic-auth-connect', () => {
+  test('the scheme is case-insensitive and may be followed by several spaces (RFC 7617)', async () => {
+    const p = await pair(stockBasicAuth('tj', 'wahoo'), basicAuth('tj', 'wahoo'));
+    try {
+      for (const header of [`basic ${b64('tj:wahoo')}`, `BASIC  ${b64('tj:wahoo')}`]) {
+        expect((await get(p.stock.port, header)).status).toBe(400);
+        const ours = await get(p.ours.port, header);
+        expect(ours.status).toBe(200);
+        expect(JSON.parse(ours.body)).toEqual({ user: 'tj', remoteUser: 'tj' });
+      }
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+
+  test('an error from the asynchronous check goes to next(err) instead of a 401', async () => {
+    const failing = (_u: string, _p: string, done: (err: unknown) => void) => {
+      done(Object.assign(new Error('directory down'), { status: 503 }));
+    };
+    const p = await pair(stockBasicAuth(failing), basicAuth(failing));
+    try {
+      const auth = `Basic ${b64('tj:wahoo')}`;
+      expect((await get(p.stock.port, auth)).status).toBe(401);
+      const ours = await get(p.ours.port, auth);
+      expect(ours.status).toBe(503);
+      expect(ours.body).toBe('error 503 directory down');
+      expect(ours.headers['www-authenticate']).toBeUndefined();
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+
+  test('a check that returns a promise is awaited (the stock package lets any promise in)', async () => {
+    const check = async (user: string, pass: string) => user === 'tj' && pass === 'wahoo';
+    const p = await pair(stockBasicAuth(check), basicAuth(check));
+    try {
+      const wrong = `Basic ${b64('tj:nope')}`;
+      expect((await get(p.stock.port, wrong)).status).toBe(200);
+      expect((await get(p.ours.port, wrong)).status).toBe(401);
+      expect((await get(p.ours.port, `Basic ${b64('tj:wahoo')}`)).status).toBe(200);
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+
+  test('a realm with quotes or backslashes is escaped as a quoted-string', async () => {
+    const s = await start(appWith(basicAuth('a', 'b', 'say "hi" \\o/')));
+    try {
+      const r = await get(s.port);
+      expect(r.status).toBe(401);
+      expect(r.headers['www-authenticate']).toEqual(['Basic realm="say \\"hi\\" \\\\o/"']);
+    } finally {
+      await s.close();
+    }
+  });
+});
