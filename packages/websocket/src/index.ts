@@ -1,0 +1,363 @@
+/**
+ * @upgradeware/websocket
+ *
+ * `websocket(onConnection, options?)`: a WebSocket endpoint on `ws` that is an ordinary
+ * upgrade-aware middleware. The 101 that `ws` writes carries the headers the stack set on `res`
+ * and ends `res` with status 101; a bad handshake is answered through `res` with its real status.
+ */
+import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import createDebug from 'debug';
+import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
+import {
+  isUpgradeResponse,
+  supportsUpgrade,
+  type Middleware,
+  type NextFunction,
+  type UpgradeAware,
+  type UpgradeResponse,
+} from '@upgradeware/upgrade-response';
+
+export { WebSocket, WebSocketServer } from 'ws';
+
+const debug = createDebug('upgradeware:websocket');
+const PKG = '@upgradeware/websocket';
+
+/** What `verifyClient` receives, as with `ws`. */
+export interface VerifyClientInfo<Req extends IncomingMessage = IncomingMessage> {
+  /** The `Origin` header (`Sec-WebSocket-Origin` for version 8 clients). */
+  origin: string | undefined;
+  /** True on a TLS connection. */
+  secure: boolean;
+  req: Req;
+}
+
+/** `ws`'s `verifyClient`, run by this package so that a refusal is a logged response. */
+export type VerifyClient<Req extends IncomingMessage = IncomingMessage> =
+  | ((info: VerifyClientInfo<Req>) => boolean)
+  | ((
+      info: VerifyClientInfo<Req>,
+      callback: (result: boolean, code?: number, message?: string, headers?: OutgoingHttpHeaders) => void,
+    ) => void);
+
+/** Decides whether a handshake from `origin` (undefined: no Origin header) is accepted. */
+export type OriginCheck<Req extends IncomingMessage = IncomingMessage> = (origin: string | undefined, req: Req) => boolean;
+
+/** Called with an error thrown (or a promise rejected) by the connection callback. */
+export type ConnectionErrorHandler<Req extends IncomingMessage = IncomingMessage> = (
+  err: unknown,
+  ws: WebSocket,
+  req: Req,
+) => void;
+
+/** The connection callback: a new, open WebSocket and the request that went through the stack. */
+export type ConnectionHandler<Req extends IncomingMessage = IncomingMessage> = (ws: WebSocket, req: Req) => unknown;
+
+/** `ws` server options that make sense for an endpoint in a stack. */
+type PassThrough = Omit<ServerOptions, 'server' | 'port' | 'host' | 'backlog' | 'path' | 'noServer' | 'verifyClient' | 'handleProtocols'>;
+
+export interface WebSocketOptions<Req extends IncomingMessage = IncomingMessage> extends PassThrough {
+  /** Accepted origins: a list of `scheme://host[:port]`, or a function. Default: any origin. */
+  origins?: readonly string[] | OriginCheck<Req>;
+  /** As `ws`'s option, but a refusal is answered through the response (default 401). */
+  verifyClient?: VerifyClient<Req>;
+  /** As `ws`'s option: picks the subprotocol from the client's offer. */
+  handleProtocols?: (protocols: Set<string>, req: Req) => string | false;
+  /** Errors of the connection callback (default: the server's 'error' event, or a process warning). */
+  onError?: ConnectionErrorHandler<Req>;
+  /** Always true; any other value is refused. */
+  noServer?: true;
+}
+
+/** The middleware returned by `websocket()`. */
+export interface WebSocketEndpoint extends UpgradeAware<Middleware> {
+  /** The connected clients of this endpoint (always empty with `clientTracking: false`). */
+  readonly clients: ReadonlySet<WebSocket>;
+  /** The `ws` server behind the endpoint (`noServer` mode). */
+  readonly server: WebSocketServer;
+  /** Send `data` to every open client of this endpoint; returns how many it was sent to. */
+  broadcast(data: Parameters<WebSocket['send']>[0], options?: Parameters<WebSocket['send']>[1]): number;
+  /** Refuse new handshakes (503), close every client with 1001 Going Away; resolves once all closed. */
+  close(): Promise<void>;
+}
+
+/** Requests on their way into `ws`: the response that accounts for the 101. */
+const kResponse = Symbol('upgradeware.websocket.response');
+type Pending = IncomingMessage & { [kResponse]?: UpgradeResponse };
+
+const KEY = /^[+/0-9A-Za-z]{22}==$/;
+const DIGITS = /^[0-9]{1,3}$/;
+const VERSIONS = '13, 8';
+const NO_SERVER_OPTIONS = ['server', 'port', 'host', 'backlog', 'path'] as const;
+const NUMBER_OPTIONS = ['maxPayload', 'maxBufferedChunks', 'maxFragments', 'maxPendingAutoPongs', 'closeTimeout'] as const;
+const BOOLEAN_OPTIONS = ['allowSynchronousEvents', 'autoPong', 'clientTracking', 'skipUTF8Validation'] as const;
+const KNOWN = new Set<string>([
+  ...NUMBER_OPTIONS, ...BOOLEAN_OPTIONS, 'perMessageDeflate', 'handleProtocols', 'WebSocket', 'noServer',
+  'verifyClient', 'origins', 'onError',
+]);
+const EMPTY: ReadonlySet<WebSocket> = new Set();
+
+/** Create a WebSocket endpoint: mount it with `app.use(path, websocket(onConnection, options))`. */
+export function websocket<Req extends IncomingMessage = IncomingMessage>(
+  onConnection: ConnectionHandler<Req>,
+  options: WebSocketOptions<Req> = {},
+): WebSocketEndpoint {
+  if (typeof onConnection !== 'function') throw new TypeError(`${PKG}: onConnection must be a function`);
+  const { origins, verifyClient, onError, ...wsOptions } = checkOptions(options);
+  const allowed = originCheck(origins);
+  const wss = new WebSocketServer({ ...wsOptions, noServer: true } as ServerOptions);
+  let closing: Promise<void> | null = null;
+
+  wss.on('headers', onHeaders);
+  wss.on('wsClientError', onClientError);
+
+  const reportError: ConnectionErrorHandler<Req> =
+    onError ??
+    ((err) => {
+      if (wss.listenerCount('error') > 0) wss.emit('error', err);
+      else process.emitWarning(err instanceof Error ? err : new Error(String(err)), 'WebSocketConnectionError');
+    });
+
+  function connected(ws: WebSocket, req: IncomingMessage): void {
+    ws.on('error', onSocketError);
+    let ret: unknown;
+    try {
+      ret = onConnection(ws, req as Req);
+    } catch (err) {
+      failed(err, ws, req as Req);
+      return;
+    }
+    if (ret !== null && typeof ret === 'object' && typeof (ret as PromiseLike<unknown>).then === 'function') {
+      (ret as PromiseLike<unknown>).then(undefined, (err: unknown) => failed(err, ws, req as Req));
+    }
+  }
+
+  function failed(err: unknown, ws: WebSocket, req: Req): void {
+    debug('connection callback failed: %o', err);
+    if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(1011, 'Internal Error');
+    try {
+      reportError(err, ws, req);
+    } catch (e) {
+      process.emitWarning(e instanceof Error ? e : new Error(String(e)), 'WebSocketConnectionError');
+    }
+  }
+
+  /** Hand the socket to `ws`, once the stack and our own checks let the handshake through. */
+  function accept(req: Pending, res: UpgradeResponse, next: NextFunction): void {
+    const socket = res.socket;
+    if (!socket || socket.destroyed || res.headersSent) return;
+    if (closing !== null) {
+      refuse(res, 503, 'WebSocket endpoint closed');
+      return;
+    }
+    req[kResponse] = res;
+    try {
+      wss.handleUpgrade(req, socket, res.upgradeHead, connected);
+    } catch (err) {
+      req[kResponse] = undefined;
+      // Before the 101 (an on-headers listener or handleProtocols threw): an ordinary error.
+      if (!res.headersSent) next(err);
+      else socket.destroy();
+    }
+  }
+
+  const endpoint = supportsUpgrade(function websocketEndpoint(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
+    if (!isUpgradeResponse(res) || res.isConnect || !atRoot(req.url)) return next();
+    const upgrade = req.headers.upgrade;
+    if (upgrade === undefined) return next();
+    if (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
+      // Another protocol this app serves is somebody else's business; a malformed one is not.
+      if (!/(^|,)\s*websocket\s*(,|$)/i.test(upgrade)) return next();
+      return refuse(res, 400, 'Invalid Upgrade header');
+    }
+    if (req.method !== 'GET') return refuse(res, 405, 'Invalid HTTP method', 'Allow', 'GET');
+    const key = req.headers['sec-websocket-key'];
+    if (key === undefined || !KEY.test(key)) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
+    const version = req.headers['sec-websocket-version'];
+    if (version !== '13' && version !== '8') {
+      // RFC 6455 §4.2.2: a well-formed version we do not speak is 426; anything else is 400.
+      const status = version !== undefined && DIGITS.test(version) ? 426 : 400;
+      return refuse(res, status, 'Missing or invalid Sec-WebSocket-Version header', 'Sec-WebSocket-Version', VERSIONS);
+    }
+    if (allowed !== null) {
+      const origin = version === '8' ? req.headers['sec-websocket-origin'] : req.headers.origin;
+      let ok: boolean;
+      try {
+        ok = allowed(typeof origin === 'string' ? origin : undefined, req as Req);
+      } catch (err) {
+        return next(err);
+      }
+      if (ok !== true) return refuse(res, 403, 'Origin not allowed');
+    }
+    if (verifyClient === undefined) return accept(req, res, next);
+    verify(verifyClient, req as Req, res, next, accept);
+  }) as WebSocketEndpoint;
+
+  Object.defineProperty(endpoint, 'clients', { enumerable: true, get: () => wss.clients ?? EMPTY });
+  Object.defineProperty(endpoint, 'server', { enumerable: true, value: wss });
+  endpoint.broadcast = (data, opts) => {
+    let sent = 0;
+    for (const ws of wss.clients ?? EMPTY) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      ws.send(data, opts ?? {});
+      sent++;
+    }
+    return sent;
+  };
+  endpoint.close = () => {
+    if (closing === null) {
+      closing = new Promise<void>((resolve) => wss.close(() => resolve()));
+      for (const ws of wss.clients ?? EMPTY) ws.close(1001, 'Going Away');
+    }
+    return closing;
+  };
+  return endpoint;
+}
+
+/** ws's 'headers': account for the 101 on the response, add the stack's headers to ws's own. */
+function onHeaders(headers: string[], req: Pending): void {
+  const res = req[kResponse];
+  if (res === undefined) return;
+  req[kResponse] = undefined;
+  for (const line of res.externalSwitch()) {
+    // ws owns the Sec-WebSocket-* headers of the handshake: its values win.
+    if (line.length > 14 && line.slice(0, 14).toLowerCase() === 'sec-websocket-') continue;
+    headers.push(line);
+  }
+}
+
+/** ws's 'wsClientError': ws found the handshake bad and wrote nothing; answer through `res`. */
+function onClientError(err: Error, socket: Duplex, req: Pending): void {
+  const res = req[kResponse];
+  req[kResponse] = undefined;
+  if (res === undefined) {
+    socket.destroy();
+    return;
+  }
+  const message = err.message;
+  if (message === 'Invalid HTTP method') refuse(res, 405, message, 'Allow', 'GET');
+  else if (message.includes('Sec-WebSocket-Version')) refuse(res, 400, message, 'Sec-WebSocket-Version', VERSIONS);
+  else refuse(res, 400, message);
+}
+
+/** Answer a refused handshake as an ordinary (logged) response. */
+function refuse(res: ServerResponse, status: number, message: string, name?: string, value?: OutgoingHttpHeaders[string]): void {
+  if (res.headersSent || !res.socket || res.socket.destroyed) return;
+  debug('refused %d: %s', status, message);
+  const body = message || STATUS_CODES[status] || String(status);
+  res.statusCode = status;
+  if (name !== undefined && value !== undefined) res.setHeader(name, value);
+  res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+/** Run a `ws`-style verifyClient; a refusal is answered through `res`. */
+function verify<Req extends IncomingMessage>(
+  verifyClient: VerifyClient<Req>,
+  req: Req,
+  res: UpgradeResponse,
+  next: NextFunction,
+  accept: (req: Pending, res: UpgradeResponse, next: NextFunction) => void,
+): void {
+  const socket = req.socket as IncomingMessage['socket'] & { authorized?: boolean; encrypted?: boolean };
+  const info: VerifyClientInfo<Req> = {
+    origin: req.headers['sec-websocket-version'] === '8' ? headerOf(req, 'sec-websocket-origin') : req.headers.origin,
+    secure: Boolean(socket.authorized || socket.encrypted),
+    req,
+  };
+  try {
+    if (verifyClient.length !== 2) {
+      if ((verifyClient as (info: VerifyClientInfo<Req>) => boolean)(info)) accept(req, res, next);
+      else refuse(res, 401, STATUS_CODES[401]!);
+      return;
+    }
+    let called = false;
+    verifyClient(info, (result, code, message, headers) => {
+      if (called) return;
+      called = true;
+      if (result) return accept(req, res, next);
+      if (res.headersSent) return;
+      const status = code || 401;
+      if (headers) for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
+      refuse(res, status, message || STATUS_CODES[status] || String(status));
+    });
+  } catch (err) {
+    next(err);
+  }
+}
+
+function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function onSocketError(this: WebSocket, err: Error): void {
+  // ws closes the connection itself (1002, 1007, 1009 …); the error is only worth a debug line.
+  debug('client error: %s', err.message);
+}
+
+/** Is the URL left after the mount path exactly '/' (query allowed)? */
+function atRoot(url: string | undefined): boolean {
+  if (url === undefined) return false;
+  return url === '/' || (url.charCodeAt(0) === 47 && (url.charCodeAt(1) === 63 /* ? */ || url.charCodeAt(1) === 35));
+}
+
+function originCheck<Req extends IncomingMessage>(origins: WebSocketOptions<Req>['origins']): OriginCheck<Req> | null {
+  if (origins === undefined) return null;
+  if (typeof origins === 'function') return origins;
+  const set = new Set<string>();
+  for (const origin of origins) set.add(normalizeOrigin(origin));
+  return (origin) => origin === undefined || set.has(origin) || set.has(origin.toLowerCase());
+}
+
+function normalizeOrigin(origin: unknown): string {
+  let normalized = 'null';
+  if (typeof origin === 'string') {
+    try {
+      normalized = new URL(origin).origin;
+    } catch {
+      normalized = 'null';
+    }
+  }
+  if (normalized === 'null' || typeof origin !== 'string' || origin.replace(/\/$/, '').toLowerCase() !== normalized) {
+    throw new TypeError(`${PKG}: option origins must list origins like "https://example.com" (got ${JSON.stringify(origin)})`);
+  }
+  return normalized;
+}
+
+function checkOptions<Req extends IncomingMessage>(options: WebSocketOptions<Req>): WebSocketOptions<Req> {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError(`${PKG}: options must be an object`);
+  }
+  const o = options as Record<string, unknown>;
+  for (const name of NO_SERVER_OPTIONS) {
+    if (o[name] !== undefined) {
+      throw new TypeError(`${PKG}: option ${name} is not supported: mount the endpoint with app.use(path, websocket(...)) on the app's server`);
+    }
+  }
+  if (o.noServer !== undefined && o.noServer !== true) throw new TypeError(`${PKG}: option noServer must be true (or left out)`);
+  for (const name of Object.keys(o)) {
+    if (!KNOWN.has(name) && o[name] !== undefined) throw new TypeError(`${PKG}: unknown option ${name}`);
+  }
+  for (const name of NUMBER_OPTIONS) {
+    const v = o[name];
+    if (v !== undefined && (typeof v !== 'number' || !(v >= 0))) throw new TypeError(`${PKG}: option ${name} must be a number >= 0`);
+  }
+  for (const name of BOOLEAN_OPTIONS) {
+    if (o[name] !== undefined && typeof o[name] !== 'boolean') throw new TypeError(`${PKG}: option ${name} must be a boolean`);
+  }
+  for (const name of ['handleProtocols', 'verifyClient', 'onError', 'WebSocket'] as const) {
+    if (o[name] !== undefined && typeof o[name] !== 'function') throw new TypeError(`${PKG}: option ${name} must be a function`);
+  }
+  const pmd = o.perMessageDeflate;
+  if (pmd !== undefined && typeof pmd !== 'boolean' && (pmd === null || typeof pmd !== 'object')) {
+    throw new TypeError(`${PKG}: option perMessageDeflate must be a boolean or an object`);
+  }
+  const origins = o.origins;
+  if (origins !== undefined && typeof origins !== 'function') {
+    if (!Array.isArray(origins)) throw new TypeError(`${PKG}: option origins must be an array of origins or a function`);
+    for (const origin of origins) normalizeOrigin(origin);
+  }
+  return options;
+}
