@@ -192,7 +192,10 @@ function dispatch(stack: Layer[], req: http.IncomingMessage, res: http.ServerRes
         return;
       }
       // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in.
-      if (upgrade && layer.handle.supportsUpgrade !== true) continue;
+      if (upgrade && layer.handle.supportsUpgrade !== true) {
+        if (debug.enabled) debug('%s %s: passed over %s (no supportsUpgrade)', req.method, req.originalUrl, nameOf(layer));
+        continue;
+      }
       const route = layer.route;
       if (route.length !== 0) {
         const url = req.url!;
@@ -205,11 +208,16 @@ function dispatch(stack: Layer[], req: http.IncomingMessage, res: http.ServerRes
           slashAdded = true;
         }
       }
+      if (debug.enabled) debug('%s %s: %s %s', req.method, req.originalUrl, err ? 'error to' : 'run', nameOf(layer));
       call(layer.handle, err, req, res, next);
       return;
     }
   };
   next();
+}
+
+function nameOf(layer: Layer): string {
+  return `${layer.handle.name || 'anonymous'}${layer.route ? ` at ${layer.route}` : ''}`;
 }
 
 /** Call one layer the Connect way: by arity, with throws and rejections becoming `next(err)`. */
@@ -388,7 +396,8 @@ function sendError(req: http.IncomingMessage, res: http.ServerResponse, status: 
       }
     }
   } else if (status === 404) {
-    message = `Cannot ${req.method} ${encodeURI(decodeSafe(req.originalUrl ?? req.url ?? '/'))}`;
+    const url = req.originalUrl ?? req.url ?? '/';
+    message = `Cannot ${req.method} ${encodeURI(decodeSafe(pathnameOf(url, protohostOf(url).length)))}`;
   } else {
     message = http.STATUS_CODES[status] ?? String(status);
   }

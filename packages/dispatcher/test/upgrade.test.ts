@@ -1,0 +1,278 @@
+/** Upgrades through the stack: DESIGN.md rules 1–7, on the wire. */
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import onHeaders from 'on-headers';
+import { WebSocketServer } from 'ws';
+import { createApp } from '@upgradeware/dispatcher';
+import { isUpgradeResponse, supportsUpgrade, type UpgradeResponse } from '@upgradeware/upgrade-response';
+import {
+  start,
+  rawRequest,
+  rawConnect,
+  wsHandshake,
+  upgradeRequest,
+  wsOpen,
+  wsClose,
+  nextMessage,
+  request,
+  until,
+  delay,
+  type TestServer,
+} from '../../../test-support';
+
+const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+const accept = (key: string) => createHash('sha1').update(key + GUID).digest('base64');
+
+/** An echo protocol: after the switch, every byte comes back. */
+const echo = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: (e?: unknown) => void) => {
+  if (!isUpgradeResponse(res)) return next();
+  res.switchProtocols((socket, head) => {
+    socket.on('error', () => undefined);
+    socket.write(head);
+    socket.pipe(socket);
+  });
+});
+
+describe('upgrades through one stack', () => {
+  let server: TestServer;
+  const seen: string[] = [];
+  const events: string[] = [];
+
+  beforeAll(async () => {
+    const app = createApp({ upgradeProtocols: ['websocket', 'echo'] });
+    // Not opted in: passed over on upgrades, run on ordinary requests.
+    app.use((req, _res, next) => {
+      seen.push(`plain ${req.url}`);
+      next();
+    });
+    app.use(
+      supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        seen.push(`aware ${req.url}`);
+        res.setHeader('X-Stack', 'yes');
+        res.setHeader('Set-Cookie', ['a=1; Path=/', 'b=2; Path=/']);
+        if (req.url?.startsWith('/hooks')) {
+          onHeaders(res, () => {
+            events.push(`headers ${res.statusCode}`);
+            res.setHeader('X-From-Hook', 'late');
+          });
+          res.on('finish', () => events.push(`finish ${res.statusCode}`));
+          res.on('close', () => events.push('close'));
+        }
+        next();
+      }),
+    );
+    app.use(
+      '/deny',
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse) => {
+        res.statusCode = 401;
+        res.setHeader('WWW-Authenticate', 'Basic realm="test"');
+        res.end('Unauthorized, really');
+      }),
+    );
+    app.use(
+      '/slow',
+      supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: () => void) => {
+        setTimeout(next, 60);
+      }),
+    );
+    app.use('/slow', echo);
+    app.use('/hooks', echo);
+    app.use('/echo', echo);
+    app.use(
+      '/boom',
+      supportsUpgrade(() => {
+        throw new Error('kaboom');
+      }),
+    );
+    app.use(
+      '/teapot',
+      supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: (e?: unknown) => void) => {
+        next(Object.assign(new Error('short and stout'), { status: 418 }));
+      }),
+    );
+    app.use(
+      '/recover',
+      supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: (e?: unknown) => void) => {
+        next(new Error('recoverable'));
+      }),
+    );
+    // Error layers: only opted-in ones run on upgrades.
+    app.use((err: unknown, _req: IncomingMessage, res: ServerResponse, _next: (e?: unknown) => void) => {
+      res.statusCode = 599;
+      res.end('plain error layer ran: ' + String(err));
+    });
+    app.use(
+      supportsUpgrade((err: unknown, req: IncomingMessage, res: ServerResponse, next: (e?: unknown) => void) => {
+        if (req.url !== '/recover') return next(err);
+        res.statusCode = 409;
+        res.end('recovered: ' + (err as Error).message);
+      }),
+    );
+    // A mounted sub-app with its own WebSocket endpoint on ws (externalSwitch path).
+    const wss = new WebSocketServer({ noServer: true });
+    wss.on('connection', (ws, req) => {
+      ws.on('message', (m) => ws.send(`${req.url}|${String(m)}`));
+    });
+    let current: UpgradeResponse | null = null;
+    wss.on('headers', (lines) => {
+      lines.push(...current!.externalSwitch());
+    });
+    const sub = createApp();
+    sub.use(
+      '/room',
+      supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        if (!isUpgradeResponse(res)) return next();
+        seen.push(`sub ${req.url} ${req.originalUrl}`);
+        current = res;
+        wss.handleUpgrade(req, res.socket!, res.upgradeHead, (ws) => wss.emit('connection', ws, req));
+        current = null;
+      }),
+    );
+    app.use('/sub', sub);
+    app.use('/page', (_req: IncomingMessage, res: ServerResponse) => {
+      res.end('an ordinary page');
+    });
+    server = await start(app);
+  });
+  afterAll(() => server.close());
+  beforeEach(() => {
+    seen.length = 0;
+    events.length = 0;
+  });
+
+  test('layers that did not opt in are passed over on upgrades and run on requests', async () => {
+    const res = await rawRequest(server.port, upgradeRequest('/deny', 'echo'));
+    expect(res.status).toBe(401);
+    expect(seen).toEqual(['aware /deny']);
+    seen.length = 0;
+    await request(server.url + '/deny');
+    expect(seen).toEqual(['plain /deny', 'aware /deny']);
+  });
+
+  test('a refusal is a well-formed HTTP/1.1 response with Connection: close, then the socket closes', async () => {
+    const res = await rawRequest(server.port, wsHandshake('/deny'));
+    expect(res.raw.startsWith('HTTP/1.1 401 Unauthorized\r\n')).toBe(true);
+    expect(res.headers['connection']).toEqual(['close']);
+    expect(res.headers['www-authenticate']).toEqual(['Basic realm="test"']);
+    expect(res.headers['x-stack']).toEqual(['yes']);
+    expect(res.headers['content-length']).toEqual([String('Unauthorized, really'.length)]);
+    expect(res.body).toBe('Unauthorized, really');
+    expect(res.closed).toBe(true);
+  });
+
+  test('a switch writes 101 with every header set earlier; on-headers and finish fire once, then close', async () => {
+    const conn = await rawConnect(server.port);
+    conn.socket.write(upgradeRequest('/hooks', 'echo'));
+    const head = (await conn.waitFor('\r\n\r\n')).toString('latin1');
+    expect(head.startsWith('HTTP/1.1 101 Switching Protocols\r\n')).toBe(true);
+    expect(head).toContain('\r\nX-Stack: yes\r\n');
+    expect(head).toContain('\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; Path=/\r\n');
+    expect(head).toContain('\r\nX-From-Hook: late\r\n');
+    expect(head).toContain('\r\nUpgrade: echo\r\n');
+    expect(head).toContain('\r\nConnection: Upgrade\r\n');
+    expect(head).not.toMatch(/Content-Length|Transfer-Encoding|keep-alive/i);
+    expect(head.match(/X-Stack/g)).toHaveLength(1);
+    await until(() => events.includes('close'));
+    expect(events).toEqual(['headers 101', 'finish 101', 'close']);
+    conn.socket.write('ping');
+    await conn.waitFor('ping');
+    conn.close();
+  });
+
+  test('head bytes and bytes sent while an async layer waits arrive intact and in order', async () => {
+    const conn = await rawConnect(server.port);
+    const tail = Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10]);
+    conn.socket.write(Buffer.concat([Buffer.from(upgradeRequest('/slow', 'echo')), Buffer.from('HEAD-BYTES|'), tail]));
+    await delay(10); // the async layer is still waiting
+    conn.socket.write('|DURING-WAIT|');
+    await delay(10);
+    conn.socket.write(Buffer.alloc(64 * 1024, 0x61)); // more than one chunk, still waiting
+    const expected = Buffer.concat([Buffer.from('HEAD-BYTES|'), tail, Buffer.from('|DURING-WAIT|'), Buffer.alloc(64 * 1024, 0x61)]);
+    const all = await conn.waitFor(Buffer.concat([Buffer.from('|DURING-WAIT|'), Buffer.alloc(64 * 1024, 0x61)]), 5000);
+    const body = all.subarray(all.indexOf('\r\n\r\n') + 4);
+    expect(body.equals(expected)).toBe(true);
+    conn.close();
+  });
+
+  test('an upgrade no layer answers gets 404, and the next request is served', async () => {
+    const res = await rawRequest(server.port, wsHandshake('/nowhere'));
+    expect(res.status).toBe(404);
+    expect(res.body).toContain('Cannot GET /nowhere');
+    expect(res.headers['connection']).toEqual(['close']);
+    expect(res.closed).toBe(true);
+    expect((await request(server.url + '/page')).body).toBe('an ordinary page');
+  });
+
+  test('a thrown error gives 500, err.status is used, no plain error layer runs', async () => {
+    const boom = await rawRequest(server.port, wsHandshake('/boom'));
+    expect(boom.status).toBe(500);
+    expect(boom.body).toContain('kaboom');
+    expect(boom.body).not.toContain('plain error layer');
+    expect(boom.closed).toBe(true);
+    const teapot = await rawRequest(server.port, wsHandshake('/teapot'));
+    expect(teapot.status).toBe(418);
+    expect(teapot.headers['connection']).toEqual(['close']);
+  });
+
+  test('no stack trace in production', async () => {
+    const before = process.env.NODE_ENV;
+    process.env.NODE_ENV = 'production';
+    try {
+      const res = await rawRequest(server.port, wsHandshake('/boom'));
+      expect(res.status).toBe(500);
+      expect(res.body).toContain('<pre>Internal Server Error</pre>');
+      expect(res.body).not.toContain('kaboom');
+    } finally {
+      process.env.NODE_ENV = before;
+    }
+  });
+
+  test('an opted-in error layer answers an upgrade error', async () => {
+    const res = await rawRequest(server.port, wsHandshake('/recover'));
+    expect(res.status).toBe(409);
+    expect(res.body).toBe('recovered: recoverable');
+  });
+
+  test('a mounted sub-app handles the upgrade with its url stripped; ws sees the 101 with our headers', async () => {
+    const { ws, response } = await wsOpen(server.wsUrl + '/sub/room/42?x=1');
+    expect(response.statusCode).toBe(101);
+    expect(response.headers['x-stack']).toBe('yes');
+    expect(response.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    expect(seen).toEqual(['aware /sub/room/42?x=1', 'sub /42?x=1 /sub/room/42?x=1']);
+    ws.send('hi');
+    expect(await nextMessage(ws)).toBe('/42?x=1|hi');
+    await wsClose(ws);
+  });
+
+  test('the 101 written by ws carries the headers exactly once (raw bytes)', async () => {
+    const key = 'AQIDBAUGBwgJCgsMDQ4PEA==';
+    const res = await rawRequest(server.port, wsHandshake('/sub/room/1', { 'Sec-WebSocket-Key': key }), { untilHead: true });
+    expect(res.status).toBe(101);
+    expect(res.headers['sec-websocket-accept']).toEqual([accept(key)]);
+    expect(res.headers['x-stack']).toEqual(['yes']);
+    expect(res.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    expect(res.headers['upgrade']).toEqual(['websocket']);
+    expect(res.headers['connection']).toEqual(['Upgrade']);
+  });
+
+  test('an upgrade to a protocol the app does not serve (h2c) is an ordinary request with Connection: close', async () => {
+    const res = await rawRequest(server.port, upgradeRequest('/page', 'h2c', { 'HTTP2-Settings': 'AAMAAABkAARAAAAAAAIAAAAA' }));
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('an ordinary page');
+    expect(res.headers['connection']).toEqual(['close']);
+    expect(res.closed).toBe(true);
+    expect(seen).toEqual(['plain /page', 'aware /page']);
+  });
+
+  test('bad input: a garbage Upgrade header and a POST upgrade get clear answers; the server keeps serving', async () => {
+    const garbage = await rawRequest(server.port, upgradeRequest('/echo', '\x01\x02'));
+    expect(garbage.status).toBe(400); // Node's parser refuses the control characters
+    const post = await rawRequest(
+      server.port,
+      'POST /nowhere HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n\r\nhello',
+    );
+    expect(post.status).toBe(404);
+    expect(post.closed).toBe(true);
+    expect((await request(server.url + '/page')).status).toBe(200);
+  });
+});
