@@ -1,0 +1,335 @@
+/**
+ * @upgradeware/logger
+ *
+ * An HTTP request logger with morgan's formats, tokens and options, that also logs upgrades:
+ * a switch is logged as 101, a rejected upgrade with its real status, a client that went away
+ * before an answer with `-`. Every token value is escaped so that no request can break a line.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import basicAuth from 'basic-auth';
+import onHeaders from 'on-headers';
+import { supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+
+/** A token's value: a string, or nothing (printed `-`). */
+export type TokenValue = string | undefined;
+
+/** What a token function may return; `null`, `undefined`, `''`, `0` and `false` print as `-`. */
+export type TokenResult = string | number | boolean | null | undefined;
+
+/** A token: `(req, res, arg)`, where `arg` is the text in brackets (`:req[host]` → `'host'`). */
+export type TokenCallback<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = {
+  token(req: Req, res: Res, arg?: string): TokenResult;
+}['token'];
+
+/** The registered tokens, as a format function receives them; values come back escaped. */
+export interface TokenIndexer<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> {
+  [name: string]: (req: Req, res: Res, arg?: string) => TokenValue;
+}
+
+/** A format function: returns the line to log, or `null`/`undefined` to log nothing. */
+export type FormatFn<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = {
+  format(tokens: TokenIndexer<Req, Res>, req: Req, res: Res): string | null | undefined;
+}['format'];
+
+/** Where lines go: anything with a `write(string)` method. */
+export interface LoggerStream {
+  write(line: string): unknown;
+}
+
+export interface LoggerOptions<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> {
+  /** Log when the request arrives instead of when the response ends (default false). */
+  immediate?: boolean;
+  /** Return true to log nothing for this request (default: log every request). */
+  skip?: (req: Req, res: Res) => boolean;
+  /** Where to write lines (default `process.stdout`). */
+  stream?: LoggerStream;
+}
+
+export type LoggerMiddleware<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> =
+  UpgradeAware<(req: Req, res: Res, next: NextFunction) => void>;
+
+export interface Logger {
+  <Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+    format?: string | FormatFn<Req, Res>,
+    options?: LoggerOptions<Req, Res>,
+  ): LoggerMiddleware<Req, Res>;
+  /** Register (or replace) the token `:name`, for every logger of this module. Returns `logger`. */
+  token<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+    name: string,
+    fn: TokenCallback<Req, Res>,
+  ): Logger;
+  /** Register (or replace) a named format: a format string or a format function. Returns `logger`. */
+  format<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+    name: string,
+    fmt: string | FormatFn<Req, Res>,
+  ): Logger;
+  /** Turn a format string into a format function. */
+  compile<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+    format: string,
+  ): FormatFn<Req, Res>;
+}
+
+const NAME = '@upgradeware/logger';
+
+/** The times and the address morgan keeps on req and res; tokens written for morgan read them. */
+interface Marks {
+  _startAt?: [number, number];
+  _startTime?: Date;
+  _remoteAddress?: string;
+}
+
+type AnyTokenFn = (req: IncomingMessage, res: ServerResponse, arg?: string) => TokenValue;
+type AnyFormatFn = (tokens: TokenIndexer, req: IncomingMessage, res: ServerResponse) => string | null | undefined;
+
+const tokens: Record<string, AnyTokenFn> = Object.create(null) as Record<string, AnyTokenFn>;
+const formats = new Map<string, string | AnyFormatFn>();
+
+// ---- escaping ------------------------------------------------------------------------------
+
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029"\\]/g;
+const SHORT_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Escape a value the way a JSON string would: control characters (C0, DEL, C1), the Unicode line
+ * separators, quotes and backslashes. Ordinary values pass unchanged; the escapes are morgan 1.12's.
+ */
+function escapeValue(text: string): string {
+  UNSAFE.lastIndex = 0;
+  if (!UNSAFE.test(text)) return text;
+  return text.replace(UNSAFE, (c) => SHORT_ESCAPES[c] ?? '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+}
+
+// ---- the middleware ------------------------------------------------------------------------
+
+function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+  format: string | FormatFn<Req, Res> = 'combined',
+  options: LoggerOptions<Req, Res> = {},
+): LoggerMiddleware<Req, Res> {
+  if (typeof format !== 'string' && typeof format !== 'function') {
+    throw new TypeError(`${NAME}: format must be a format name, a format string or a function`);
+  }
+  if (options === null || typeof options !== 'object') throw new TypeError(`${NAME}: options must be an object`);
+  const { immediate = false, skip, stream = process.stdout } = options;
+  if (typeof immediate !== 'boolean') throw new TypeError(`${NAME}: option immediate must be a boolean`);
+  if (skip !== undefined && typeof skip !== 'function') throw new TypeError(`${NAME}: option skip must be a function`);
+  if (stream === null || typeof stream !== 'object' || typeof stream.write !== 'function') {
+    throw new TypeError(`${NAME}: option stream must have a write() method`);
+  }
+  const formatLine = (typeof format === 'function' ? format : formatFunction(format)) as AnyFormatFn;
+
+  function log(req: IncomingMessage, res: ServerResponse): void {
+    if (skip && skip(req as Req, res as Res)) return;
+    const line = formatLine(tokens, req, res);
+    if (line === null || line === undefined) return;
+    stream.write(line + '\n');
+  }
+
+  return supportsUpgrade(function logRequest(req: Req, res: Res, next: NextFunction): void {
+    const reqMarks = req as Req & Marks;
+    const resMarks = res as Res & Marks;
+    reqMarks._startAt = process.hrtime();
+    reqMarks._startTime = new Date();
+    reqMarks._remoteAddress = remoteAddress(req);
+    resMarks._startAt = undefined;
+    resMarks._startTime = undefined;
+
+    if (immediate) {
+      try {
+        log(req, res);
+      } catch (err) {
+        next(err);
+        return;
+      }
+    } else {
+      let logged = false;
+      const done = (): void => {
+        if (logged) return;
+        logged = true;
+        res.removeListener('finish', done);
+        res.removeListener('close', done);
+        try {
+          log(req, res);
+        } catch {
+          // The response is over and next() was called long ago: losing one line beats
+          // crashing the process, which is what a throw from here would do.
+        }
+      };
+      onHeaders(res, markResponseStart);
+      // A switch and an answer end in 'finish' (then 'close'); a client gone before the
+      // answer ends in 'close' alone. Whichever comes first writes the line, once.
+      if (res.writableFinished || res.destroyed) setImmediate(done);
+      else {
+        res.on('finish', done);
+        res.on('close', done);
+      }
+    }
+    next();
+  });
+}
+
+function markResponseStart(this: ServerResponse): void {
+  const marks = this as ServerResponse & Marks;
+  marks._startAt = process.hrtime();
+  marks._startTime = new Date();
+}
+
+function remoteAddress(req: IncomingMessage): string | undefined {
+  const r = req as IncomingMessage & Marks & { ip?: unknown };
+  if (typeof r.ip === 'string' && r.ip) return r.ip;
+  return r._remoteAddress || req.socket?.remoteAddress || undefined;
+}
+
+function formatFunction(name: string): AnyFormatFn {
+  const fmt = formats.get(name) ?? name;
+  return typeof fmt === 'function' ? fmt : compile(fmt);
+}
+
+// ---- compile, token, format ----------------------------------------------------------------
+
+const TOKEN = /:([-\w]{2,})(?:\[([^\]]+)\])?/g;
+
+interface TokenPart {
+  name: string;
+  arg: string | undefined;
+  /** The token as written, printed as it is when no such token is registered. */
+  text: string;
+}
+
+function compile<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+  format: string,
+): FormatFn<Req, Res> {
+  if (typeof format !== 'string') throw new TypeError(`${NAME}: compile(format) needs a format string`);
+  const parts: Array<string | TokenPart> = [];
+  let last = 0;
+  for (const match of format.matchAll(TOKEN)) {
+    if (match.index > last) parts.push(format.slice(last, match.index));
+    parts.push({ name: match[1]!, arg: match[2], text: match[0] });
+    last = match.index + match[0].length;
+  }
+  if (last < format.length) parts.push(format.slice(last));
+
+  return function compiledFormat(table: TokenIndexer<Req, Res>, req: Req, res: Res): string {
+    let line = '';
+    for (const part of parts) {
+      if (typeof part === 'string') {
+        line += part;
+        continue;
+      }
+      const fn = Object.prototype.hasOwnProperty.call(table, part.name) ? table[part.name] : undefined;
+      line += typeof fn === 'function' ? fn(req, res, part.arg) || '-' : part.text;
+    }
+    return line;
+  };
+}
+
+function token<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+  name: string,
+  fn: TokenCallback<Req, Res>,
+): Logger {
+  if (typeof name !== 'string' || name.length === 0) throw new TypeError(`${NAME}: token(name, fn) needs a name`);
+  if (typeof fn !== 'function') throw new TypeError(`${NAME}: token(name, fn) needs a function`);
+  const call = fn as (req: IncomingMessage, res: ServerResponse, arg?: string) => TokenResult;
+  // Every value is escaped here, so format functions get safe values too.
+  tokens[name] = function tokenValue(req, res, arg) {
+    const value = arg === undefined ? call(req, res) : call(req, res, arg);
+    if (!value) return undefined;
+    return escapeValue(typeof value === 'string' ? value : String(value));
+  };
+  return logger;
+}
+
+function format<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+  name: string,
+  fmt: string | FormatFn<Req, Res>,
+): Logger {
+  if (typeof name !== 'string' || name.length === 0) throw new TypeError(`${NAME}: format(name, fmt) needs a name`);
+  if (typeof fmt !== 'string' && typeof fmt !== 'function') {
+    throw new TypeError(`${NAME}: format(name, fmt) needs a format string or a function`);
+  }
+  formats.set(name, fmt as string | AnyFormatFn);
+  return logger;
+}
+
+/**
+ * `logger(format?, options?)`: a middleware that writes one line per request. `format` is the
+ * name of a format (default `'combined'`), a format string, or a format function.
+ */
+export const logger: Logger = Object.assign(createLogger, { token, format, compile }) as Logger;
+
+// ---- predefined formats --------------------------------------------------------------------
+
+format('combined', ':remote-addr - :remote-user [:date[clf]] ":method :url HTTP/:http-version" :status :res[content-length] ":referrer" ":user-agent"');
+format('common', ':remote-addr - :remote-user [:date[clf]] ":method :url HTTP/:http-version" :status :res[content-length]');
+format('default', ':remote-addr - :remote-user [:date] ":method :url HTTP/:http-version" :status :res[content-length] ":referrer" ":user-agent"');
+format('short', ':remote-addr :remote-user :method :url HTTP/:http-version :status :res[content-length] - :response-time ms');
+format('tiny', ':method :url :status :res[content-length] - :response-time ms');
+
+const devLines = new Map<number, AnyFormatFn>();
+/** ANSI colour of a status: red 5xx, yellow 4xx, cyan 3xx, green 2xx, none otherwise (1xx too). */
+function statusColour(status: number): number {
+  if (status >= 500) return 31;
+  if (status >= 400) return 33;
+  if (status >= 300) return 36;
+  if (status >= 200) return 32;
+  return 0;
+}
+format('dev', function dev(table, req, res) {
+  const colour = res.headersSent ? statusColour(res.statusCode) : 0;
+  let line = devLines.get(colour);
+  if (!line) {
+    line = compile(`\x1b[0m:method :url \x1b[${colour}m:status\x1b[0m :response-time ms - :res[content-length]\x1b[0m`);
+    devLines.set(colour, line);
+  }
+  return line(table, req, res);
+});
+// https://no-color.org: a non-empty NO_COLOR when the module loads gives a dev format without colours.
+if (process.env.NO_COLOR) format('dev', ':method :url :status :response-time ms - :res[content-length]');
+
+// ---- tokens --------------------------------------------------------------------------------
+
+const CLF_MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const two = (n: number) => (n < 10 ? '0' : '') + n;
+
+function clfDate(d: Date): string {
+  return `${two(d.getUTCDate())}/${CLF_MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${two(d.getUTCHours())}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())} +0000`;
+}
+
+function msBetween(from: [number, number], to: [number, number], digits: string | undefined): string {
+  const ms = (to[0] - from[0]) * 1e3 + (to[1] - from[1]) / 1e6;
+  return ms.toFixed(digits === undefined ? 3 : Number(digits));
+}
+
+function headerValue(value: number | string | readonly string[] | undefined): string | number | undefined {
+  return Array.isArray(value) ? value.join(', ') : (value as string | number | undefined);
+}
+
+token('url', (req) => (req as IncomingMessage & { originalUrl?: string }).originalUrl || req.url);
+token('method', (req) => req.method);
+token('status', (_req, res) => (res.headersSent ? String(res.statusCode) : undefined));
+token('response-time', (req, res, digits) => {
+  const start = (req as IncomingMessage & Marks)._startAt;
+  const end = (res as ServerResponse & Marks)._startAt;
+  return start && end ? msBetween(start, end, digits) : undefined;
+});
+token('total-time', (req, res, digits) => {
+  const start = (req as IncomingMessage & Marks)._startAt;
+  if (!start || !(res as ServerResponse & Marks)._startAt) return undefined;
+  return msBetween(start, process.hrtime(), digits);
+});
+token('date', (_req, _res, style) => {
+  const now = new Date();
+  if (style === undefined || style === 'web') return now.toUTCString();
+  if (style === 'clf') return clfDate(now);
+  if (style === 'iso') return now.toISOString();
+  return undefined;
+});
+token('referrer', (req) => req.headers.referer || (req.headers.referrer as string | undefined));
+token('remote-addr', remoteAddress);
+token('remote-user', (req) => basicAuth(req)?.name);
+token('http-version', (req) => `${req.httpVersionMajor}.${req.httpVersionMinor}`);
+token('user-agent', (req) => req.headers['user-agent']);
+token('req', (req, _res, field) => (field === undefined ? undefined : headerValue(req.headers[field.toLowerCase()])));
+token('res', (_req, res, field) => (field === undefined || !res.headersSent ? undefined : headerValue(res.getHeader(field))));
+token('pid', () => String(process.pid));
+/** The protocol an upgrade asked for (`websocket`); `-` for an ordinary request. */
+token('upgrade', (req) => req.headers.upgrade);

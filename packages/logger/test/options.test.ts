@@ -1,0 +1,64 @@
+import { logger, type LoggerOptions } from '@upgradeware/logger';
+import { collector } from './helpers';
+
+describe('logger() checks its arguments when called', () => {
+  test.each<[string, unknown, unknown, RegExp]>([
+    ['format: a number', 42, undefined, /format must be/],
+    ['format: null', null, undefined, /format must be/],
+    ['options: a string', 'tiny', 'fast', /options must be an object/],
+    ['options: null', 'tiny', null, /options must be an object/],
+    ['stream without write()', 'tiny', { stream: {} }, /option stream must have a write\(\) method/],
+    ['stream: a string', 'tiny', { stream: 'stdout' }, /option stream must have a write\(\) method/],
+    ['skip: not a function', 'tiny', { skip: true }, /option skip must be a function/],
+    ['immediate: not a boolean', 'tiny', { immediate: 'yes' }, /option immediate must be a boolean/],
+  ])('%s', (_name, format, options, message) => {
+    const call = () => logger(format as string, options as LoggerOptions);
+    expect(call).toThrow(TypeError);
+    expect(call).toThrow(/^@upgradeware\/logger: /);
+    expect(call).toThrow(message);
+  });
+
+  test('token(), format() and compile() check theirs', () => {
+    expect(() => logger.token('', () => 'x')).toThrow(/^@upgradeware\/logger: token\(name, fn\) needs a name/);
+    expect(() => logger.token('x', 'y' as never)).toThrow(/needs a function/);
+    expect(() => logger.format('', 'x')).toThrow(/^@upgradeware\/logger: format\(name, fmt\) needs a name/);
+    expect(() => logger.format('x', 3 as never)).toThrow(/needs a format string or a function/);
+    expect(() => logger.compile(3 as never)).toThrow(/^@upgradeware\/logger: compile\(format\) needs a format string/);
+  });
+
+  test('the middleware supports upgrades; token() and format() chain', () => {
+    const c = collector();
+    expect(logger('tiny', { stream: c.stream }).supportsUpgrade).toBe(true);
+    expect(logger(() => null, { stream: c.stream }).supportsUpgrade).toBe(true);
+    expect(logger.token('chain-a', () => 'a').format('chain-b', ':chain-a')).toBe(logger);
+  });
+});
+
+describe('compile()', () => {
+  const req = {} as never;
+  const res = {} as never;
+
+  test('replaces tokens with their values, falsy values with -, and keeps the rest', () => {
+    const fn = logger.compile<never, never>('a :one [:two[x y]] :three :nope-token ok: 12:30 :x');
+    const seen: unknown[] = [];
+    const line = fn(
+      {
+        one: () => '1',
+        two: (_q, _s, arg) => {
+          seen.push(arg);
+          return 'two';
+        },
+        three: () => undefined,
+      },
+      req,
+      res,
+    );
+    // Unregistered tokens (`:nope-token`, `:30`) are printed as written; `:x` is too short to be one.
+    expect(line).toBe('a 1 [two] - :nope-token ok: 12:30 :x');
+    expect(seen).toEqual(['x y']);
+  });
+
+  test('does not reach inherited properties of the token table', () => {
+    expect(logger.compile(':constructor :toString')({}, req, res)).toBe(':constructor :toString');
+  });
+});
