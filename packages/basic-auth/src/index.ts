@@ -25,6 +25,9 @@ export type BasicAuthCheck = (user: string, pass: string) => boolean | PromiseLi
 /** Asynchronous check: call `done(null, user)` to let the request in with `req.user = user`. */
 export type BasicAuthAsyncCheck = (user: string, pass: string, done: BasicAuthDone) => void;
 
+/** Either form of check, as `basicAuth(check)` accepts it (the form is told by `check.length`). */
+export type BasicAuthVerify = (user: string, pass: string, done: BasicAuthDone) => boolean | PromiseLike<boolean> | void;
+
 /** `err` goes to `next(err)`; a falsy `user` is answered 401 (407 in proxy mode). */
 export type BasicAuthDone = (err: unknown, user?: unknown) => void;
 
@@ -45,17 +48,17 @@ const COMPARE_KEY = randomBytes(32);
 
 /** Require `user:pass` credentials matching these strings. */
 export function basicAuth(user: string, pass: string, realm?: string | BasicAuthOptions): UpgradeAware<Middleware>;
-/** Let `check(user, pass)` decide, synchronously or with a callback (three parameters). */
+/**
+ * Let `check` decide. With two parameters, `check(user, pass)` returns true (or a promise of true)
+ * to let the request in; with three, `check(user, pass, done)` calls `done(null, user)`.
+ */
+export function basicAuth(check: BasicAuthVerify, realm?: string | BasicAuthOptions): UpgradeAware<Middleware>;
 export function basicAuth(
-  check: BasicAuthCheck | BasicAuthAsyncCheck,
-  realm?: string | BasicAuthOptions,
-): UpgradeAware<Middleware>;
-export function basicAuth(
-  first: string | BasicAuthCheck | BasicAuthAsyncCheck,
+  first: string | BasicAuthVerify,
   second?: string | BasicAuthOptions,
   third?: string | BasicAuthOptions,
 ): UpgradeAware<Middleware> {
-  let check: BasicAuthCheck | BasicAuthAsyncCheck;
+  let check: BasicAuthVerify;
   let settings: string | BasicAuthOptions | undefined;
   if (typeof first === 'string') {
     if (typeof second !== 'string') throw new TypeError(`${PKG}: option pass must be a string`);
