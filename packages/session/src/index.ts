@@ -1,0 +1,490 @@
+/**
+ * @upgradeware/session
+ *
+ * express-session's options, `req.session` API and Store interface, for ordinary requests and for
+ * HTTP Upgrade (WebSocket) requests alike: the session is loaded before the endpoint sees the
+ * upgrade, and a new or changed session is saved and its `Set-Cookie` rides on the 101.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { parse as parseCookieHeader } from 'cookie';
+import createDebug from 'debug';
+import onHeaders from 'on-headers';
+import { isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { Cookie, type CookieOptions } from './cookie';
+import { MemoryStore } from './memory';
+import { Session, createSession, setHooks, type SessionData, type StoredSession } from './session';
+import type { SessionStoreLike, Store } from './store';
+
+export { Cookie, type CookieData, type CookieOptions, type Priority, type SameSite, type StoredCookie } from './cookie';
+export { MemoryStore, type MemoryStoreOptions } from './memory';
+export { Session, type SessionCallback, type SessionData, type SessionRequest, type StoredSession } from './session';
+export { Store, type GetCallback, type SessionStoreLike, type StoreConstructor } from './store';
+
+const debug = createDebug('upgradeware:session');
+
+declare module 'http' {
+  interface IncomingMessage {
+    /** The session (set by `@upgradeware/session`). */
+    session?: Session & Partial<SessionData>;
+    /** The session id (set by `@upgradeware/session`). */
+    sessionID?: string;
+    /** The store the session lives in (set by `@upgradeware/session`). */
+    sessionStore?: SessionStoreLike;
+  }
+}
+
+export interface SessionOptions {
+  /** Attributes of the session cookie, or a function of the request returning them. */
+  cookie?: CookieOptions | ((req: IncomingMessage) => CookieOptions);
+  /** Makes a new session id (default: 24 random bytes from `node:crypto`, base64url). */
+  genid?: (req: IncomingMessage) => string;
+  /** Name of the session cookie (default `'connect.sid'`). */
+  name?: string;
+  /** Trust `X-Forwarded-Proto` (`true`), never (`false`), or follow `req.secure` (default). */
+  proxy?: boolean;
+  /** Save the session at the end of every request, even unchanged (default `true`). */
+  resave?: boolean;
+  /** Send the cookie, with a fresh expiry, on every response (default `false`). */
+  rolling?: boolean;
+  /** Save (and send the cookie of) a new session nobody changed (default `true`). */
+  saveUninitialized?: boolean;
+  /** Signs the cookie; an array signs with the first and accepts any (required). */
+  secret: string | readonly string[];
+  /** Where sessions live (default: a new `MemoryStore`). */
+  store?: SessionStoreLike;
+  /** What to do when `req.session` is deleted or set to null: `'keep'` (default) or `'destroy'`. */
+  unset?: 'destroy' | 'keep';
+}
+
+export type SessionMiddleware = UpgradeAware<(req: IncomingMessage, res: ServerResponse, next: NextFunction) => void>;
+
+const PACKAGE = '@upgradeware/session';
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const SAME_SITE = new Set<unknown>([true, false, 'lax', 'strict', 'none', 'auto']);
+const PRIORITY = new Set<unknown>(['low', 'medium', 'high']);
+/** A WebSocket close frame from a server: code 1011 (internal error). */
+const WS_CLOSE_1011 = Buffer.from([0x88, 0x02, 0x03, 0xf3]);
+
+function optionError(message: string): TypeError {
+  return new TypeError(`${PACKAGE}: ${message}`);
+}
+
+/** Make a new session id: 24 random bytes, base64url (32 characters). */
+function generateId(): string {
+  return randomBytes(24).toString('base64url');
+}
+
+/** `s:` + value + `.` + HMAC-SHA256 in base64 without padding: cookie-signature's format. */
+function sign(value: string, secret: string): string {
+  return `s:${value}.${mac(value, secret)}`;
+}
+
+function mac(value: string, secret: string): string {
+  return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
+}
+
+/** The session id in a signed cookie value (without its `s:`), or undefined when no secret signed it. */
+function unsign(signed: string, secrets: readonly string[]): string | undefined {
+  const dot = signed.lastIndexOf('.');
+  if (dot < 0) return undefined;
+  const value = signed.slice(0, dot);
+  const given = Buffer.from(signed.slice(dot + 1));
+  let found: string | undefined;
+  for (const secret of secrets) {
+    const expected = Buffer.from(mac(value, secret));
+    // Constant time for a signature of the right length; every secret is tried.
+    if (expected.length === given.length && timingSafeEqual(expected, given) && found === undefined) found = value;
+  }
+  return found;
+}
+
+/** What is compared to tell whether a session changed: its data without the cookie. */
+function fingerprint(session: Session | undefined | null): string {
+  const json = JSON.stringify(session, function (this: unknown, key: string, value: unknown) {
+    return this === session && key === 'cookie' ? undefined : value;
+  });
+  return createHash('sha1').update(json ?? '', 'utf8').digest('hex');
+}
+
+function isSecure(req: IncomingMessage, proxy: boolean | undefined): boolean {
+  if ((req.socket as { encrypted?: boolean } | null)?.encrypted) return true;
+  if (proxy === false) return false;
+  if (proxy !== true) return (req as { secure?: unknown }).secure === true;
+  const header = req.headers['x-forwarded-proto'];
+  const value = (Array.isArray(header) ? header[0] : header) ?? '';
+  const comma = value.indexOf(',');
+  return (comma === -1 ? value : value.slice(0, comma)).trim().toLowerCase() === 'https';
+}
+
+function pathnameOf(url: string): string {
+  let start = 0;
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    // Absolute form: skip scheme://host.
+    const scheme = url.indexOf('://');
+    if (scheme !== -1) {
+      const slash = url.indexOf('/', scheme + 3);
+      if (slash === -1) return '/';
+      start = slash;
+    }
+  }
+  let end = url.length;
+  for (let i = start; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 63 /* ? */ || c === 35 /* # */) {
+      end = i;
+      break;
+    }
+  }
+  return url.slice(start, end) || '/';
+}
+
+/** The session id from the request's cookie (also from cookie-parser's `req.cookies`). */
+function readSessionId(req: IncomingMessage, name: string, secrets: readonly string[]): string | undefined {
+  const fromRaw = (raw: string | undefined): string | undefined => {
+    if (!raw) return undefined;
+    if (!raw.startsWith('s:')) {
+      debug('cookie %s is not signed', name);
+      return undefined;
+    }
+    const id = unsign(raw.slice(2), secrets);
+    if (id === undefined) debug('cookie %s has a bad signature', name);
+    return id;
+  };
+  let id: string | undefined;
+  const header = req.headers.cookie;
+  if (header) {
+    let raw = parseCookieHeader(header)[name];
+    if (raw !== undefined && raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"')) raw = raw.slice(1, -1);
+    id = fromRaw(raw);
+  }
+  const parsed = req as { signedCookies?: Record<string, unknown>; cookies?: Record<string, unknown> };
+  if (!id && parsed.signedCookies && typeof parsed.signedCookies[name] === 'string') id = parsed.signedCookies[name] as string;
+  if (!id && parsed.cookies && typeof parsed.cookies[name] === 'string') id = fromRaw(parsed.cookies[name] as string);
+  return id || undefined;
+}
+
+function checkCookieOptions(cookie: CookieOptions, where: string): void {
+  if (cookie === null || typeof cookie !== 'object') throw optionError(`${where} must be an object or a function`);
+  const { maxAge, expires, domain, path, httpOnly, secure, sameSite, partitioned, priority } = cookie;
+  if (maxAge !== undefined && maxAge !== null && (typeof maxAge !== 'number' || Number.isNaN(maxAge))) {
+    throw optionError(`${where}.maxAge must be a number of milliseconds`);
+  }
+  if (expires !== undefined && expires !== null && !(expires instanceof Date && !Number.isNaN(expires.getTime()))) {
+    throw optionError(`${where}.expires must be a valid Date`);
+  }
+  if (domain !== undefined && (typeof domain !== 'string' || domain.length === 0)) throw optionError(`${where}.domain must be a string`);
+  if (path !== undefined && (typeof path !== 'string' || path.length === 0)) throw optionError(`${where}.path must be a string`);
+  if (httpOnly !== undefined && typeof httpOnly !== 'boolean') throw optionError(`${where}.httpOnly must be a boolean`);
+  if (secure !== undefined && typeof secure !== 'boolean' && secure !== 'auto') {
+    throw optionError(`${where}.secure must be a boolean or 'auto'`);
+  }
+  if (sameSite !== undefined && !SAME_SITE.has(sameSite)) {
+    throw optionError(`${where}.sameSite must be true, false, 'lax', 'strict', 'none' or 'auto'`);
+  }
+  if (partitioned !== undefined && typeof partitioned !== 'boolean') throw optionError(`${where}.partitioned must be a boolean`);
+  if (priority !== undefined && !PRIORITY.has(priority)) throw optionError(`${where}.priority must be 'low', 'medium' or 'high'`);
+}
+
+function checkBoolean(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== 'boolean') throw optionError(`option ${name} must be a boolean`);
+}
+
+/** express-session's middleware: loads `req.session`, saves it and sets its cookie as the response ends. */
+export function session(options: SessionOptions): SessionMiddleware {
+  if (options === null || typeof options !== 'object') throw optionError('options must be an object');
+  const opts = options as Partial<SessionOptions>;
+
+  const secret = opts.secret;
+  if (secret === undefined || secret === null || secret === '') throw optionError('option secret is required');
+  const secrets: readonly string[] = typeof secret === 'string' ? [secret] : Array.isArray(secret) ? [...(secret as string[])] : [];
+  if (secrets.length === 0 || secrets.some((s) => typeof s !== 'string' || s.length === 0)) {
+    throw optionError('option secret must be a non-empty string or a non-empty array of non-empty strings');
+  }
+
+  const cookieOption = opts.cookie ?? {};
+  if (typeof cookieOption !== 'function') checkCookieOptions(cookieOption, 'option cookie');
+
+  const genid = opts.genid ?? generateId;
+  if (typeof genid !== 'function') throw optionError('option genid must be a function');
+
+  const name = opts.name ?? 'connect.sid';
+  if (typeof name !== 'string' || !COOKIE_NAME.test(name)) throw optionError('option name must be a valid cookie name');
+
+  checkBoolean('proxy', opts.proxy);
+  checkBoolean('resave', opts.resave);
+  checkBoolean('rolling', opts.rolling);
+  checkBoolean('saveUninitialized', opts.saveUninitialized);
+  const proxy = opts.proxy;
+  const resave = opts.resave ?? true;
+  const rolling = opts.rolling ?? false;
+  const saveUninitialized = opts.saveUninitialized ?? true;
+  if (opts.resave === undefined) debug('option resave not given: defaulting to true, as express-session does');
+  if (opts.saveUninitialized === undefined) debug('option saveUninitialized not given: defaulting to true, as express-session does');
+
+  const unset = opts.unset ?? 'keep';
+  if (unset !== 'destroy' && unset !== 'keep') throw optionError("option unset must be 'destroy' or 'keep'");
+  const unsetDestroy = unset === 'destroy';
+
+  const store = opts.store ?? new MemoryStore();
+  for (const method of ['get', 'set', 'destroy', 'on'] as const) {
+    if (typeof (store as unknown as Record<string, unknown>)[method] !== 'function') {
+      throw optionError(`option store must have a ${method}() method`);
+    }
+  }
+  const storeTouches = typeof store.touch === 'function';
+
+  /** The cookie options for one request, with `'auto'` values settled. */
+  const cookieFor = (req: IncomingMessage): CookieOptions => {
+    if (typeof cookieOption !== 'function') return cookieOption;
+    const resolved = cookieOption(req) ?? {};
+    checkCookieOptions(resolved, 'cookie()');
+    return resolved;
+  };
+
+  const newSession = (req: IncomingMessage, cookieOptions: CookieOptions): void => {
+    req.sessionID = genid(req);
+    const current = new Session(req);
+    const secure = isSecure(req, proxy);
+    const cookie = new Cookie({
+      ...cookieOptions,
+      secure: cookieOptions.secure === 'auto' ? secure : cookieOptions.secure,
+      sameSite: cookieOptions.sameSite === 'auto' ? (secure ? 'none' : 'lax') : cookieOptions.sameSite,
+    } as CookieOptions);
+    current.cookie = cookie;
+    req.session = current;
+  };
+
+  // What third-party code calling `store.regenerate(req, cb)` gets (express-session sets this too).
+  const asStore = store as Partial<Store>;
+  asStore.generate = (req) => newSession(req as IncomingMessage, cookieFor(req as IncomingMessage));
+
+  let storeReady = true;
+  const emitter = store as SessionStoreLike & { on(event: string, listener: () => void): unknown };
+  emitter.on('disconnect', () => {
+    debug('store disconnected: requests pass through without a session');
+    storeReady = false;
+  });
+  emitter.on('connect', () => {
+    debug('store connected');
+    storeReady = true;
+  });
+
+  function sessionMiddleware(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
+    if (req.session) {
+      next();
+      return;
+    }
+    if (!storeReady) {
+      debug('store is disconnected: no session for %s', req.url);
+      next();
+      return;
+    }
+    let cookieOptions: CookieOptions;
+    try {
+      cookieOptions = cookieFor(req);
+    } catch (err) {
+      next(err);
+      return;
+    }
+    const path = pathnameOf((req as { originalUrl?: string }).originalUrl ?? req.url ?? '/');
+    if (!path.startsWith(cookieOptions.path ?? '/')) {
+      debug('path %s is outside the cookie path', path);
+      next();
+      return;
+    }
+
+    const upgrade = isUpgradeResponse(res);
+    const socket: Duplex | null = req.socket;
+    let originalId: string | undefined;
+    let originalHash: string | undefined;
+    let savedHash: string | undefined;
+    let touched = false;
+    let deferredNextCalled = false;
+
+    req.sessionStore = store;
+    const cookieId = readSessionId(req, name, secrets);
+    req.sessionID = cookieId;
+
+    setHooks(req, {
+      generate: () => newSession(req, cookieOptions),
+      saved: (s) => {
+        savedHash = fingerprint(s);
+      },
+    });
+
+    const generate = (): void => {
+      newSession(req, cookieOptions);
+      originalId = req.sessionID;
+      originalHash = fingerprint(req.session);
+    };
+
+    const isModified = (s: Session): boolean => originalId !== s.id || originalHash !== fingerprint(s);
+    const isSaved = (s: Session): boolean => originalId === s.id && savedHash === fingerprint(s);
+    const bogusId = (): boolean => {
+      if (typeof req.sessionID === 'string') return false;
+      debug('req.sessionID is not a string: session ignored');
+      return true;
+    };
+    const shouldSave = (s: Session): boolean => {
+      if (bogusId()) return false;
+      return !saveUninitialized && savedHash === undefined && cookieId !== req.sessionID ? isModified(s) : !isSaved(s);
+    };
+    const shouldTouch = (s: Session): boolean => !bogusId() && cookieId === req.sessionID && !shouldSave(s);
+    const shouldSetCookie = (s: Session): boolean => {
+      if (typeof req.sessionID !== 'string') return false;
+      if (cookieId !== req.sessionID) return saveUninitialized || isModified(s);
+      return rolling || (s.cookie.expires != null && isModified(s));
+    };
+
+    /** A store failure as the response ends: the request's error handlers hear of it. */
+    const reportLater = (err: unknown): void => {
+      debug('store error as the response ended: %o', err);
+      if (deferredNextCalled) return;
+      deferredNextCalled = true;
+      setImmediate(next, err);
+    };
+
+    onHeaders(res, () => {
+      const current = req.session;
+      if (!current) return;
+      if (!shouldSetCookie(current)) return;
+      if (current.cookie.secure && !isSecure(req, proxy)) {
+        debug('secure cookie not sent over an insecure connection');
+        return;
+      }
+      if (!touched) {
+        current.touch();
+        touched = true;
+      }
+      try {
+        const value = current.cookie.serialize(name, sign(req.sessionID as string, secrets[0]!));
+        const previous = res.getHeader('Set-Cookie');
+        const list = previous === undefined ? [] : Array.isArray(previous) ? previous : [String(previous)];
+        res.setHeader('Set-Cookie', [...list, value]);
+      } catch (err) {
+        reportLater(err);
+      }
+    });
+
+    const originalEnd = res.end;
+    let ending = false;
+    res.end = function end(this: ServerResponse, ...args: unknown[]): ServerResponse {
+      if (ending) return res;
+      ending = true;
+      const finish = (): ServerResponse => (originalEnd as (...a: unknown[]) => ServerResponse).apply(res, args);
+
+      /** Run a store operation, then end the response (see "On upgrades" in the README for errors). */
+      const thenEnd = (what: string, op: (done: (err?: unknown) => void) => void): ServerResponse => {
+        // Where the response stands now: has ws already written its own 101 (external switch)?
+        const external = upgrade && res.headersSent && res.socket === null;
+        const switching = upgrade && res.headersSent && !external && (res.statusCode === 101 || res.statusCode === 200);
+        let called = false;
+        const done = (err?: unknown): void => {
+          if (called) return;
+          called = true;
+          if (!err) {
+            debug('%s done', what);
+            finish();
+            return;
+          }
+          if (switching) {
+            // The 101 has not left yet: better no switch than a switch over a session that was not saved.
+            debug('%s failed before the switch: closing the connection', what);
+            if (socket && !socket.destroyed) socket.destroy();
+          } else if (external) {
+            // The 101 is on the wire and the connection is open: close it as an internal error.
+            debug('%s failed after the switch: closing the WebSocket with 1011', what);
+            closeWithInternalError(req, socket);
+            finish();
+          } else {
+            finish();
+          }
+          reportLater(err);
+        };
+        try {
+          op(done);
+        } catch (err) {
+          done(err);
+        }
+        return res;
+      };
+
+      const current = req.session;
+      if (req.sessionID && unsetDestroy && (current === undefined || current === null)) {
+        const id = req.sessionID;
+        return thenEnd('destroy', (done) => store.destroy(id, done));
+      }
+      if (!current) return finish();
+      if (!touched) {
+        current.touch();
+        touched = true;
+      }
+      if (shouldSave(current)) {
+        return thenEnd('save', (done) => current.save(done));
+      }
+      if (storeTouches && shouldTouch(current)) {
+        const id = req.sessionID as string;
+        return thenEnd('touch', (done) => store.touch!(id, current as unknown as StoredSession, done));
+      }
+      return finish();
+    } as ServerResponse['end'];
+
+    if (!cookieId) {
+      debug('no session cookie: new session');
+      try {
+        generate();
+      } catch (err) {
+        next(err);
+        return;
+      }
+      next();
+      return;
+    }
+
+    const sid = cookieId;
+    debug('loading session %s', sid);
+    let answered = false;
+    const loaded = (err: unknown, data?: StoredSession | null): void => {
+      if (answered) return;
+      answered = true;
+      if (err && (err as { code?: unknown }).code !== 'ENOENT') {
+        debug('store error while loading: %o', err);
+        next(err);
+        return;
+      }
+      try {
+        if (err || !data) {
+          debug('no such session: new session');
+          generate();
+        } else {
+          createSession(req, data);
+          originalId = req.sessionID;
+          originalHash = fingerprint(req.session);
+          if (!resave) savedHash = originalHash;
+        }
+      } catch (e) {
+        next(e);
+        return;
+      }
+      next();
+    };
+    try {
+      store.get(sid, loaded);
+    } catch (err) {
+      loaded(err ?? new Error('store.get() threw'));
+    }
+  }
+
+  return supportsUpgrade(sessionMiddleware);
+}
+
+/** After ws wrote its 101: tell the client the server failed (1011) and close the connection. */
+function closeWithInternalError(req: IncomingMessage, socket: Duplex | null): void {
+  if (!socket || socket.destroyed) return;
+  if (/\bwebsocket\b/i.test(req.headers.upgrade ?? '')) socket.write(WS_CLOSE_1011);
+  socket.end();
+  // Give the close frame a moment to leave, then make sure the connection is gone.
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
