@@ -3,40 +3,8 @@
  */
 import type * as http from 'node:http';
 import * as crypto from 'node:crypto';
-import { WebSocketServer, type WebSocket } from 'ws';
-import { isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
-
-/**
- * A WebSocket endpoint as a middleware, the way @upgradeware/websocket does it (DESIGN.md rule 5):
- * `ws` writes its own 101 and the response's headers ride on it through `res.externalSwitch()`.
- * On an ordinary request it calls `next()`.
- */
-export function wsEndpoint(onConnection: (ws: WebSocket, req: http.IncomingMessage) => void) {
-  const wss = new WebSocketServer({ noServer: true, clientTracking: true });
-  const handler = supportsUpgrade((req: http.IncomingMessage, res: http.ServerResponse, next: (err?: unknown) => void) => {
-    if (!isUpgradeResponse(res)) return next();
-    const socket = res.socket;
-    if (!socket) return;
-    const onHeaders = (lines: string[], headersReq: http.IncomingMessage) => {
-      if (headersReq !== req) return;
-      wss.off('headers', onHeaders);
-      lines.push(...res.externalSwitch());
-    };
-    wss.on('headers', onHeaders);
-    wss.handleUpgrade(req, socket, res.upgradeHead, (ws) => {
-      wss.off('headers', onHeaders);
-      onConnection(ws, req);
-    });
-  });
-  return Object.assign(handler, {
-    wss,
-    /** Terminate every connection this endpoint accepted. */
-    close(): Promise<void> {
-      for (const client of wss.clients) client.terminate();
-      return new Promise<void>((resolve) => wss.close(() => resolve()));
-    },
-  });
-}
+import type { WebSocket } from 'ws';
+import { websocket } from '@upgradeware/websocket';
 
 /**
  * Send `text` and resolve with the reply. (A message the server sends on connection can arrive
@@ -54,9 +22,14 @@ export function ask(ws: WebSocket, text = 'ask', timeoutMs = 3000): Promise<stri
   });
 }
 
-/** An endpoint that answers every message with `reply(req)`. */
+/**
+ * A WebSocket endpoint (@upgradeware/websocket: `ws` writes the 101, the response's headers ride
+ * on it through `res.externalSwitch()`) that answers every message with `reply(req)`.
+ */
 export function replyEndpoint(reply: (req: http.IncomingMessage) => string) {
-  return wsEndpoint((ws, req) => ws.on('message', () => ws.send(reply(req))));
+  return websocket((ws, req) => {
+    ws.on('message', () => ws.send(reply(req)));
+  });
 }
 
 /** cookie-signature's `sign()`: what cookie-parser and express-session verify. */
