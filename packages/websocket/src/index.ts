@@ -32,13 +32,17 @@ export interface VerifyClientInfo<Req extends IncomingMessage = IncomingMessage>
   req: Req;
 }
 
-/** `ws`'s `verifyClient`, run by this package so that a refusal is a logged response. */
-export type VerifyClient<Req extends IncomingMessage = IncomingMessage> =
-  | ((info: VerifyClientInfo<Req>) => boolean)
-  | ((
-      info: VerifyClientInfo<Req>,
-      callback: (result: boolean, code?: number, message?: string, headers?: OutgoingHttpHeaders) => void,
-    ) => void);
+/** The callback of an asynchronous `verifyClient`: `(false, code?, message?, headers?)` refuses. */
+export type VerifyClientCallback = (result: boolean, code?: number, message?: string, headers?: OutgoingHttpHeaders) => void;
+
+/**
+ * `ws`'s `verifyClient`, run by this package so that a refusal is a logged response: with one
+ * parameter it answers synchronously (true accepts), with two it calls `callback`.
+ */
+export type VerifyClient<Req extends IncomingMessage = IncomingMessage> = (
+  info: VerifyClientInfo<Req>,
+  callback: VerifyClientCallback,
+) => boolean | void;
 
 /** Decides whether a handshake from `origin` (undefined: no Origin header) is accepted. */
 export type OriginCheck<Req extends IncomingMessage = IncomingMessage> = (origin: string | undefined, req: Req) => boolean;
@@ -268,7 +272,7 @@ function verify<Req extends IncomingMessage>(
   };
   try {
     if (verifyClient.length !== 2) {
-      if ((verifyClient as (info: VerifyClientInfo<Req>) => boolean)(info)) accept(req, res, next);
+      if ((verifyClient as (info: VerifyClientInfo<Req>) => boolean | void)(info)) accept(req, res, next);
       else refuse(res, 401, STATUS_CODES[401]!);
       return;
     }
