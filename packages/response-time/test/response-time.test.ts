@@ -1,4 +1,5 @@
 import * as http from 'node:http';
+import './quiet-deprecations';
 import connect from 'connect';
 import stockResponseTime from 'response-time';
 import { createApp } from '@upgradeware/dispatcher';
@@ -7,8 +8,6 @@ import { responseTime, type ResponseTimeOptions } from '@upgradeware/response-ti
 import { start, rawRequest, wsHandshake, wsOpen, wsClose, nextMessage, request, WsRefused, type TestServer } from '../../../test-support';
 import { switchEndpoint, wsEndpoint } from './endpoints';
 
-// response-time warns (through depd) about the number form it still accepts; keep the output clean.
-process.noDeprecation = true;
 
 /** Digits become N: two values of the same shape were formatted the same way. */
 const shape = (v: unknown) => String(v).replace(/\d+/g, 'N');
