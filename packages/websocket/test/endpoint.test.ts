@@ -90,6 +90,25 @@ describe('origin guard', () => {
   });
 });
 
+describe('hooks that throw before the switch', () => {
+  test('handleProtocols throwing is an ordinary 500, nothing switched', async () => {
+    const { app, log } = echoApp({
+      handleProtocols: () => {
+        throw new Error('picker broke');
+      },
+    });
+    s = await start(app);
+    const raw = await rawRequest(s.port, wsHandshake('/chat', { 'Sec-WebSocket-Protocol': 'a' }));
+    expect(raw.status).toBe(500);
+    expect(raw.headers['connection']).toEqual(['close']);
+    expect(raw.headers['sec-websocket-accept']).toBeUndefined();
+    expect(raw.closed).toBe(true);
+    await until(() => log.length === 1);
+    expect(log[0]!.status).toBe(500);
+    await stillServes(s);
+  });
+});
+
 describe('verifyClient, run through the stack', () => {
   test('sync: false is 401 through res', async () => {
     const { app, log } = echoApp({ verifyClient: (info) => info.req.headers['x-token'] === 'ok' });
