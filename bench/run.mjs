@@ -1,0 +1,471 @@
+#!/usr/bin/env node
+// pnpm bench [-- --quick] [--only=handshake,requests,memory,messages] [--no-build]
+//            [--runs=N] [--duration=ms] [--cpu-prof=<server>,…] [--no-write]
+//
+// Every server runs in its own child process (servers/<name>.mjs); this process is the load
+// generator. Each figure is the median of several timed runs; the servers of a scenario are
+// measured in turn within each round (rotating order) so that drift in machine load hits all of
+// them alike, and every ratio compares figures taken in the same invocation.
+import { spawn, execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFileSync, mkdirSync, existsSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { handshake, handshakeRun, requestRun, openMany, closeMany, messageRun, destroyAll, liveSockets } from './lib/load.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+
+// ---- Options ----------------------------------------------------------------------------------
+const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(`--${name}`);
+const value = (name, def) => {
+  const a = argv.find((x) => x.startsWith(`--${name}=`));
+  return a === undefined ? def : a.slice(name.length + 3);
+};
+const quick = flag('quick');
+const cfg = {
+  mode: quick ? 'quick' : 'full',
+  runs: Number(value('runs', quick ? 3 : 5)),
+  duration: Number(value('duration', quick ? 1000 : 2000)),
+  warmup: quick ? 500 : 1000,
+  concurrencies: [50, 500],
+  requestConcurrency: 50,
+  messageConnections: 50,
+  memConnections: Number(value('mem-connections', 5000)),
+};
+const only = new Set(value('only', 'handshake,requests,memory,messages').split(','));
+const profile = new Set(value('cpu-prof', '').split(',').filter(Boolean));
+const log = (...a) => console.error(...a);
+
+// ---- Never outlive the run, never leave a child behind ------------------------------------------
+const children = new Set();
+function killChildren() {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+}
+process.on('exit', killChildren);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    log(`\n${sig}: stopping servers`);
+    destroyAll();
+    killChildren();
+    process.exit(130);
+  });
+}
+const hardLimit = setTimeout(() => {
+  log('bench: hard time limit reached, aborting');
+  destroyAll();
+  killChildren();
+  process.exit(1);
+}, Number(value('time-limit', quick ? 6 * 60_000 : 12 * 60_000)));
+hardLimit.unref();
+
+// ---- Build --------------------------------------------------------------------------------------
+const PACKAGES = ['upgrade-response', 'dispatcher', 'websocket', 'logger', 'response-time', 'cookie-parser', 'basic-auth', 'session'];
+const buildReport = {};
+function build() {
+  const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
+  const present = PACKAGES.filter((p) => existsSync(path.join(root, 'packages', p, 'src/index.ts')));
+  for (const p of PACKAGES) if (!present.includes(p)) buildReport[p] = 'not written yet';
+  const run = (projects) => {
+    try {
+      execFileSync(process.execPath, [tsc, '-b', ...projects.map((p) => path.join(root, 'packages', p))], { cwd: root, stdio: 'pipe' });
+      return true;
+    } catch (err) {
+      return String(err.stdout || err.message).split('\n').filter(Boolean).slice(0, 3).join(' | ');
+    }
+  };
+  log(`build: tsc -b ${present.join(' ')}`);
+  if (run(present) === true) {
+    for (const p of present) buildReport[p] = 'built';
+    return;
+  }
+  for (const p of present) {
+    const r = run([p]);
+    buildReport[p] = r === true ? 'built' : `build failed: ${r}`;
+    if (r !== true) log(`build: ${p} failed (${r}); scenarios fall back where they can`);
+  }
+}
+
+// ---- Servers ------------------------------------------------------------------------------------
+const LABEL = {
+  'ws-raw': 'raw ws',
+  'ours-bare': 'ours bare',
+  'ours-full': 'ours full',
+  'express-ws': 'express-ws',
+  fastify: '@fastify/websocket',
+  connect: 'connect 3',
+};
+const serverInfo = {};
+
+async function startServer(name, { gc = false } = {}) {
+  const execArgv = [];
+  if (gc) execArgv.push('--expose-gc');
+  if (profile.has(name)) {
+    mkdirSync(path.join(here, 'profiles'), { recursive: true });
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${path.join(here, 'profiles')}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`);
+  }
+  const child = spawn(process.execPath, [...execArgv, path.join(here, 'servers', `${name}.mjs`), '0'], {
+    cwd: here,
+    stdio: ['pipe', 'pipe', 'inherit', 'ipc'],
+    env: { ...process.env, NODE_ENV: 'production' },
+  });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  const lines = [];
+  let buf = '';
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name}: not ready within 20 s`)), 20_000);
+    child.once('exit', (code) => reject(new Error(`${name} exited with ${code} before it was ready`)));
+    child.stdout.on('data', (d) => {
+      buf += d;
+      const parts = buf.split('\n');
+      buf = parts.pop();
+      lines.push(...parts);
+      if (lines.length >= 2) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  child.stdout.resume();
+  const port = Number(lines[0]);
+  const info = JSON.parse(lines[1]);
+  serverInfo[name] = info.impl;
+  let seq = 0;
+  return {
+    name,
+    port,
+    info,
+    child,
+    mem() {
+      const id = ++seq;
+      child.send({ cmd: 'mem', id });
+      return new Promise((resolve) => {
+        const on = (m) => {
+          if (m?.id === id) {
+            child.off('message', on);
+            resolve(m);
+          }
+        };
+        child.on('message', on);
+      });
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.stdin.end(); // the server exits on its own (and writes its --cpu-prof)
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+async function startAll(names, opts) {
+  const servers = {};
+  for (const n of names) servers[n] = await startServer(n, opts);
+  return servers;
+}
+async function stopAll(servers) {
+  await Promise.all(Object.values(servers).map((s) => s.stop()));
+}
+
+// ---- Statistics -------------------------------------------------------------------------------
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+function median(xs) {
+  const s = [...xs].filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+function summarize(result) {
+  const sorted = Float64Array.from(result.lat).sort();
+  return { rate: result.rate, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors: result.errors };
+}
+const allErrors = {};
+function noteErrors(where, errors) {
+  for (const [k, v] of Object.entries(errors)) {
+    allErrors[where] ??= {};
+    allErrors[where][k] = (allErrors[where][k] ?? 0) + v;
+  }
+}
+/** Run `measure(server)` for every server, `runs` rounds in rotating order; medians per server. */
+async function rounds(title, names, measure) {
+  const per = Object.fromEntries(names.map((n) => [n, []]));
+  for (let r = 0; r < cfg.runs; r++) {
+    const order = names.map((_, i) => names[(i + r) % names.length]);
+    for (const n of order) {
+      const s = summarize(await measure(n));
+      per[n].push(s);
+      noteErrors(`${title} / ${LABEL[n]}`, s.errors);
+      await sleep(150);
+    }
+    log(`  ${title} round ${r + 1}/${cfg.runs}: ` + names.map((n) => `${LABEL[n]} ${Math.round(per[n].at(-1).rate)}/s`).join(', '));
+  }
+  const out = {};
+  for (const n of names) {
+    out[n] = {
+      rate: median(per[n].map((x) => x.rate)),
+      p50: median(per[n].map((x) => x.p50)),
+      p99: median(per[n].map((x) => x.p99)),
+      runs: per[n].map((x) => Math.round(x.rate)),
+    };
+  }
+  return out;
+}
+
+// ---- Scenarios --------------------------------------------------------------------------------
+const WS_SERVERS = ['ws-raw', 'ours-bare', 'ours-full', 'express-ws', 'fastify'];
+const results = {};
+
+/** One handshake with and one without credentials per server: what answers, with what headers. */
+async function sanity(servers) {
+  const out = {};
+  for (const [n, s] of Object.entries(servers)) {
+    const good = await handshake(s.port, { timeout: 3000 });
+    good.socket.destroy();
+    const bad = await handshake(s.port, { auth: false, timeout: 1500 });
+    bad.socket.destroy();
+    const headerNames = (good.head ?? '').split('\r\n').slice(1).map((l) => l.split(':')[0].toLowerCase());
+    out[n] = {
+      ok: good.ok,
+      status: good.head ? good.head.slice(9, 12) : good.error,
+      extraHeaders: headerNames.filter((h) => !['upgrade', 'connection', 'sec-websocket-accept'].includes(h)),
+      noAuth: bad.head ? bad.head.slice(9, 12) : `no answer (${bad.error})`,
+    };
+  }
+  return out;
+}
+
+async function handshakeScenario() {
+  log('\n== handshakes: connect → 101 → close');
+  const servers = await startAll(WS_SERVERS);
+  results.sanity = await sanity(servers);
+  for (const [n, s] of Object.entries(results.sanity)) {
+    log(`  ${LABEL[n]}: ${s.status}${s.extraHeaders.length ? ` (+ ${s.extraHeaders.join(', ')})` : ''}; without credentials: ${s.noAuth}`);
+  }
+  const names = WS_SERVERS.filter((n) => results.sanity[n].ok);
+  results.handshake = {};
+  for (const c of cfg.concurrencies) {
+    for (const n of names) await handshakeRun({ port: servers[n].port, concurrency: c, duration: cfg.warmup });
+    results.handshake[c] = await rounds(`handshakes c=${c}`, names, (n) =>
+      handshakeRun({ port: servers[n].port, concurrency: c, duration: cfg.duration }));
+  }
+  await stopAll(servers);
+}
+
+async function requestScenario() {
+  log('\n== ordinary requests (keep-alive, GET / with Basic credentials, no cookie)');
+  const names = ['ours-full', 'connect'];
+  const servers = await startAll(names);
+  const c = cfg.requestConcurrency;
+  for (const n of names) await requestRun({ port: servers[n].port, concurrency: c, duration: cfg.warmup });
+  results.requests = await rounds(`requests c=${c}`, names, (n) =>
+    requestRun({ port: servers[n].port, concurrency: c, duration: cfg.duration }));
+  await stopAll(servers);
+}
+
+async function messageScenario() {
+  log('\n== messages after the switch (32-byte echo, one in flight per socket)');
+  const names = ['ws-raw', 'ours-bare', 'ours-full'];
+  const servers = await startAll(names);
+  const sockets = {};
+  for (const n of names) {
+    const r = await openMany(servers[n].port, cfg.messageConnections, 25);
+    noteErrors(`messages / ${LABEL[n]} (opening)`, r.errors);
+    sockets[n] = r.sockets;
+    await messageRun({ sockets: sockets[n], duration: cfg.warmup });
+  }
+  results.messages = await rounds(`messages ${cfg.messageConnections} sockets`, names, (n) =>
+    messageRun({ sockets: sockets[n], duration: cfg.duration }));
+  for (const n of names) await closeMany(sockets[n]);
+  await stopAll(servers);
+}
+
+async function memoryScenario() {
+  const N = cfg.memConnections;
+  log(`\n== memory: ${N} idle WebSockets (heap after GC)`);
+  results.memory = {};
+  for (const n of ['ws-raw', 'ours-bare', 'ours-full']) {
+    const s = await startServer(n, { gc: true });
+    // Warm up: the code paths and the allocator, then the baseline.
+    for (let i = 0; i < 3; i++) await closeMany((await openMany(s.port, 300, 50)).sockets);
+    await sleep(200);
+    const before = await s.mem();
+    const { sockets, errors } = await openMany(s.port, N, 100);
+    noteErrors(`memory / ${LABEL[n]}`, errors);
+    await sleep(500);
+    const during = await s.mem();
+    await closeMany(sockets);
+    await sleep(500);
+    const after = await s.mem();
+    const k = sockets.length || 1;
+    results.memory[n] = {
+      open: during.open,
+      heapPer: (during.heapUsed - before.heapUsed) / k,
+      externalPer: (during.external - before.external) / k,
+      rssPer: (during.rss - before.rss) / k,
+      heapLeft: after.heapUsed - before.heapUsed,
+      openAfter: after.open,
+      liveReqRes: during.liveReqRes,
+    };
+    log(`  ${LABEL[n]}: ${during.open} open, ${Math.round(results.memory[n].heapPer)} B heap / socket, heap after close ${fmtBytes(results.memory[n].heapLeft)} vs baseline` +
+      (during.liveReqRes !== undefined ? `, req/res alive after GC: ${during.liveReqRes}` : ''));
+    await s.stop();
+  }
+}
+
+// ---- Report -----------------------------------------------------------------------------------
+function fmt(x, digits = 0) {
+  if (!Number.isFinite(x)) return '–';
+  return x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+function fmtBytes(x) {
+  if (!Number.isFinite(x)) return '–';
+  return `${x < 0 ? '−' : ''}${fmt(Math.abs(x) / 1024, 1)} KiB`;
+}
+function ratio(a, b) {
+  return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–';
+}
+function table(head, rows) {
+  return [`| ${head.join(' | ')} |`, `| ${head.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+function report(meta) {
+  const out = [];
+  out.push('# Benchmark results', '');
+  out.push(`Generated by \`pnpm bench${quick ? ' -- --quick' : ''}\` on ${meta.date}.`, '');
+  out.push(`- Machine: ${meta.cores} cores (${meta.cpu}), ${meta.platform}, load average ${meta.loadStart} at start, ${meta.loadEnd} at the end`);
+  out.push(`- Node ${process.version}; commit ${meta.commit}`);
+  out.push(`- Mode: ${cfg.mode}: warm-up ${cfg.warmup} ms, then ${cfg.runs} runs of ${cfg.duration} ms per figure; each figure is the median of the runs, servers measured in turn within each round; total ${fmt(meta.seconds)} s`);
+  out.push('- Server and load generator in separate processes on 127.0.0.1; the load generator is hand-written `net` clients (bench/lib/load.mjs), `NODE_ENV=production` on the servers');
+  if (meta.noisy) out.push(`- **Noisy machine**: the load average at start was ${meta.loadStart} on ${meta.cores} cores — other work was running; ratios (measured in turn, within one run) are more trustworthy than absolute figures`);
+  out.push('');
+  out.push('Every stack runs the same middleware with the same options: a `combined` logger writing to a null stream; response-time; cookie-parser with a secret; session with a MemoryStore, `resave: false`, `saveUninitialized: false` (clients send no cookie, so each handshake or request gets a new, unsaved session and no Set-Cookie); basic auth with one user/password (every client sends valid credentials); the WebSocket endpoint at `/ws` counts the socket and echoes messages. Peers use the stock packages (morgan, response-time, cookie-parser, express-session, basic-auth-connect); @fastify/websocket runs them as `onRequest` hooks on the raw request/response.', '');
+
+  if (results.handshake) {
+    out.push('## Handshakes: connect → 101 → close', '');
+    out.push('Each client loops: TCP connect, upgrade request, 101 (with the right `Sec-WebSocket-Accept`), close frame, the server\'s close frame and FIN. Rate = cycles completed per second; latency = connect → 101 received. Ratios > 1 mean ours is faster for rates; < 1 means ours is faster for latencies.', '');
+    const head = ['figure', 'ours bare', 'ours full', 'raw ws', 'express-ws', '@fastify/websocket', 'bare / raw ws', 'full / raw ws', 'full / express-ws', 'full / fastify'];
+    const rows = [];
+    for (const c of cfg.concurrencies) {
+      const h = results.handshake[c];
+      for (const [key, what, d] of [['rate', 'handshakes/s', 0], ['p50', 'p50 latency (ms)', 2], ['p99', 'p99 latency (ms)', 2]]) {
+        const v = (n) => h[n]?.[key];
+        rows.push([`${what}, ${c} clients`, fmt(v('ours-bare'), d), fmt(v('ours-full'), d), fmt(v('ws-raw'), d), fmt(v('express-ws'), d), fmt(v('fastify'), d),
+          ratio(v('ours-bare'), v('ws-raw')), ratio(v('ours-full'), v('ws-raw')), ratio(v('ours-full'), v('express-ws')), ratio(v('ours-full'), v('fastify'))]);
+      }
+    }
+    out.push(table(head, rows), '');
+    out.push('What each server answered to one handshake with credentials and one without (so the middleware really ran):', '');
+    out.push(table(['server', 'with credentials', 'headers added to the 101', 'without credentials'],
+      Object.entries(results.sanity).map(([n, s]) => [LABEL[n], s.status, s.extraHeaders.join(', ') || '(none)', s.noAuth])), '');
+    out.push('Per-run handshake rates (for judging the spread):', '');
+    out.push(table(['clients', ...Object.keys(results.handshake[cfg.concurrencies[0]]).map((n) => LABEL[n])],
+      cfg.concurrencies.map((c) => [String(c), ...Object.values(results.handshake[c]).map((x) => x.runs.join(' / '))])), '');
+  }
+  if (results.requests) {
+    const r = results.requests;
+    out.push('## Ordinary requests', '');
+    out.push(`${cfg.requestConcurrency} keep-alive connections, one request in flight on each: \`GET /\` with valid Basic credentials, answered \`200 ok\` after the whole stack.`, '');
+    out.push(table(['figure', 'ours full', 'connect 3', 'ours / connect'], [
+      ['requests/s', fmt(r['ours-full'].rate), fmt(r.connect.rate), ratio(r['ours-full'].rate, r.connect.rate)],
+      ['p50 latency (ms)', fmt(r['ours-full'].p50, 3), fmt(r.connect.p50, 3), ratio(r['ours-full'].p50, r.connect.p50)],
+      ['p99 latency (ms)', fmt(r['ours-full'].p99, 3), fmt(r.connect.p99, 3), ratio(r['ours-full'].p99, r.connect.p99)],
+    ]), '');
+  }
+  if (results.memory) {
+    const m = results.memory;
+    const names = Object.keys(m);
+    out.push(`## Memory per idle WebSocket (${cfg.memConnections.toLocaleString('en-US')} open)`, '');
+    out.push('Servers run with `--expose-gc`; heap measured after full GCs before opening, with all sockets open, and after closing them all. "req/res alive" counts the `IncomingMessage` and `UpgradeResponse` objects of the handshakes still reachable (a FinalizationRegistry in the full stack): it must be 0 — nothing of the chain stays alive after the switch.', '');
+    out.push(table(['figure', ...names.map((n) => LABEL[n]), 'full / raw ws', 'bare / raw ws'], [
+      ['sockets open', ...names.map((n) => fmt(m[n].open)), '', ''],
+      ['heap per socket', ...names.map((n) => fmtBytes(m[n].heapPer)), ratio(m['ours-full']?.heapPer, m['ws-raw']?.heapPer), ratio(m['ours-bare']?.heapPer, m['ws-raw']?.heapPer)],
+      ['external per socket', ...names.map((n) => fmtBytes(m[n].externalPer)), ratio(m['ours-full']?.externalPer, m['ws-raw']?.externalPer), ratio(m['ours-bare']?.externalPer, m['ws-raw']?.externalPer)],
+      ['RSS per socket', ...names.map((n) => fmtBytes(m[n].rssPer)), ratio(m['ours-full']?.rssPer, m['ws-raw']?.rssPer), ratio(m['ours-bare']?.rssPer, m['ws-raw']?.rssPer)],
+      ['heap after closing all, vs before', ...names.map((n) => fmtBytes(m[n].heapLeft)), '', ''],
+      ['req/res alive after GC (sockets open)', ...names.map((n) => (m[n].liveReqRes === undefined ? 'n/a' : fmt(m[n].liveReqRes))), '', ''],
+    ]), '');
+  }
+  if (results.messages) {
+    const m = results.messages;
+    out.push('## Messages after the switch', '');
+    out.push(`${cfg.messageConnections} open WebSockets, one 32-byte text message in flight on each, echoed by the server. After the switch the socket belongs to \`ws\` alone, so these should be equal.`, '');
+    out.push(table(['figure', 'ours full', 'ours bare', 'raw ws', 'full / raw ws', 'bare / raw ws'], [
+      ['messages/s', fmt(m['ours-full'].rate), fmt(m['ours-bare'].rate), fmt(m['ws-raw'].rate), ratio(m['ours-full'].rate, m['ws-raw'].rate), ratio(m['ours-bare'].rate, m['ws-raw'].rate)],
+      ['p50 round trip (ms)', fmt(m['ours-full'].p50, 3), fmt(m['ours-bare'].p50, 3), fmt(m['ws-raw'].p50, 3), ratio(m['ours-full'].p50, m['ws-raw'].p50), ratio(m['ours-bare'].p50, m['ws-raw'].p50)],
+      ['p99 round trip (ms)', fmt(m['ours-full'].p99, 3), fmt(m['ours-bare'].p99, 3), fmt(m['ws-raw'].p99, 3), ratio(m['ours-full'].p99, m['ws-raw'].p99), ratio(m['ours-bare'].p99, m['ws-raw'].p99)],
+    ]), '');
+  }
+  // Targets
+  const t = [];
+  const check = (ok, text) => t.push(`- ${ok ? '✅' : '❌'} ${text}`);
+  if (results.handshake) {
+    for (const c of cfg.concurrencies) {
+      const h = results.handshake[c];
+      if (h['ours-bare'] && h['ws-raw']) check(h['ours-bare'].rate >= 0.95 * h['ws-raw'].rate, `bare ≥ 0.95× raw ws at ${c} clients: ${ratio(h['ours-bare'].rate, h['ws-raw'].rate)}`);
+      for (const p of ['express-ws', 'fastify']) {
+        if (h['ours-full'] && h[p]) check(h['ours-full'].rate > h[p].rate, `full stack ahead of ${LABEL[p]} at ${c} clients: ${ratio(h['ours-full'].rate, h[p].rate)}`);
+      }
+    }
+  }
+  if (results.requests) check(results.requests['ours-full'].rate >= results.requests.connect.rate, `ordinary requests ≥ connect: ${ratio(results.requests['ours-full'].rate, results.requests.connect.rate)}`);
+  if (results.memory?.['ours-full']) check(results.memory['ours-full'].liveReqRes === 0, `nothing of the chain alive after the switch (req/res alive: ${results.memory['ours-full'].liveReqRes})`);
+  if (t.length) out.push('## Targets', '', ...t, '');
+
+  out.push('## Implementations measured', '');
+  out.push(table(['server', 'what runs'], Object.entries(serverInfo).map(([n, impl]) => [LABEL[n], impl])), '');
+  const built = Object.entries(buildReport);
+  if (built.length) out.push('Workspace packages: ' + built.map(([p, s]) => `${p} (${s})`).join(', ') + '.', '');
+  const errs = Object.entries(allErrors);
+  out.push('## Errors', '');
+  out.push(errs.length ? table(['where', 'errors'], errs.map(([w, e]) => [w, Object.entries(e).map(([k, v]) => `${k}: ${v}`).join(', ')])) : 'None: every handshake got its 101 and every request its 200.', '');
+  return out.join('\n');
+}
+
+// ---- Main -------------------------------------------------------------------------------------
+const t0 = Date.now();
+const meta = {
+  date: new Date().toISOString(),
+  cores: os.cpus().length,
+  cpu: os.cpus()[0]?.model?.trim() ?? 'unknown CPU',
+  platform: `${os.type()} ${os.release()} ${os.arch()}`,
+  loadStart: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+};
+try {
+  meta.commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root }).toString().trim();
+} catch {
+  meta.commit = 'unknown';
+}
+log(`upgradeware bench (${cfg.mode}): ${meta.cores} cores, Node ${process.version}, load ${meta.loadStart}`);
+if (!flag('no-build')) build();
+try {
+  if (only.has('handshake')) await handshakeScenario();
+  if (only.has('requests')) await requestScenario();
+  if (only.has('messages')) await messageScenario();
+  if (only.has('memory')) await memoryScenario();
+} catch (err) {
+  log(`bench failed: ${err.stack ?? err}`);
+  destroyAll();
+  killChildren();
+  process.exit(1);
+}
+meta.loadEnd = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+meta.noisy = os.loadavg()[0] > 0.5 && Number(meta.loadStart.split(' ')[0]) > 0.5;
+meta.seconds = (Date.now() - t0) / 1000;
+const md = report(meta);
+console.log(md);
+if (!flag('no-write')) {
+  writeFileSync(path.join(here, 'RESULTS.md'), md + '\n');
+  log(`\nwritten to bench/RESULTS.md (${fmt(meta.seconds)} s)`);
+}
+if (liveSockets.size) log(`warning: ${liveSockets.size} client sockets still open; destroying`);
+destroyAll();
+clearTimeout(hardLimit);
