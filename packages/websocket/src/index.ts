@@ -157,6 +157,8 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
     req[kResponse] = res;
     try {
       wss.handleUpgrade(req, socket, res.upgradeHead, connected);
+      // Normally cleared by 'headers' or 'wsClientError'; ws may also just destroy the socket.
+      req[kResponse] = undefined;
     } catch (err) {
       req[kResponse] = undefined;
       // Before the 101 (an on-headers listener or handleProtocols threw): an ordinary error.
