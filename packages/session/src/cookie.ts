@@ -36,8 +36,14 @@ export interface CookieData {
   sameSite: SameSite | undefined;
 }
 
-/** The cookie of a session, as stored (`expires` may be an ISO string after a JSON round trip). */
-export type StoredCookie = Partial<Omit<CookieData, 'expires'>> & { expires?: Date | string | null };
+/**
+ * The cookie of a session as a store returns it: `CookieData` after a JSON round trip (`expires`
+ * an ISO string). Typed loosely so that stores typed for express-session fit.
+ */
+export interface StoredCookie {
+  originalMaxAge?: number | null;
+  expires?: Date | string | null;
+}
 
 /**
  * The session cookie. `maxAge` is computed from `expires`, so it counts down; `originalMaxAge`

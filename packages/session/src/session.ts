@@ -13,10 +13,12 @@ export interface SessionData {
   cookie: Cookie;
 }
 
-/** A session as a store holds it: plain data, the cookie as its attributes. */
+/**
+ * A session as a store holds it: plain data (your `SessionData` fields), the cookie as its
+ * attributes. Declared without an index signature so that stores typed for express-session fit.
+ */
 export interface StoredSession {
   cookie: StoredCookie;
-  [key: string]: unknown;
 }
 
 /** What a session needs from its request (an `http.IncomingMessage` with the middleware's fields). */

@@ -1,0 +1,405 @@
+/**
+ * Parity with express-session on ordinary requests: the same request sequences against an app
+ * using express-session and an app using ours (same options, same deterministic ids), comparing
+ * status, body (what the handler saw of req.session), every Set-Cookie attribute, and what the
+ * store holds after every step.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import expressSession from 'express-session';
+import { createRequire } from 'node:module';
+import { createApp } from '@upgradeware/dispatcher';
+import { session, MemoryStore, type SessionOptions, type StoredSession } from '@upgradeware/session';
+import { request, start } from '../../../test-support';
+import { setCookieFor } from './helpers';
+
+// The cookie-signature that express-session itself uses (a transitive dependency).
+const { sign: cookieSign } = createRequire(require.resolve('express-session'))('cookie-signature') as {
+  sign(value: string, secret: string): string;
+};
+
+// express-session prints deprecation notices for some of the option sets compared here.
+process.noDeprecation = true;
+
+type Impl = 'express' | 'ours';
+
+interface Step {
+  path: string;
+  method?: string;
+  headers?: Record<string, string>;
+  /** Send this Cookie header instead of the jar's. */
+  cookie?: string;
+  /** Send no cookie on this step. */
+  noCookie?: boolean;
+}
+
+interface Scenario {
+  name: string;
+  options: Omit<SessionOptions, 'secret' | 'store' | 'genid'> & { secret?: SessionOptions['secret'] };
+  steps: Step[];
+  /** Extra checks on our results, so that no scenario passes by both doing nothing. */
+  check?: (steps: StepResult[]) => void;
+}
+
+interface StepResult {
+  status: number;
+  body: unknown;
+  setCookie: string | null;
+  expires: number | null;
+  store: Record<string, unknown>;
+}
+
+interface StoreLike {
+  all(cb: (err: unknown, sessions?: Record<string, StoredSession> | null) => void): void;
+}
+
+/** The handler behind both session middlewares: what it does depends on the last path segment. */
+function routes(req: IncomingMessage, res: ServerResponse): void {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const action = url.pathname.split('/').pop();
+  const send = (extra: Record<string, unknown> = {}): void => {
+    const s = req.session;
+    const body = {
+      ...extra,
+      id: req.sessionID ?? null,
+      hasSession: Boolean(s),
+      data: s ? JSON.parse(JSON.stringify({ ...s, cookie: undefined })) : null,
+      cookie: s ? normalizeCookie(JSON.parse(JSON.stringify(s.cookie)) as Record<string, unknown>) : null,
+    };
+    const text = JSON.stringify(body);
+    if (action === 'length') res.setHeader('Content-Length', Buffer.byteLength(text));
+    if (!res.headersSent) res.setHeader('Content-Type', 'application/json');
+    res.end(text);
+  };
+  const s = req.session;
+  if (!s) return send();
+  const fail = (err: unknown): void => send({ err: err instanceof Error ? err.message : err ? String(err) : null });
+  switch (action) {
+    case 'set':
+      s.note = url.searchParams.get('v') ?? 'x';
+      return send();
+    case 'views':
+      s.views = (s.views ?? 0) + 1;
+      return send();
+    case 'login':
+      return void s.regenerate((err) => {
+        if (req.session) req.session.user = 'alice';
+        fail(err);
+      });
+    case 'logout':
+      return void s.destroy(fail);
+    case 'unset':
+      (req as { session?: unknown }).session = null;
+      return send();
+    case 'save':
+      s.note = 'saved';
+      return void s.save(fail);
+    case 'reload':
+      return void s.reload(fail);
+    case 'maxage':
+      s.cookie.maxAge = 5000;
+      return send();
+    case 'touch':
+      s.touch();
+      return send();
+    case 'resetMaxAge':
+      s.resetMaxAge();
+      return send();
+    case 'length':
+      s.views = (s.views ?? 0) + 1;
+      return send();
+    case 'write':
+      s.views = (s.views ?? 0) + 1;
+      res.write('part;');
+      return send();
+    default:
+      return send();
+  }
+}
+
+function normalizeCookie(cookie: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...cookie };
+  if (typeof out.expires === 'string') out.expires = 'date';
+  if (typeof out.originalMaxAge === 'number') out.originalMaxAge = Math.round(out.originalMaxAge / 1000);
+  return out;
+}
+
+function build(impl: Impl, scenario: Scenario): { app: ReturnType<typeof createApp>; store: StoreLike; close(): void } {
+  let n = 0;
+  const genid = (): string => `id${++n}`;
+  const app = createApp();
+  const secret = scenario.options.secret ?? 'keyboard cat';
+  if (impl === 'express') {
+    const store = new expressSession.MemoryStore();
+    const opts = { ...scenario.options, secret: secret as string | string[], store, genid } as expressSession.SessionOptions;
+    app.use(expressSession(opts));
+    app.use(routes);
+    return { app, store: store as unknown as StoreLike, close: () => undefined };
+  }
+  const store = new MemoryStore();
+  app.use(session({ ...scenario.options, secret, store, genid }));
+  app.use(routes);
+  return { app, store, close: () => store.close() };
+}
+
+function dump(store: StoreLike): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    store.all((err, sessions) => {
+      if (err) return reject(err);
+      const out: Record<string, unknown> = {};
+      for (const [sid, sess] of Object.entries(sessions ?? {})) {
+        out[sid] = { ...sess, cookie: normalizeCookie(sess.cookie as Record<string, unknown>) };
+      }
+      resolve(out);
+    });
+  });
+}
+
+async function run(impl: Impl, scenario: Scenario): Promise<StepResult[]> {
+  const { app, store, close } = build(impl, scenario);
+  const server = await start(app);
+  const name = scenario.options.name ?? 'connect.sid';
+  const results: StepResult[] = [];
+  let jar: string | undefined;
+  try {
+    for (const step of scenario.steps) {
+      const headers: Record<string, string> = { ...step.headers };
+      const cookie = step.cookie ?? (step.noCookie ? undefined : jar);
+      if (cookie) headers.cookie = cookie;
+      const r = await request(server.url + step.path, { method: step.method ?? 'GET', headers });
+      const line = setCookieFor(r.headers['set-cookie'], name);
+      if (line) jar = line.split(';')[0];
+      const expires = line ? /Expires=([^;]+)/.exec(line)?.[1] : undefined;
+      results.push({
+        status: r.status,
+        body: r.body.startsWith('{') || r.body.startsWith('part;') ? r.body : r.status,
+        setCookie: line ? line.replace(/Expires=[^;]+/, 'Expires=<date>') : null,
+        expires: expires ? Date.parse(expires) : null,
+        store: await dump(store),
+      });
+    }
+  } finally {
+    await server.close();
+    close();
+  }
+  return results;
+}
+
+const hasCookie = (r: StepResult): boolean => r.setCookie !== null;
+
+const scenarios: Scenario[] = [
+  {
+    name: 'defaults (resave and saveUninitialized unset: both true)',
+    options: {},
+    steps: [{ path: '/' }, { path: '/' }, { path: '/set?v=a' }, { path: '/' }, { path: '/views' }, { path: '/views' }],
+    check: (r) => expect(r.filter(hasCookie).length).toBe(1),
+  },
+  {
+    name: 'resave false, saveUninitialized false',
+    options: { resave: false, saveUninitialized: false },
+    steps: [{ path: '/' }, { path: '/' }, { path: '/set?v=a' }, { path: '/' }, { path: '/set?v=a' }, { path: '/set?v=b' }],
+    check: (r) => {
+      expect(r[0]!.setCookie).toBeNull();
+      expect(r[2]!.setCookie).not.toBeNull();
+    },
+  },
+  {
+    name: 'saveUninitialized false, resave true',
+    options: { resave: true, saveUninitialized: false },
+    steps: [{ path: '/' }, { path: '/views' }, { path: '/' }, { path: '/views' }],
+  },
+  {
+    name: 'rolling',
+    options: { resave: false, saveUninitialized: true, rolling: true, cookie: { maxAge: 60_000 } },
+    steps: [{ path: '/' }, { path: '/' }, { path: '/views' }, { path: '/' }],
+    check: (r) => expect(r.every(hasCookie)).toBe(true),
+  },
+  {
+    name: 'cookie maxAge: re-sent when a session with an expiry is modified',
+    options: { resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } },
+    steps: [{ path: '/views' }, { path: '/' }, { path: '/views' }, { path: '/maxage' }, { path: '/touch' }, { path: '/resetMaxAge' }],
+    check: (r) => expect(r[0]!.setCookie).toMatch(/Expires=<date>/),
+  },
+  {
+    name: 'cookie expires',
+    options: { resave: false, saveUninitialized: true, cookie: { expires: new Date(Date.now() + 3_600_000) } },
+    steps: [{ path: '/' }, { path: '/views' }],
+  },
+  {
+    name: 'every cookie attribute',
+    options: {
+      resave: false,
+      saveUninitialized: true,
+      cookie: { domain: '127.0.0.1', path: '/', httpOnly: false, partitioned: true, priority: 'high', sameSite: 'strict', maxAge: 10_000 },
+    },
+    steps: [{ path: '/' }, { path: '/views' }],
+    check: (r) => expect(r[0]!.setCookie).toMatch(/Domain=127\.0\.0\.1; Path=\/; Expires=<date>; Partitioned; Priority=High; SameSite=Strict$/),
+  },
+  {
+    name: 'sameSite true',
+    options: { resave: false, saveUninitialized: true, cookie: { sameSite: true } },
+    steps: [{ path: '/' }],
+    check: (r) => expect(r[0]!.setCookie).toMatch(/SameSite=Strict/),
+  },
+  {
+    name: 'sameSite none with secure',
+    options: { resave: false, saveUninitialized: true, proxy: true, cookie: { sameSite: 'none', secure: true } },
+    steps: [{ path: '/', headers: { 'X-Forwarded-Proto': 'https' } }],
+    check: (r) => expect(r[0]!.setCookie).toMatch(/Secure; SameSite=None/),
+  },
+  {
+    name: "sameSite 'auto'",
+    options: { resave: false, saveUninitialized: true, proxy: true, cookie: { sameSite: 'auto' } },
+    steps: [{ path: '/', headers: { 'X-Forwarded-Proto': 'https' } }, { path: '/', noCookie: true }],
+    check: (r) => expect([r[0]!.setCookie, r[1]!.setCookie]).toEqual([expect.stringMatching(/SameSite=None/), expect.stringMatching(/SameSite=Lax/)]),
+  },
+  {
+    name: 'cookie path: requests outside it get no session',
+    options: { resave: false, saveUninitialized: true, cookie: { path: '/app' } },
+    steps: [{ path: '/other' }, { path: '/app/views' }, { path: '/app/views' }, { path: '/apple' }, { path: '/other/views' }],
+    check: (r) => {
+      expect(r[0]!.setCookie).toBeNull();
+      expect(r[1]!.setCookie).toMatch(/Path=\/app/);
+    },
+  },
+  {
+    name: 'secure cookie over plain http is not sent',
+    options: { resave: false, saveUninitialized: true, cookie: { secure: true } },
+    steps: [{ path: '/views' }, { path: '/views' }],
+    check: (r) => expect(r[0]!.setCookie).toBeNull(),
+  },
+  {
+    name: "secure 'auto' with proxy true and X-Forwarded-Proto",
+    options: { resave: false, saveUninitialized: true, proxy: true, cookie: { secure: 'auto' } },
+    steps: [{ path: '/', headers: { 'X-Forwarded-Proto': 'https, http' } }, { path: '/views', noCookie: true }],
+    check: (r) => {
+      expect(r[0]!.setCookie).toMatch(/; Secure/);
+      expect(r[1]!.setCookie).not.toMatch(/Secure/);
+    },
+  },
+  {
+    name: 'secure true with proxy true trusts X-Forwarded-Proto; proxy false ignores it',
+    options: { resave: false, saveUninitialized: true, proxy: true, cookie: { secure: true } },
+    steps: [{ path: '/', headers: { 'X-Forwarded-Proto': 'https' } }, { path: '/', headers: { 'X-Forwarded-Proto': 'http' }, noCookie: true }],
+    check: (r) => expect(r.map(hasCookie)).toEqual([true, false]),
+  },
+  {
+    name: 'proxy false',
+    options: { resave: false, saveUninitialized: true, proxy: false, cookie: { secure: true } },
+    steps: [{ path: '/', headers: { 'X-Forwarded-Proto': 'https' } }],
+  },
+  {
+    name: 'custom name',
+    options: { resave: false, saveUninitialized: true, name: 'sid' },
+    steps: [{ path: '/views' }, { path: '/views' }],
+    check: (r) => expect(r[0]!.setCookie).toMatch(/^sid=s%3Aid1\./),
+  },
+  {
+    name: 'unset destroy',
+    options: { resave: false, saveUninitialized: true, unset: 'destroy' },
+    steps: [{ path: '/views' }, { path: '/unset' }, { path: '/' }],
+  },
+  {
+    name: 'unset keep',
+    options: { resave: false, saveUninitialized: true, unset: 'keep' },
+    steps: [{ path: '/views' }, { path: '/unset' }, { path: '/' }],
+  },
+  {
+    name: 'regenerate, destroy, save, reload',
+    options: { resave: false, saveUninitialized: false },
+    steps: [{ path: '/views' }, { path: '/login' }, { path: '/' }, { path: '/save' }, { path: '/reload' }, { path: '/logout' }, { path: '/' }],
+  },
+  {
+    name: 'bad cookies: tampered, unsigned, wrong secret, garbage',
+    options: { resave: false, saveUninitialized: false, secret: 'keyboard cat' },
+    steps: [
+      { path: '/views' },
+      { path: '/views', cookie: `connect.sid=s%3A${encodeURIComponent(cookieSign('id1', 'keyboard cat')).replace('id1', 'id2')}` },
+      { path: '/views', cookie: 'connect.sid=id1' },
+      { path: '/views', cookie: `connect.sid=s%3A${encodeURIComponent(cookieSign('id1', 'other secret'))}` },
+      { path: '/views', cookie: 'connect.sid=%E0%A4%A; other=1' },
+      { path: '/views', cookie: `connect.sid=s%3A${encodeURIComponent(cookieSign('id1', 'keyboard cat'))}` },
+    ],
+    check: (r) => expect((r[5]!.body as string).includes('"views":2')).toBe(true),
+  },
+  {
+    name: 'secret rotation: sign with the first, accept all',
+    options: { resave: false, saveUninitialized: false, secret: ['new', 'old'] },
+    steps: [
+      { path: '/views' },
+      { path: '/views', cookie: `connect.sid=s%3A${encodeURIComponent(cookieSign('id1', 'old'))}` },
+      { path: '/views' },
+    ],
+    check: (r) => expect((r[1]!.body as string).includes('"views":2')).toBe(true),
+  },
+  {
+    name: 'response written in parts and with Content-Length',
+    options: { resave: false, saveUninitialized: false },
+    steps: [{ path: '/write' }, { path: '/length' }, { path: '/write' }, { path: '/length', method: 'HEAD' }],
+    check: (r) => {
+      expect(r[2]!.body).toMatch(/^part;.*"views":3/);
+      expect(r[1]!.body).toMatch(/"views":2/);
+    },
+  },
+];
+
+describe('parity with express-session', () => {
+  test.each(scenarios.map((s) => [s.name, s] as const))('%s', async (_name, scenario) => {
+    const theirs = await run('express', scenario);
+    const ours = await run('ours', scenario);
+    for (let i = 0; i < theirs.length; i++) {
+      const a = theirs[i]!;
+      const b = ours[i]!;
+      const where = `${scenario.name}, step ${i} (${scenario.steps[i]!.path})`;
+      expect({ where, status: b.status, body: b.body, setCookie: b.setCookie, store: b.store }).toEqual({
+        where,
+        status: a.status,
+        body: a.body,
+        setCookie: a.setCookie,
+        store: a.store,
+      });
+      if (a.expires !== null) expect(Math.abs(a.expires - b.expires!)).toBeLessThanOrEqual(2000);
+    }
+    scenario.check?.(ours);
+  });
+
+  test('cookie function: called with the request', async () => {
+    const scenario: Scenario = {
+      name: 'cookie function',
+      options: { resave: false, saveUninitialized: true, cookie: ((req: IncomingMessage) => ({ maxAge: req.url?.includes('long') ? 60_000 : 1000 })) as SessionOptions['cookie'] },
+      steps: [{ path: '/long', noCookie: true }, { path: '/short', noCookie: true }],
+    };
+    const theirs = await run('express', scenario);
+    const ours = await run('ours', scenario);
+    expect(ours.map((r) => r.setCookie)).toEqual(theirs.map((r) => r.setCookie));
+    expect(ours.map((r) => r.store)).toEqual(theirs.map((r) => r.store));
+    expect(ours[0]!.expires! - ours[1]!.expires!).toBeGreaterThan(50_000);
+  });
+
+  test('a cookie issued by express-session is accepted by ours, and the other way round (one shared store)', async () => {
+    const store = new expressSession.MemoryStore();
+    const theirs = createApp();
+    theirs.use(expressSession({ secret: 's', resave: false, saveUninitialized: false, store }));
+    theirs.use(routes);
+    const ours = createApp();
+    ours.use(session({ secret: 's', resave: false, saveUninitialized: false, store }));
+    ours.use(routes);
+    const a = await start(theirs);
+    const b = await start(ours);
+    try {
+      const login = await request(`${a.url}/login`);
+      const cookie = setCookieFor(login.headers['set-cookie'])!.split(';')[0]!;
+      const seen = JSON.parse((await request(`${b.url}/views`, { headers: { cookie } })).body) as { data: { user: string; views: number } };
+      expect(seen.data).toEqual({ user: 'alice', views: 1 });
+      const back = JSON.parse((await request(`${a.url}/views`, { headers: { cookie } })).body) as { data: { views: number } };
+      expect(back.data.views).toBe(2);
+      // Ours issues, theirs accepts.
+      const mine = await request(`${b.url}/set?v=ours`);
+      const cookie2 = setCookieFor(mine.headers['set-cookie'])!.split(';')[0]!;
+      const theirView = JSON.parse((await request(`${a.url}/`, { headers: { cookie: cookie2 } })).body) as { data: { note: string } };
+      expect(theirView.data.note).toBe('ours');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
