@@ -12,7 +12,8 @@ const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 /**
  * Accepts the handshake itself through `res.switchProtocols()`, then speaks just enough
- * WebSocket by hand: sends one text frame `hello`, answers a close frame and ends.
+ * WebSocket by hand: answers every frame from the client with a text frame `hello`, and a
+ * close frame with a close frame, then ends.
  */
 export function switchEndpoint() {
   const sockets = new Set<Duplex>();
@@ -26,8 +27,8 @@ export function switchEndpoint() {
       socket.on('data', (chunk: Buffer) => {
         // A masked close frame from the client: answer it and end.
         if ((chunk[0]! & 0x0f) === 0x8) socket.end(Buffer.from([0x88, 0x00]));
+        else socket.write(Buffer.concat([Buffer.from([0x81, 5]), Buffer.from('hello')]));
       });
-      socket.write(Buffer.concat([Buffer.from([0x81, 5]), Buffer.from('hello')]));
     });
   });
   return { handle, close: () => { for (const s of sockets) s.destroy(); } };

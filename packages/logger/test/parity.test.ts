@@ -148,7 +148,15 @@ describe('every token, with its arguments, matches morgan', () => {
 
   test('all built-in tokens in one format string', async () => {
     const result = await compare((which, stream) => [which === 'stock' ? (morgan(ALL, { stream }) as Mw) : logger(ALL, { stream })]);
-    expectSame(result);
+    // :response-time[0] has no decimals for normalise() to keep: check it is a whole number, then drop it.
+    const wholeMs = (lines: string[]) =>
+      lines.map((l) => {
+        const f = l.split('|');
+        expect(f[4]).toMatch(/^\d+$/);
+        f[4] = 'N';
+        return f.join('|');
+      });
+    expectSame({ stock: wholeMs(result.stock), ours: wholeMs(result.ours) });
     const first = result.ours[0]!.split('|');
     expect(first.slice(0, 3)).toEqual(['/ok?q=1&r=%20x', 'GET', '200']);
     expect(first[24]).toBe(String(process.pid));

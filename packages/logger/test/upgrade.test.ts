@@ -1,0 +1,233 @@
+/**
+ * Upgrades through the dispatcher: the line of a switch (both ways of writing the 101), of a
+ * rejection, of an unanswered upgrade, of an immediate logger, of a client that vanished, and of
+ * a hostile handshake.
+ */
+import type * as http from 'node:http';
+import { createApp } from '@upgradeware/dispatcher';
+import { supportsUpgrade, type Middleware } from '@upgradeware/upgrade-response';
+import { logger, type LoggerOptions } from '@upgradeware/logger';
+import {
+  start,
+  rawRequest,
+  rawConnect,
+  wsHandshake,
+  upgradeRequest,
+  wsOpen,
+  wsClose,
+  nextMessage,
+  request,
+  until,
+  delay,
+  WsRefused,
+  type TestServer,
+} from '../../../test-support';
+import { collector } from './helpers';
+import { switchEndpoint, wsEndpoint } from './endpoints';
+
+const FMT = ':method :url :status :res[content-length] :response-time :upgrade :res[x-seen]';
+
+const open: Array<{ close(): unknown }> = [];
+afterEach(async () => {
+  for (const o of open.splice(0).reverse()) await o.close();
+});
+
+async function serve(routes: Array<[string, Middleware]>, format: string = FMT, options: LoggerOptions = {}) {
+  const c = collector();
+  const app = createApp();
+  app.use(logger(format, { stream: c.stream, ...options }));
+  app.use(supportsUpgrade((_req: http.IncomingMessage, res: http.ServerResponse, next: () => void) => {
+    res.setHeader('X-Seen', 'yes');
+    next();
+  }));
+  for (const [path, fn] of routes) app.use(path, fn);
+  app.use('/plain', (_req, res) => res.end('plain'));
+  const s: TestServer = await start(app);
+  open.push(s);
+  return { ...c, s };
+}
+
+const deny = supportsUpgrade((_req: http.IncomingMessage, res: http.ServerResponse) => {
+  res.statusCode = 401;
+  res.setHeader('WWW-Authenticate', 'Basic realm="chat"');
+  res.end('Unauthorized');
+});
+
+describe('a switch is logged as 101, with the time until the switch', () => {
+  test.each([
+    ['res.switchProtocols()', switchEndpoint],
+    ['ws writes the 101 (res.externalSwitch())', wsEndpoint],
+  ])('%s', async (_name, endpoint) => {
+    const ep = endpoint();
+    open.push(ep);
+    const slow = supportsUpgrade(async (_req: http.IncomingMessage, _res: http.ServerResponse, next: () => void) => {
+      await delay(40);
+      next();
+    });
+    const { s, lines } = await serve([['/ws', slow], ['/ws', ep.handle]]);
+    const { ws, response } = await wsOpen(s.wsUrl + '/ws?room=1');
+    expect(response.statusCode).toBe(101);
+    expect(response.headers['x-seen']).toBe('yes');
+    // Logged at the switch, while the WebSocket is still open.
+    await until(() => lines().length === 1);
+    const [method, url, status, length, time, upgrade, seen] = lines()[0]!.split(' ');
+    expect([method, url, status, length, upgrade, seen]).toEqual(['GET', '/ws?room=1', '101', '-', 'websocket', 'yes']);
+    expect(time).toMatch(/^\d+\.\d{3}$/);
+    expect(Number(time)).toBeGreaterThanOrEqual(39);
+    if (endpoint === wsEndpoint) {
+      const reply = nextMessage(ws);
+      ws.send('ping');
+      expect(await reply).toBe('ping');
+    } else {
+      const reply = nextMessage(ws);
+      ws.send('ping');
+      expect(await reply).toBe('hello');
+    }
+    await wsClose(ws);
+    // One line per upgrade: nothing more when the WebSocket ends.
+    await delay(20);
+    expect(lines()).toHaveLength(1);
+  });
+
+  test('dev and combined formats on a 101', async () => {
+    const ep = wsEndpoint();
+    open.push(ep);
+    for (const format of ['dev', 'combined']) {
+      const { s, lines } = await serve([['/ws', ep.handle]], format);
+      const { ws } = await wsOpen(s.wsUrl + '/ws', { headers: { 'User-Agent': 'ua/1', Referer: 'http://127.0.0.1/chat' } });
+      await until(() => lines().length === 1);
+      if (format === 'dev') expect(lines()[0]).toMatch(/^\x1b\[0mGET \/ws \x1b\[0m101\x1b\[0m \d+\.\d{3} ms - -\x1b\[0m$/);
+      else expect(lines()[0]).toMatch(/^127\.0\.0\.1 - - \[[^\]]+\] "GET \/ws HTTP\/1\.1" 101 - "http:\/\/127\.0\.0\.1\/chat" "ua\/1"$/);
+      await wsClose(ws);
+    }
+  });
+
+  test('skip(req, res) sees the 101', async () => {
+    const ep = switchEndpoint();
+    open.push(ep);
+    const { s, lines } = await serve([['/ws', ep.handle]], ':url :status', { skip: (_req, res) => res.statusCode === 101 });
+    const { ws } = await wsOpen(s.wsUrl + '/ws');
+    await wsClose(ws);
+    expect((await rawRequest(s.port, wsHandshake('/missing'))).status).toBe(404);
+    await until(() => lines().length === 1);
+    expect(lines()).toEqual(['/missing 404']);
+  });
+});
+
+describe('an upgrade that does not switch is logged with its real status', () => {
+  test('401 from an auth layer, then the server serves on', async () => {
+    const { s, lines } = await serve([['/ws', deny]]);
+    const r = await rawRequest(s.port, wsHandshake('/ws'));
+    expect(r.status).toBe(401);
+    expect(r.headers['www-authenticate']).toEqual(['Basic realm="chat"']);
+    expect(r.body).toBe('Unauthorized');
+    expect(r.closed).toBe(true);
+    await until(() => lines().length === 1);
+    expect(lines()[0]).toMatch(/^GET \/ws 401 - \d+\.\d{3} websocket yes$/);
+
+    await expect(wsOpen(s.wsUrl + '/ws')).rejects.toBeInstanceOf(WsRefused);
+    expect((await request(s.url + '/plain')).body).toBe('plain');
+    await until(() => lines().length === 3);
+    expect(lines()[1]).toMatch(/^GET \/ws 401 - /);
+    expect(lines()[2]).toMatch(/^GET \/plain 200 - \d+\.\d{3} - yes$/);
+  });
+
+  test('404 for an upgrade nobody answered, 500 for one that failed', async () => {
+    const fail = supportsUpgrade(() => {
+      throw Object.assign(new Error('kaput'), { status: 500 });
+    });
+    const { s, lines } = await serve([['/fail', fail]]);
+    const missing = await rawRequest(s.port, wsHandshake('/nowhere'));
+    expect(missing.status).toBe(404);
+    expect(missing.body).toContain('Cannot GET /nowhere');
+    const failed = await rawRequest(s.port, wsHandshake('/fail'));
+    expect(failed.status).toBe(500);
+    await until(() => lines().length === 2);
+    expect(lines()[0]).toBe(`GET /nowhere 404 ${missing.headers['content-length']![0]} ${lines()[0]!.split(' ')[4]} websocket yes`);
+    expect(lines()[1]).toMatch(/^GET \/fail 500 \d+ \d+\.\d{3} websocket yes$/);
+  });
+
+  test('an upgrade to a protocol the app does not serve is an ordinary request; :upgrade names it', async () => {
+    const { s, lines } = await serve([]);
+    const r = await rawRequest(s.port, upgradeRequest('/plain', 'h2c'));
+    expect(r.status).toBe(200);
+    expect(r.body).toBe('plain');
+    await until(() => lines().length === 1);
+    expect(lines()[0]).toMatch(/^GET \/plain 200 - \d+\.\d{3} h2c yes$/);
+  });
+});
+
+describe('immediate and vanished clients', () => {
+  test('immediate logs the upgrade when it arrives, once', async () => {
+    const ep = switchEndpoint();
+    open.push(ep);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let reached = false;
+    const wait = supportsUpgrade(async (_req: http.IncomingMessage, _res: http.ServerResponse, next: () => void) => {
+      reached = true;
+      await gate;
+      next();
+    });
+    const { s, lines } = await serve([['/ws', wait], ['/ws', ep.handle]], FMT, { immediate: true });
+    const opening = wsOpen(s.wsUrl + '/ws');
+    await until(() => reached);
+    expect(lines()).toEqual(['GET /ws - - - websocket -']);
+    release();
+    const { ws, response } = await opening;
+    expect(response.statusCode).toBe(101);
+    await wsClose(ws);
+    expect(lines()).toHaveLength(1);
+  });
+
+  test('a client that resets mid-chain is logged with status -, and the server serves on', async () => {
+    let reached = false;
+    const hang = supportsUpgrade((_req: http.IncomingMessage, _res: http.ServerResponse) => {
+      reached = true; // never answers: the client gives up first
+    });
+    const { s, lines } = await serve([['/hang', hang]], ':method :url :status :response-time :total-time :upgrade');
+    const conn = await rawConnect(s.port);
+    conn.socket.write(wsHandshake('/hang'));
+    await until(() => reached);
+    conn.socket.resetAndDestroy();
+    await until(() => lines().length === 1);
+    expect(lines()[0]).toBe('GET /hang - - - websocket');
+    const ok = await rawRequest(s.port, wsHandshake('/plain-nothing'));
+    expect(ok.status).toBe(404);
+  });
+});
+
+describe('hostile values cannot forge or colour log lines', () => {
+  test('an escaped handshake, on a 101 and on a 401', async () => {
+    const ep = switchEndpoint();
+    open.push(ep);
+    const { s, lines } = await serve([['/ws', ep.handle], ['/deny', deny]], ':status ":url" ":user-agent" ":remote-user" ":req[sec-websocket-protocol]"');
+    const user = Buffer.from('eve\n127.0.0.1 - - "GET /admin" 200\r\x1b[31m\u2028:pw', 'utf8').toString('base64');
+    const extra = {
+      'User-Agent': 'x"\t\\\x9b2J',
+      Authorization: `Basic ${user}`,
+      'Sec-WebSocket-Protocol': 'chat\x85',
+    };
+    for (const path of ['/ws?a="b"', '/deny?a="b"']) {
+      const conn = await rawConnect(s.port);
+      conn.socket.write(Buffer.from(wsHandshake(path, extra), 'latin1'));
+      if (path.startsWith('/ws')) {
+        await conn.waitFor('\r\n\r\n');
+        expect(conn.received().toString('latin1')).toMatch(/^HTTP\/1\.1 101 /);
+        conn.close();
+      } else {
+        expect(await conn.waitClose()).toBe(true);
+        expect(conn.received().toString('latin1')).toMatch(/^HTTP\/1\.1 401 /);
+      }
+    }
+    await until(() => lines().length === 2);
+    const escaped = '":url" "x\\"\\t\\\\\\u009b2J" "eve\\n127.0.0.1 - - \\"GET /admin\\" 200\\r\\u001b[31m\\u2028" "chat\\u0085"';
+    expect(lines()).toEqual([
+      '101 ' + escaped.replace(':url', '/ws?a=\\"b\\"'),
+      '401 ' + escaped.replace(':url', '/deny?a=\\"b\\"'),
+    ]);
+    // Exactly two lines were written, each ending in the one newline the logger adds.
+    expect(lines().join('')).not.toMatch(/[\n\r\x1b\x85\x9b\u2028]/);
+    expect((await request(s.url + '/plain')).status).toBe(200);
+  });
+});
