@@ -61,6 +61,8 @@ export function basicAuth(
   let check: BasicAuthVerify;
   let settings: string | BasicAuthOptions | undefined;
   if (typeof first === 'string') {
+    // RFC 7617: a user-id cannot hold a colon, so such a user could never sign in.
+    if (first.includes(':')) throw new TypeError(`${PKG}: option user must not contain ':'`);
     if (typeof second !== 'string') throw new TypeError(`${PKG}: option pass must be a string`);
     check = credentialsCheck(first, second);
     settings = third;

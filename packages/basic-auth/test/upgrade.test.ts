@@ -350,6 +350,7 @@ describe('options are checked when the factory is called', () => {
     ['no arguments', [], /option user must be a string or a check function/],
     ['a number', [42], /option user must be a string or a check function/],
     ['a user without a password', ['tj'], /option pass must be a string/],
+    ['a user with a colon', ['t:j', 'pw'], /option user must not contain ':'/],
     ['a numeric password', ['tj', 123], /option pass must be a string/],
     ['a numeric realm', [() => true, 5], /option realm must be a string/],
     ['a realm with a newline', ['a', 'b', 'x\r\nSet-Cookie: y'], /option realm must be a string without control characters/],
