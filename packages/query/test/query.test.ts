@@ -257,6 +257,10 @@ describe('upgrades through the dispatcher', () => {
     expect(raw.body).toBe('{"__proto__":["x","y"],"constructor[prototype][p]":"1"}');
     expect(Object.prototype).not.toHaveProperty('p');
     await stillServing();
+    const plain = await get(s.port, '/x?__proto__[a]=1&__proto__=2&constructor=3');
+    expect(plain.status).toBe(200);
+    expect(plain.body).toBe('{"__proto__[a]":"1","__proto__":"2","constructor":"3"}');
+    await stillServing();
   });
 
   test('an existing req.query is left alone, on upgrades and requests', async () => {
@@ -299,14 +303,14 @@ describe('upgrades through the dispatcher', () => {
   });
 
   test.each([
-    ['a lone percent sign', '/raw?%', 101, { '%': '' }],
-    ['runs of percent signs', '/raw?%%%%=%', 101, { '%%%%': '%' }],
-    ['a UTF-8 surrogate', '/raw?a=%ED%A0%80', 101, { a: '\ufffd\ufffd\ufffd' }],
-    ['3000 empty pairs', '/raw?' + '&'.repeat(3000), 101, {}],
-    ['one key 3000 times', '/raw?' + 'a=&'.repeat(3000), 101, { a: Array<string>(3000).fill('') }],
-    ['a 20 kB query (Node: 431)', '/raw?' + 'x'.repeat(20000), 431, null],
-    ['a control byte (Node: 400)', '/raw?a=\x01', 400, null],
-  ])('hostile upgrade, %s: %i, and the server still serves', async (_label, path, status, expected) => {
+    ['a lone percent sign', 101, '/raw?%', { '%': '' }],
+    ['runs of percent signs', 101, '/raw?%%%%=%', { '%%%%': '%' }],
+    ['a UTF-8 surrogate', 101, '/raw?a=%ED%A0%80', { a: '\ufffd\ufffd\ufffd' }],
+    ['3000 empty pairs', 101, '/raw?' + '&'.repeat(3000), {}],
+    ['one key 3000 times', 101, '/raw?' + 'a=&'.repeat(3000), { a: Array<string>(3000).fill('') }],
+    ['a 20 kB query (Node: 431)', 431, '/raw?' + 'x'.repeat(20000), null],
+    ['a control byte (Node: 400)', 400, '/raw?a=\x01', null],
+  ])('hostile upgrade, %s: %i, and the server still serves', async (_label, status, path, expected) => {
     const raw = await rawRequest(s.port, wsHandshake(path));
     expect(raw.status).toBe(status);
     if (expected !== null) expect(JSON.parse(Buffer.from(raw.body, 'latin1').toString('utf8'))).toEqual(expected);
