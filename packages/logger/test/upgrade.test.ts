@@ -4,6 +4,7 @@
  * a hostile handshake.
  */
 import type * as http from 'node:http';
+import morgan from 'morgan';
 import { createApp } from '@upgradeware/dispatcher';
 import { supportsUpgrade, type Middleware } from '@upgradeware/upgrade-response';
 import { logger, type LoggerOptions } from '@upgradeware/logger';
@@ -229,5 +230,75 @@ describe('hostile values cannot forge or colour log lines', () => {
     // Exactly two lines were written, each ending in the one newline the logger adds.
     expect(lines().join('')).not.toMatch(/[\n\r\x1b\x85\x9b\u2028]/);
     expect((await request(s.url + '/plain')).status).toBe(200);
+  });
+});
+
+describe('errors at request time', () => {
+  test('with immediate, a throwing format goes to next(err): a 500 for a request and for an upgrade', async () => {
+    const errors: unknown[] = [];
+    const app = createApp();
+    app.use(logger(() => { throw new Error('bad format'); }, { immediate: true, stream: collector().stream }));
+    app.use('/plain', (_req, res) => res.end('plain'));
+    app.use(supportsUpgrade((err: unknown, _req: http.IncomingMessage, res: http.ServerResponse, _next: () => void) => {
+      errors.push(err);
+      res.statusCode = 500;
+      res.end('logged error');
+    }));
+    const s = await start(app);
+    open.push(s);
+    expect(await request(s.url + '/plain')).toMatchObject({ status: 500, body: 'logged error' });
+    const r = await rawRequest(s.port, wsHandshake('/plain'));
+    expect(r.status).toBe(500);
+    expect(r.body).toBe('logged error');
+    expect(errors.map((e) => (e as Error).message)).toEqual(['bad format', 'bad format']);
+  });
+
+  test('after the response, a throwing skip, format or stream loses the line, not the process', async () => {
+    const ep = wsEndpoint();
+    open.push(ep);
+    const app = createApp();
+    const thrower = () => { throw new Error('late'); };
+    app.use(logger('tiny', { skip: thrower, stream: collector().stream }));
+    app.use(logger(thrower, { stream: collector().stream }));
+    app.use(logger('tiny', { stream: { write: thrower } }));
+    const c = collector();
+    app.use(logger(':method :url :status', { stream: c.stream }));
+    app.use('/ws', ep.handle);
+    app.use('/plain', (_req, res) => res.end('plain'));
+    const s = await start(app);
+    open.push(s);
+    expect((await request(s.url + '/plain')).body).toBe('plain');
+    const { ws } = await wsOpen(s.wsUrl + '/ws');
+    await wsClose(ws);
+    expect((await rawRequest(s.port, wsHandshake('/nope'))).status).toBe(404);
+    await until(() => c.lines().length === 3);
+    expect(c.lines()).toEqual(['GET /plain 200', 'GET /ws 101', 'GET /nope 404']);
+  });
+});
+
+describe('the same lines as morgan marked with supportsUpgrade', () => {
+  test('101 (both ways), 401 and 404', async () => {
+    const [sw, ex] = [switchEndpoint(), wsEndpoint()];
+    open.push(sw, ex);
+    const fmt = ':method :url :status :res[content-length] :res[x-seen] :req[upgrade]';
+    const [stock, ours] = [collector(), collector()];
+    const app = createApp();
+    app.use(supportsUpgrade(morgan(fmt, { stream: stock.stream }) as Middleware));
+    app.use(logger(fmt, { stream: ours.stream }));
+    app.use(supportsUpgrade((_req: http.IncomingMessage, res: http.ServerResponse, next: () => void) => {
+      res.setHeader('X-Seen', 'yes');
+      next();
+    }));
+    app.use('/sw', sw.handle);
+    app.use('/ex', ex.handle);
+    app.use('/deny', deny);
+    const s = await start(app);
+    open.push(s);
+    for (const path of ['/sw', '/ex']) await wsClose((await wsOpen(s.wsUrl + path)).ws);
+    expect((await rawRequest(s.port, wsHandshake('/deny'))).status).toBe(401);
+    expect((await rawRequest(s.port, wsHandshake('/none'))).status).toBe(404);
+    await until(() => stock.lines().length === 4 && ours.lines().length === 4);
+    expect(ours.lines()).toEqual(stock.lines());
+    expect(ours.lines().map((l) => l.split(' ')[2])).toEqual(['101', '101', '401', '404']);
   });
 });
