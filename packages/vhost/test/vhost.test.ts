@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import connect from 'connect';
+import express from 'express';
 import stockVhost from 'vhost';
 import { WebSocketServer } from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
@@ -246,6 +247,11 @@ describe('upgrades through the dispatcher', () => {
     main.use('/m', vhost(/(\w+)\.m\.example/, appB));
     main.use(vhost('plain.example', (req, res) => res.end('plain')));
     main.use(vhost('connect.example', connect().use((req: IncomingMessage, res: ServerResponse) => res.end('connect'))));
+    const ex = express();
+    ex.get('/', (req, res) => {
+      res.send(`express ${req.vhost?.hostname}`);
+    });
+    main.use(vhost('express.example', ex));
     main.use(
       vhost(
         'raw.example',
@@ -335,6 +341,7 @@ describe('upgrades through the dispatcher', () => {
     expect(JSON.parse(r.body)).toMatchObject({ name: 'B', url: '/?room=1', vhost: { 0: 'x' } });
     expect((await request(`${s.url}/`, { headers: { host: 'plain.example' } })).body).toBe('plain');
     expect((await request(`${s.url}/`, { headers: { host: 'connect.example' } })).body).toBe('connect');
+    expect((await request(`${s.url}/`, { headers: { host: 'Express.example:1' } })).body).toBe('express Express.example');
   });
 
   test('an unknown host falls through to a real 404', async () => {
@@ -353,7 +360,7 @@ describe('upgrades through the dispatcher', () => {
   });
 
   test('a handle that did not opt in is passed over on upgrades (404), served on requests', async () => {
-    for (const host of ['plain.example', 'connect.example']) {
+    for (const host of ['plain.example', 'connect.example', 'express.example']) {
       const raw = await rawRequest(s.port, wsHandshake('/', {}, host));
       expect(raw.status).toBe(404);
       expect(raw.closed).toBe(true);
