@@ -333,8 +333,8 @@ function fmtBytes(x) {
 function ratio(a, b) {
   return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–';
 }
-function table(head, rows) {
-  return [`| ${head.join(' | ')} |`, `| ${head.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+function table(head, rows, left = 1) {
+  return [`| ${head.join(' | ')} |`, `| ${head.map((_, i) => (i < left ? '---' : '---:')).join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
 function report(meta) {
@@ -365,7 +365,10 @@ function report(meta) {
     out.push(table(head, rows), '');
     out.push('What each server answered to one handshake with credentials and one without (so the middleware really ran):', '');
     out.push(table(['server', 'with credentials', 'headers added to the 101', 'without credentials'],
-      Object.entries(results.sanity).map(([n, s]) => [LABEL[n], s.status, s.extraHeaders.join(', ') || '(none)', s.noAuth])), '');
+      Object.entries(results.sanity).map(([n, s]) => [LABEL[n], s.status, s.extraHeaders.join(', ') || '(none)', s.noAuth]), 4), '');
+    if (results.sanity['express-ws']?.noAuth === '101') {
+      out.push('express-ws lets `ws` answer the handshake before its middleware run (it passes the HTTP server to `ws`), so a 401 cannot be sent: without credentials the client gets a 101 and then a close frame. Its middleware therefore cost nothing on the way to the 101 and add no headers to it. Raw ws and ours bare have no auth at all.', '');
+    }
     out.push('Per-run handshake rates (for judging the spread):', '');
     out.push(table(['clients', ...Object.keys(results.handshake[cfg.concurrencies[0]]).map((n) => LABEL[n])],
       cfg.concurrencies.map((c) => [String(c), ...Object.values(results.handshake[c]).map((x) => x.runs.join(' / '))])), '');
@@ -421,12 +424,12 @@ function report(meta) {
   if (t.length) out.push('## Targets', '', ...t, '');
 
   out.push('## Implementations measured', '');
-  out.push(table(['server', 'what runs'], Object.entries(serverInfo).map(([n, impl]) => [LABEL[n], impl])), '');
+  out.push(table(['server', 'what runs'], Object.entries(serverInfo).map(([n, impl]) => [LABEL[n], impl]), 2), '');
   const built = Object.entries(buildReport);
   if (built.length) out.push('Workspace packages: ' + built.map(([p, s]) => `${p} (${s})`).join(', ') + '.', '');
   const errs = Object.entries(allErrors);
   out.push('## Errors', '');
-  out.push(errs.length ? table(['where', 'errors'], errs.map(([w, e]) => [w, Object.entries(e).map(([k, v]) => `${k}: ${v}`).join(', ')])) : 'None: every handshake got its 101 and every request its 200.', '');
+  out.push(errs.length ? table(['where', 'errors'], errs.map(([w, e]) => [w, Object.entries(e).map(([k, v]) => `${k}: ${v}`).join(', ')]), 2) : 'None: every handshake got its 101 and every request its 200.', '');
   return out.join('\n');
 }
 

@@ -9,7 +9,15 @@ import {
 import { createApp, websocketEndpoint, supportsUpgrade } from '../lib/ours.mjs';
 
 const used = [];
+// BENCH_SKIP=logger,session,… leaves middleware out (for finding what costs what).
+const skip = new Set((process.env.BENCH_SKIP ?? '').split(',').filter(Boolean));
+const pass = (req, res, next) => next();
+pass.supportsUpgrade = true;
 function middleware(ours, exportName, stock, make) {
+  if (skip.has(ours.slice('@upgradeware/'.length))) {
+    used.push(`(${ours} skipped)`);
+    return pass;
+  }
   const mod = tryRequire(ours);
   const factory = pick(mod, exportName);
   if (factory) {
