@@ -4,7 +4,7 @@
  * `function PgStore(opts) { Store.call(this, opts) }` + `util.inherits(PgStore, Store)`.
  */
 import { EventEmitter } from 'node:events';
-import { createSession as buildSession, type Session, type SessionCallback, type SessionRequest, type StoredSession } from './session';
+import { createSession as buildSession, type Session, type SessionData, type SessionCallback, type SessionRequest, type StoredSession } from './session';
 
 /** Callback of `store.get()`: an error, or the stored session (`null`/`undefined` when there is none). */
 export type GetCallback = (err: unknown, session?: StoredSession | null) => void;
@@ -29,7 +29,7 @@ export interface Store extends EventEmitter, SessionStoreLike {
   /** Destroy `req`'s session and generate a new one on `req`. */
   regenerate(req: SessionRequest, callback: SessionCallback): void;
   /** Get the session `sid` as a `Session` (with its methods), or nothing when there is none. */
-  load(sid: string, callback: (err: unknown, session?: Session) => void): void;
+  load(sid: string, callback: (err: unknown, session?: Session & Partial<SessionData>) => void): void;
   /** Turn stored data into `req.session`. */
   createSession(req: SessionRequest, data: StoredSession): Session;
   /** Set by the session middleware: put a new session on `req`. */
@@ -72,7 +72,7 @@ defineMethod('load', function load(this: Store, sid, callback) {
   this.get(sid, (err, data) => {
     if (err) return callback(err);
     if (!data) return callback(null);
-    let session: Session;
+    let session: Session & Partial<SessionData>;
     try {
       session = this.createSession({ sessionID: sid, sessionStore: this }, data);
     } catch (e) {

@@ -1,0 +1,284 @@
+/**
+ * The Store base both ways third-party stores extend it, MemoryStore's pruning, Cookie and
+ * Session on their own, option checks at factory time, and failures at request time.
+ */
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import * as util from 'node:util';
+import { createApp } from '@upgradeware/dispatcher';
+import {
+  Cookie,
+  MemoryStore,
+  Session,
+  Store,
+  session,
+  type GetCallback,
+  type SessionCallback,
+  type SessionData,
+  type SessionRequest,
+  type SessionOptions,
+  type StoredSession,
+} from '@upgradeware/session';
+import { rawRequest, request, start, wsHandshake } from '../../../test-support';
+import { cookiePairs } from './helpers';
+
+/** A store written the modern way (connect-redis style). */
+class ClassStore extends Store {
+  readonly map = new Map<string, string>();
+  override get(sid: string, cb: GetCallback): void {
+    const raw = this.map.get(sid);
+    setImmediate(() => cb(null, raw === undefined ? null : (JSON.parse(raw) as StoredSession)));
+  }
+  override set(sid: string, sess: StoredSession, cb?: SessionCallback): void {
+    this.map.set(sid, JSON.stringify(sess));
+    setImmediate(() => cb?.());
+  }
+  override destroy(sid: string, cb?: SessionCallback): void {
+    this.map.delete(sid);
+    setImmediate(() => cb?.());
+  }
+}
+
+/** A store written the older way (connect-pg-simple, memorystore style). */
+interface OldStore extends Store {
+  map: Map<string, string>;
+  options: unknown;
+}
+const OldStore = function OldStore(this: OldStore, options?: unknown): void {
+  Store.call(this, options);
+  this.options = options;
+  this.map = new Map();
+} as unknown as { new (options?: unknown): OldStore };
+util.inherits(OldStore, Store);
+OldStore.prototype.get = function (this: OldStore, sid: string, cb: GetCallback) {
+  const raw = this.map.get(sid);
+  process.nextTick(() => cb(null, raw === undefined ? undefined : (JSON.parse(raw) as StoredSession)));
+};
+OldStore.prototype.set = function (this: OldStore, sid: string, sess: StoredSession, cb?: SessionCallback) {
+  this.map.set(sid, JSON.stringify(sess));
+  process.nextTick(() => cb?.());
+};
+OldStore.prototype.destroy = function (this: OldStore, sid: string, cb?: SessionCallback) {
+  this.map.delete(sid);
+  process.nextTick(() => cb?.());
+};
+
+function counter(req: IncomingMessage, res: ServerResponse): void {
+  req.session!.views = (req.session!.views ?? 0) + 1;
+  res.end(String(req.session!.views));
+}
+
+describe('Store', () => {
+  test.each([
+    ['class X extends Store', () => new ClassStore()],
+    ['Store.call(this) + util.inherits', () => new OldStore({ a: 1 })],
+  ])('%s: an EventEmitter that works as the session store', async (_name, make) => {
+    const store = make() as ClassStore | OldStore;
+    expect(store).toBeInstanceOf(Store);
+    expect(store).toBeInstanceOf(EventEmitter);
+    const app = createApp();
+    app.use(session({ secret: 's', resave: false, saveUninitialized: false, store }));
+    app.use(counter);
+    const s = await start(app);
+    try {
+      const first = await request(s.url);
+      const cookie = cookiePairs(first.headers['set-cookie'])[0]!;
+      expect((await request(s.url, { headers: { cookie } })).body).toBe('2');
+      expect(store.map.size).toBe(1);
+      const sid = [...store.map.keys()][0]!;
+      // load() gives a Session with its methods; regenerate() uses the middleware's generator.
+      const loaded = await new Promise<(Session & Partial<SessionData>) | undefined>((resolve, reject) => store.load(sid, (err, sess) => (err ? reject(err) : resolve(sess))));
+      expect(loaded).toBeInstanceOf(Session);
+      expect(loaded!.id).toBe(sid);
+      expect(loaded!.views).toBe(2);
+      expect(loaded!.cookie).toBeInstanceOf(Cookie);
+      const req = { sessionID: sid, sessionStore: store } as { sessionID?: string; sessionStore: Store; session?: Session };
+      await new Promise<void>((resolve, reject) => store.regenerate(req, (err) => (err ? reject(err) : resolve())));
+      expect(store.map.has(sid)).toBe(false);
+      expect(req.sessionID).not.toBe(sid);
+      expect(req.session).toBeInstanceOf(Session);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('the methods of Store.prototype are not enumerable (they never reach a store as data)', () => {
+    expect(Object.keys(Store.prototype)).toEqual([]);
+    expect(typeof Store.prototype.createSession).toBe('function');
+  });
+});
+
+describe('MemoryStore', () => {
+  test('expired sessions are pruned, sessions without expiry leave after ttl; the timer can be closed', async () => {
+    const store = new MemoryStore({ checkPeriod: 20, ttl: 50 });
+    try {
+      const set = (sid: string, expires: Date | null): Promise<void> =>
+        new Promise((resolve) => store.set(sid, { cookie: { originalMaxAge: null, expires } }, () => resolve()));
+      await set('past', new Date(Date.now() - 1000));
+      await set('soon', new Date(Date.now() + 30));
+      await set('later', new Date(Date.now() + 60_000));
+      await set('no-expiry', null);
+      const size = (): number => (store as unknown as { entries: Map<string, unknown> }).entries.size;
+      for (let i = 0; i < 100 && size() > 1; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(size()).toBe(1);
+      const n = await new Promise<number | undefined>((resolve) => store.length((_e, len) => resolve(len)));
+      expect(n).toBe(1);
+      const got = await new Promise<StoredSession | null | undefined>((resolve) => store.get('later', (_e, s) => resolve(s)));
+      expect(got?.cookie.expires).toEqual(expect.any(String));
+      await new Promise<void>((resolve) => store.clear(() => resolve()));
+      expect(size()).toBe(0);
+    } finally {
+      store.close();
+    }
+  });
+
+  test('an expired session is never returned, even between sweeps', async () => {
+    const store = new MemoryStore({ checkPeriod: 0 });
+    await new Promise<void>((resolve) => store.set('x', { cookie: { expires: new Date(Date.now() - 1) } }, () => resolve()));
+    const got = await new Promise<unknown>((resolve) => store.get('x', (_e, s) => resolve(s)));
+    expect(got).toBeUndefined();
+    expect(store.prune()).toBe(0);
+  });
+
+  test('bad options throw', () => {
+    expect(() => new MemoryStore({ checkPeriod: -1 })).toThrow(/MemoryStore option checkPeriod/);
+    expect(() => new MemoryStore({ ttl: Number.NaN })).toThrow(/MemoryStore option ttl/);
+  });
+});
+
+describe('Cookie and Session', () => {
+  test('maxAge counts down from expires; originalMaxAge remembers; touch grants it again', () => {
+    const cookie = new Cookie({ maxAge: 10_000, sameSite: 'lax' });
+    expect(cookie.originalMaxAge).toBe(10_000);
+    expect(cookie.maxAge).toBeLessThanOrEqual(10_000);
+    expect(cookie.maxAge).toBeGreaterThan(9_000);
+    expect(cookie.serialize('n', 'v')).toMatch(/^n=v; Path=\/; Expires=[^;]+; HttpOnly; SameSite=Lax$/);
+    expect(JSON.parse(JSON.stringify(cookie))).toEqual({ originalMaxAge: 10_000, expires: cookie.expires!.toISOString(), httpOnly: true, path: '/', sameSite: 'lax' });
+    const plain = new Cookie();
+    expect(plain.maxAge).toBeNull();
+    expect(plain.serialize('n', 'v')).toBe('n=v; Path=/; HttpOnly');
+    expect(() => new Cookie({ maxAge: 'soon' as unknown as number })).toThrow(TypeError);
+  });
+
+  test('without a callback the methods return promises; ignored rejections are not unhandled', async () => {
+    const store = new ClassStore();
+    const req: SessionRequest = { sessionID: 'abc', sessionStore: store };
+    const sess: Session & Partial<SessionData> = new Session(req, { views: 3 });
+    sess.cookie = new Cookie();
+    req.session = sess;
+    await sess.save();
+    expect(store.map.has('abc')).toBe(true);
+    sess.views = 4;
+    await sess.reload();
+    expect(req.session!.views).toBe(3);
+    await req.session!.destroy();
+    expect(store.map.has('abc')).toBe(false);
+    expect(req.session).toBeUndefined();
+    await expect(new Session({ sessionID: 'gone', sessionStore: store }).reload()).rejects.toThrow('failed to load session');
+    // Fire and forget, as express-session code does: no unhandled rejection.
+    void new Session({ sessionID: 'gone', sessionStore: store }).reload();
+    // With a callback, the session is returned (chainable, as in express-session).
+    const s2 = new Session({ sessionID: 'x', sessionStore: store });
+    s2.cookie = new Cookie();
+    expect(s2.save(() => undefined)).toBe(s2);
+  });
+});
+
+describe('options', () => {
+  const base: SessionOptions = { secret: 's', resave: false, saveUninitialized: false };
+  test.each<[string, unknown, RegExp]>([
+    ['no options', undefined, /options must be an object/],
+    ['no secret', { resave: false }, /option secret is required/],
+    ['empty secret array', { ...base, secret: [] }, /option secret must be/],
+    ['secret array with a number', { ...base, secret: ['a', 1] }, /option secret must be/],
+    ['genid not a function', { ...base, genid: 'x' }, /option genid must be a function/],
+    ['bad name', { ...base, name: 'a b' }, /option name/],
+    ['resave not boolean', { ...base, resave: 'yes' }, /option resave must be a boolean/],
+    ['rolling not boolean', { ...base, rolling: 1 }, /option rolling must be a boolean/],
+    ['saveUninitialized not boolean', { ...base, saveUninitialized: null }, /option saveUninitialized must be a boolean/],
+    ['proxy not boolean', { ...base, proxy: 'true' }, /option proxy must be a boolean/],
+    ['unset', { ...base, unset: 'drop' }, /option unset must be/],
+    ['store without get', { ...base, store: { set() {}, destroy() {}, on() {} } }, /option store must have a get\(\) method/],
+    ['cookie not an object', { ...base, cookie: 5 }, /option cookie must be an object/],
+    ['cookie.maxAge', { ...base, cookie: { maxAge: '1d' } }, /option cookie\.maxAge/],
+    ['cookie.expires', { ...base, cookie: { expires: 'tomorrow' } }, /option cookie\.expires/],
+    ['cookie.secure', { ...base, cookie: { secure: 'yes' } }, /option cookie\.secure/],
+    ['cookie.sameSite', { ...base, cookie: { sameSite: 'loose' } }, /option cookie\.sameSite/],
+    ['cookie.priority', { ...base, cookie: { priority: 'urgent' } }, /option cookie\.priority/],
+    ['cookie.partitioned', { ...base, cookie: { partitioned: 'yes' } }, /option cookie\.partitioned/],
+    ['cookie.httpOnly', { ...base, cookie: { httpOnly: 1 } }, /option cookie\.httpOnly/],
+    ['cookie.domain', { ...base, cookie: { domain: '' } }, /option cookie\.domain/],
+    ['cookie.path', { ...base, cookie: { path: 7 } }, /option cookie\.path/],
+  ])('%s: TypeError at factory time', (_name, options, message) => {
+    expect(() => session(options as SessionOptions)).toThrow(TypeError);
+    expect(() => session(options as SessionOptions)).toThrow(/^@upgradeware\/session: /);
+    expect(() => session(options as SessionOptions)).toThrow(message);
+  });
+
+  test('the factory marks the middleware for upgrades', () => {
+    const mw = session({ ...base, store: new ClassStore() });
+    expect(mw.supportsUpgrade).toBe(true);
+  });
+
+  test('default ids: 24 random bytes, base64url', async () => {
+    const app = createApp();
+    app.use(session({ secret: 's', resave: false, saveUninitialized: true, store: new ClassStore() }));
+    app.use((req: IncomingMessage, res: ServerResponse) => res.end(req.sessionID));
+    const s = await start(app);
+    try {
+      const ids = new Set<string>();
+      for (let i = 0; i < 20; i++) ids.add((await request(s.url)).body);
+      expect(ids.size).toBe(20);
+      for (const id of ids) expect(Buffer.from(id, 'base64url')).toHaveLength(24);
+      for (const id of ids) expect(id).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('failures at request time go to next(err)', () => {
+  test('genid that throws, and a cookie function that returns bad options: 500 on requests and upgrades', async () => {
+    const app = createApp();
+    app.use('/genid', session({ secret: 's', store: new ClassStore(), genid: () => { throw new Error('no ids today'); } }));
+    app.use('/cookie', session({ secret: 's', store: new ClassStore(), cookie: () => ({ sameSite: 'loose' as 'lax' }) }));
+    app.use((_req: IncomingMessage, res: ServerResponse) => res.end('ok'));
+    const s = await start(app);
+    try {
+      const r1 = await request(`${s.url}/genid`);
+      expect(r1.status).toBe(500);
+      expect(r1.body).toContain('no ids today');
+      const r2 = await rawRequest(s.port, wsHandshake('/genid'));
+      expect(r2.status).toBe(500);
+      expect(r2.body).toContain('no ids today');
+      expect(r2.closed).toBe(true);
+      const r3 = await rawRequest(s.port, wsHandshake('/cookie'));
+      expect(r3.status).toBe(500);
+      expect(r3.body).toContain('cookie().sameSite');
+      expect((await request(`${s.url}/other`)).body).toBe('ok');
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a stored session without a cookie is an error, not a crash', async () => {
+    const store = new ClassStore();
+    store.map.set('broken', JSON.stringify({ views: 1 }));
+    const app = createApp();
+    app.use(session({ secret: 's', store, genid: () => 'broken' }));
+    app.use(counter);
+    const s = await start(app);
+    try {
+      const first = await request(s.url);
+      // genid gives 'broken', whose stored form lacks a cookie: the second request loads it.
+      const cookie = cookiePairs(first.headers['set-cookie'])[0]!;
+      store.map.set('broken', JSON.stringify({ views: 1 }));
+      const r = await rawRequest(s.port, wsHandshake('/', { Cookie: cookie }));
+      expect(r.status).toBe(500);
+      expect(r.body).toContain('stored session has no cookie');
+      expect((await request(s.url)).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+});
