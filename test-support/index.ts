@@ -101,7 +101,9 @@ export interface RawOptions {
 
 /**
  * Send `request` (raw bytes) on a fresh connection and collect what comes back until the server
- * closes the connection or `timeoutMs` passes. The socket is always destroyed at the end.
+ * closes the connection or `timeoutMs` passes (pass `untilHead` for a 101 that stays open). The
+ * socket is always destroyed at the end. A string is sent as UTF-8: for exact bytes above 0x7f,
+ * pass `Buffer.from(text, 'latin1')`.
  */
 export function rawRequest(port: number, request: string | Buffer, options: RawOptions = {}): Promise<RawResponse> {
   const timeoutMs = options.timeoutMs ?? 3000;
@@ -251,6 +253,7 @@ export function wsOpen(url: string, options: WebSocket.ClientOptions & { protoco
   const { protocols, ...rest } = options;
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, protocols, { handshakeTimeout: 5000, ...rest });
+    track(ws);
     let response: http.IncomingMessage | undefined;
     ws.once('upgrade', (res) => {
       response = res;
@@ -295,14 +298,48 @@ export function wsClose(ws: WebSocket, timeoutMs = 2000): Promise<void> {
   });
 }
 
-/** Resolve with the next message a client receives (bounded). */
+interface Inbox {
+  queue: string[];
+  waiters: Array<(message: string) => void>;
+}
+const inboxes = new WeakMap<WebSocket, Inbox>();
+
+/** Record every message from the moment the client exists, so none is missed by `nextMessage`. */
+function track(ws: WebSocket): void {
+  const box: Inbox = { queue: [], waiters: [] };
+  inboxes.set(ws, box);
+  ws.on('message', (data) => {
+    const message = data.toString();
+    const waiter = box.waiters.shift();
+    if (waiter) waiter(message);
+    // Kept for a later nextMessage() only when no other listener took it.
+    else if (ws.listenerCount('message') === 1) box.queue.push(message);
+  });
+}
+
+/**
+ * Resolve with the next message a client receives (bounded). For clients opened by `wsOpen`,
+ * messages that arrived before the call (even in the same packet as the 101) are not lost.
+ */
 export function nextMessage(ws: WebSocket, timeoutMs = 3000): Promise<string> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no message in time')), timeoutMs);
-    ws.once('message', (data) => {
+    let box = inboxes.get(ws);
+    if (!box) {
+      track(ws);
+      box = inboxes.get(ws)!;
+    }
+    const queued = box.queue.shift();
+    if (queued !== undefined) return resolve(queued);
+    const waiter = (message: string) => {
       clearTimeout(timer);
-      resolve(data.toString());
-    });
+      resolve(message);
+    };
+    const timer = setTimeout(() => {
+      const i = box!.waiters.indexOf(waiter);
+      if (i !== -1) box!.waiters.splice(i, 1);
+      reject(new Error('no message in time'));
+    }, timeoutMs);
+    box.waiters.push(waiter);
   });
 }
 

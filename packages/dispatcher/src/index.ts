@@ -18,13 +18,6 @@ import {
 
 export type { ErrorMiddleware, Middleware, NextFunction } from '@upgradeware/upgrade-response';
 
-declare module 'http' {
-  interface IncomingMessage {
-    /** The request URL before any mount path was stripped (set by the first app it reaches). */
-    originalUrl?: string;
-  }
-}
-
 const debug = createDebug('upgradeware:dispatcher');
 
 /** A layer's function: a middleware, an error middleware, or a mounted app. */
@@ -118,8 +111,15 @@ export function createApp(options: AppOptions = {}): App {
     // Synchronously, before anything else: the response adds the socket's 'error' listener.
     const served = connect || servesProtocol(protocols, req.headers.upgrade);
     const res = served ? new UpgradeResponse(req, socket, head) : new SocketResponse(req, socket, head);
-    if (timeout > 0) armDeadline(req, res, timeout);
     debug('%s %s %s', served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req.method, req.url);
+    if (req.headers.host === undefined && req.httpVersion === '1.1') {
+      // Node answers 400 to an ordinary HTTP/1.1 request without Host (RFC 9112 §3.2) but lets
+      // an upgrade through: answer it the same way.
+      req.originalUrl = req.url;
+      sendError(req, res, 400, null);
+      return;
+    }
+    if (timeout > 0) armDeadline(req, res, timeout);
     dispatch(stack, req, res, finalHandler(req, res, fallback));
   }
 
@@ -200,7 +200,10 @@ function dispatch(stack: Layer[], req: http.IncomingMessage, res: http.ServerRes
       if (route.length !== 0) {
         const url = req.url!;
         const path = pathnameOf(url, protohost.length);
-        if (!matchesRoute(path, route)) continue;
+        if (!matchesRoute(path, route)) {
+          if (debug.enabled) debug('%s %s: passed over %s (path)', req.method, req.originalUrl, nameOf(layer));
+          continue;
+        }
         removed = route;
         req.url = protohost + url.slice(protohost.length + route.length);
         if (protohost.length === 0 && req.url[0] !== '/') {
@@ -208,12 +211,19 @@ function dispatch(stack: Layer[], req: http.IncomingMessage, res: http.ServerRes
           slashAdded = true;
         }
       }
-      if (debug.enabled) debug('%s %s: %s %s', req.method, req.originalUrl, err ? 'error to' : 'run', nameOf(layer));
+      if (debug.enabled) debug('%s %s: %s', req.method, req.originalUrl, describeCall(layer, err));
       call(layer.handle, err, req, res, next);
       return;
     }
   };
   next();
+}
+
+function describeCall(layer: Layer, err: unknown): string {
+  const hasError = err !== undefined && err !== null && err !== false;
+  const errorLayer = layer.handle.length === 4;
+  if (hasError === errorLayer) return `${hasError ? 'error to' : 'run'} ${nameOf(layer)}`;
+  return `passed over ${nameOf(layer)} (${hasError ? 'not an error layer' : 'error layer'})`;
 }
 
 function nameOf(layer: Layer): string {
@@ -330,7 +340,17 @@ function clearDeadline(this: Deadlined): void {
 
 function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
   res[kDeadline] = undefined;
-  if (res.headersSent || !res.socket) return;
+  const socket = res.socket;
+  if (!socket || (socket as { _httpMessage?: unknown })._httpMessage !== res) return;
+  if (res.headersSent) {
+    // Started but never finished (a switch waiting on a session save that never comes): no
+    // status can be sent any more, so the connection is closed.
+    if (!res.writableEnded || !res.writableFinished) {
+      debug('time limit: closing %s %s, its response started but never finished', req.method, req.originalUrl);
+      socket.destroy();
+    }
+    return;
+  }
   debug('time limit: 503 for %s %s', req.method, req.originalUrl);
   sendError(req, res, 503, null);
 }

@@ -10,12 +10,19 @@
  *   `200 Connection Established`) and hands `(socket, head)` to `cb`.
  * - `res.externalSwitch()` lets a library that writes its own 101 (ws) account for it.
  */
-import { IncomingMessage, ServerResponse, type OutgoingHttpHeaders } from 'node:http';
+import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 
 const debug = createDebug('upgradeware:upgrade-response');
+
+declare module 'http' {
+  interface IncomingMessage {
+    /** The request URL before any mount path was stripped (set by the first app it reaches). */
+    originalUrl?: string;
+  }
+}
 
 /** Called by a middleware chain to go on, or with an error to skip to the error layers. */
 export type NextFunction = (err?: unknown) => void;
@@ -102,7 +109,7 @@ export class SocketResponse extends ServerResponse {
     this.detachSocket(socket);
     socket.removeListener('error', onSocketError);
     this.upgradeHead = EMPTY;
-    debug('released %s %s', this.req.method, this.req.url);
+    debug('released %s %s', this.req.method, urlOf(this.req));
     return true;
   }
 }
@@ -169,12 +176,14 @@ export class UpgradeResponse extends SocketResponse {
     this.assertSwitchable('externalSwitch');
     this.writeHead(statusCode);
     this._upgradeState = EXTERNAL;
-    const lines = headerLines(this.getHeaders(), SWITCH_OWNED);
+    const lines = headerLines(this, SWITCH_OWNED);
     const socket = this.socket;
     if (socket) {
       this.detachSocket(socket);
+      letGo(socket);
       this.upgradeHead = EMPTY;
     }
+    debug('switched %s %s (%d, written by another library)', this.req.method, urlOf(this.req), statusCode);
     this.end();
     return lines;
   }
@@ -210,9 +219,10 @@ export class UpgradeResponse extends SocketResponse {
     res._upgradeState = RELEASED;
     if (!socket || !cb) return;
     res.detachSocket(socket);
-    debug('switched %s %s', res.req.method, res.req.url);
+    debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
     process.nextTick(emitClose, res);
     cb(socket, head);
+    letGo(socket);
   }
 }
 
@@ -237,16 +247,21 @@ export function supportsUpgrade<F extends (...args: never[]) => unknown>(fn: F):
   return marked;
 }
 
-/** Format response headers as `Name: value` lines, one line per value, leaving out `skip`. */
-function headerLines(headers: OutgoingHttpHeaders, skip: ReadonlySet<string>): string[] {
+/** The response's headers as `Name: value` lines, names as they were set, one line per value. */
+function headerLines(res: ServerResponse, skip: ReadonlySet<string>): string[] {
   const lines: string[] = [];
-  for (const name of Object.keys(headers)) {
-    const value = headers[name];
-    if (value === undefined || skip.has(name)) continue;
+  // getRawHeaderNames() (Node ≥ 15.13) keeps the case the names were set with.
+  for (const name of (res as ServerResponse & { getRawHeaderNames(): string[] }).getRawHeaderNames()) {
+    const value = res.getHeader(name);
+    if (value === undefined || skip.has(name.toLowerCase())) continue;
     if (Array.isArray(value)) for (const v of value) lines.push(`${name}: ${v}`);
     else lines.push(`${name}: ${value}`);
   }
   return lines;
+}
+
+function urlOf(req: IncomingMessage): string | undefined {
+  return req.originalUrl ?? req.url;
 }
 
 function firstToken(value: string | undefined): string {
@@ -259,19 +274,33 @@ function handOver(this: UpgradeResponse): void {
   UpgradeResponse.handOver(this);
 }
 
+/**
+ * After a switch the socket belongs to its new owner: our 'error' listener goes once the owner
+ * has one of its own (ws always adds one). A callback that adds none keeps ours, so a reset
+ * still cannot crash the process.
+ */
+function letGo(socket: Duplex): void {
+  if (socket.listenerCount('error') > 1) socket.removeListener('error', onSocketError);
+}
+
 function onSocketError(this: Duplex, err: Error): void {
   debug('socket error: %s', err.message);
   this.destroy();
 }
 
-/** Every response of ours ends in 'close', after 'finish', as on Node's own server. */
+/**
+ * Every response of ours ends in 'close', after 'finish', as on Node's own server. Like Node's,
+ * it is then `destroyed`: a late `write()`/`end()` is dropped instead of emitting an 'error'
+ * that nobody listens to.
+ */
 function emitClose(res: ServerResponse): void {
+  res.destroyed = true;
   res.emit('close');
 }
 
 function finishExternal(res: UpgradeResponse): void {
   res.emit('finish');
-  res.emit('close');
+  emitClose(res);
 }
 
 function onLingerTimeout(this: Duplex): void {
@@ -291,7 +320,7 @@ function onResponseFinish(this: SocketResponse): void {
   if (!socket) return;
   this.detachSocket(socket);
   process.nextTick(emitClose, this);
-  debug('answered %d to %s %s; closing', this.statusCode, this.req.method, this.req.url);
+  debug('answered %d to %s %s; closing', this.statusCode, this.req.method, urlOf(this.req));
   if (socket.destroyed) return;
   socket.end();
   socket.resume();

@@ -405,7 +405,7 @@ describe('upgrades through the dispatcher', () => {
     ['a..example', 404],
     ['x.y.b.example', 404],
     ['.b.example', 404],
-    ['', 404],
+    ['', 400],
     [':443', 404],
     ['a.example\tjunk', 404],
     ['\u00e4.example', 404],
@@ -421,9 +421,9 @@ describe('upgrades through the dispatcher', () => {
     await stillServing();
   });
 
-  test('an HTTP/1.1 upgrade without Host matches no vhost: 404 (Node does not apply requireHostHeader to upgrades)', async () => {
+  test('an HTTP/1.1 upgrade without Host gets 400 from the dispatcher, as an ordinary request does from Node', async () => {
     const raw = await rawRequest(s.port, wsHandshake('/ws', { Host: '' }));
-    expect(raw.status).toBe(404);
+    expect(raw.status).toBe(400);
     expect(raw.headers.connection).toEqual(['close']);
     expect(raw.closed).toBe(true);
     await stillServing();

@@ -1,0 +1,285 @@
+/** CONNECT, client resets, the time limit, and coexistence with the server's own listeners. */
+import * as net from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { WebSocketServer } from 'ws';
+import { createApp } from '@upgradeware/dispatcher';
+import { isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
+import {
+  HOST,
+  start,
+  rawRequest,
+  rawConnect,
+  wsHandshake,
+  wsOpen,
+  wsClose,
+  nextMessage,
+  request,
+  until,
+  WsRefused,
+  type TestServer,
+} from '../../../test-support';
+
+describe('CONNECT through the stack', () => {
+  let server: TestServer;
+  let echoServer: net.Server;
+  let echoPort: number;
+  const echoSockets = new Set<net.Socket>();
+
+  beforeAll(async () => {
+    echoServer = net.createServer((s) => {
+      echoSockets.add(s);
+      s.on('close', () => echoSockets.delete(s));
+      s.on('error', () => undefined);
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => echoServer.listen(0, HOST, r));
+    echoPort = (echoServer.address() as net.AddressInfo).port;
+
+    const app = createApp();
+    app.use(
+      supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        if (req.method !== 'CONNECT') return next();
+        if (req.headers['proxy-authorization'] !== 'Basic dTpw') {
+          res.statusCode = 407;
+          res.setHeader('Proxy-Authenticate', 'Basic realm="proxy"');
+          res.end('proxy auth required');
+          return;
+        }
+        next();
+      }),
+    );
+    app.use(
+      supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => {
+        if (!isUpgradeResponse(res) || !res.isConnect) return next();
+        const [host, port] = (req.url ?? '').split(':');
+        if (host !== HOST) {
+          res.statusCode = 403;
+          res.end('only loopback');
+          return;
+        }
+        const upstream = net.connect(Number(port), host, () => {
+          res.switchProtocols((socket, head) => {
+            upstream.write(head);
+            socket.pipe(upstream).pipe(socket);
+          });
+        });
+        upstream.on('error', (err) => next(Object.assign(err, { status: 502 })));
+      }),
+    );
+    server = await start(app);
+  });
+  afterAll(async () => {
+    await server.close();
+    for (const s of echoSockets) s.destroy();
+    await new Promise((r) => echoServer.close(r));
+  });
+
+  test('a CONNECT is tunnelled to a local echo server: 200 Connection Established, no framing headers', async () => {
+    const conn = await rawConnect(server.port);
+    conn.socket.write(`CONNECT ${HOST}:${echoPort} HTTP/1.1\r\nHost: ${HOST}:${echoPort}\r\nProxy-Authorization: Basic dTpw\r\n\r\nearly`);
+    const all = (await conn.waitFor('early')).toString('latin1');
+    const head = all.slice(0, all.indexOf('\r\n\r\n') + 4);
+    expect(head.startsWith('HTTP/1.1 200 Connection Established\r\n')).toBe(true);
+    expect(head).not.toMatch(/Transfer-Encoding|Content-Length|Connection:/i);
+    expect(all.slice(head.length)).toBe('early');
+    conn.socket.write('-and-more');
+    await conn.waitFor('early-and-more');
+    expect(conn.received().toString('latin1')).not.toContain('0\r\n\r\n');
+    conn.close();
+  });
+
+  test('a layer refuses a CONNECT with 407, and a foreign target with 403', async () => {
+    const refused = await rawRequest(server.port, `CONNECT ${HOST}:${echoPort} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    expect(refused.status).toBe(407);
+    expect(refused.headers['proxy-authenticate']).toEqual(['Basic realm="proxy"']);
+    expect(refused.body).toBe('proxy auth required');
+    expect(refused.closed).toBe(true);
+    const foreign = await rawRequest(server.port, 'CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic dTpw\r\n\r\n');
+    expect(foreign.status).toBe(403);
+  });
+
+  test('an upstream that refuses gives 502, and the next CONNECT works', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((r) => closed.listen(0, HOST, r));
+    const deadPort = (closed.address() as net.AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    const res = await rawRequest(server.port, `CONNECT ${HOST}:${deadPort} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic dTpw\r\n\r\n`);
+    expect(res.status).toBe(502);
+    const conn = await rawConnect(server.port);
+    conn.socket.write(`CONNECT ${HOST}:${echoPort} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic dTpw\r\n\r\nok`);
+    await conn.waitFor('\r\n\r\nok');
+    conn.close();
+  });
+});
+
+describe('clients that go away, and the time limit', () => {
+  test('1,000 client resets during an async layer: the process lives, nothing is left behind', async () => {
+    let entered = 0;
+    let closed = 0;
+    let wrote = 0;
+    const app = createApp();
+    app.use(
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        entered++;
+        res.on('close', () => closed++);
+        setTimeout(next, 30);
+      }),
+    );
+    app.use(
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse) => {
+        wrote++;
+        res.statusCode = 403;
+        res.end('too late anyway');
+      }),
+    );
+    const server = await start(app);
+    const upgradeSockets: net.Socket[] = [];
+    server.server.on('upgrade', (_req, socket: net.Socket) => upgradeSockets.push(socket));
+    try {
+      const total = 1000;
+      const batch = 100;
+      for (let i = 0; i < total; i += batch) {
+        await Promise.all(
+          Array.from({ length: batch }, () => {
+            return new Promise<void>((resolve) => {
+              const s = net.connect(server.port, HOST);
+              s.on('error', () => undefined);
+              s.write(wsHandshake('/x'));
+              const started = entered;
+              const poll = setInterval(() => {
+                if (entered > started || s.destroyed) {
+                  clearInterval(poll);
+                  s.resetAndDestroy();
+                  resolve();
+                }
+              }, 2);
+              setTimeout(() => {
+                clearInterval(poll);
+                s.resetAndDestroy();
+                resolve();
+              }, 2000);
+            });
+          }),
+        );
+      }
+      await until(() => closed >= total, 10000);
+      expect(entered).toBe(total);
+      expect(closed).toBe(total);
+      // Every socket is gone and none kept a listener of ours.
+      await until(() => upgradeSockets.every((s) => s.destroyed), 5000);
+      for (const s of upgradeSockets) {
+        expect(s.listenerCount('error')).toBeLessThanOrEqual(1);
+        expect(s.listenerCount('data')).toBe(0);
+      }
+      expect(upgradeSockets).toHaveLength(total);
+      // The layers that ran after the reset wrote nothing to a dead socket without crashing.
+      expect(wrote).toBeLessThanOrEqual(total);
+      const alive = await request(server.url + '/alive');
+      expect(alive.status).toBe(403);
+      expect(alive.body).toBe('too late anyway');
+    } finally {
+      await server.close();
+    }
+  }, 60000);
+
+  test('a chain that neither answers nor switches gets 503 within the time limit; the server goes on', async () => {
+    const app = createApp({ upgradeTimeout: 150 });
+    let late: unknown = null;
+    app.use(
+      '/stuck',
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        // Answers far too late: the write must not throw or crash.
+        setTimeout(() => {
+          try {
+            next();
+          } catch (err) {
+            late = err;
+          }
+        }, 400);
+        res.setHeader('X-Kept', 'yes');
+      }),
+    );
+    app.use(
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse) => {
+        res.statusCode = 200;
+        res.end('fine');
+      }),
+    );
+    const server = await start(app);
+    try {
+      const started = Date.now();
+      const res = await rawRequest(server.port, wsHandshake('/stuck'));
+      expect(res.status).toBe(503);
+      expect(res.headers['x-kept']).toEqual(['yes']);
+      expect(res.headers['connection']).toEqual(['close']);
+      expect(res.closed).toBe(true);
+      expect(Date.now() - started).toBeLessThan(3000);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(late).toBeNull();
+      const ok = await rawRequest(server.port, wsHandshake('/fine'));
+      expect(ok.status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('coexistence with the server\'s own upgrade listeners', () => {
+  test('a ws server attached before us keeps its path; our stack keeps ours; refusals stay ours', async () => {
+    const theirs = new WebSocketServer({ noServer: true });
+    theirs.on('connection', (ws) => ws.on('message', (m) => ws.send(`theirs:${String(m)}`)));
+    const app = createApp();
+    app.use(
+      '/ours',
+      supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        if (!isUpgradeResponse(res)) return next();
+        const wss = new WebSocketServer({ noServer: true });
+        wss.on('headers', (lines) => lines.push(...res.externalSwitch()));
+        wss.handleUpgrade(req, res.socket!, res.upgradeHead, (ws) => {
+          ws.on('message', (m) => ws.send(`ours:${String(m)}`));
+        });
+      }),
+    );
+    app.use(
+      '/theirs/private',
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse) => {
+        res.statusCode = 401;
+        res.end();
+      }),
+    );
+    const server = await start(app, (http) => {
+      // A hand-written ws server, as many apps have: it was there before attach().
+      http.on('upgrade', (req, socket, head) => {
+        if (req.url?.startsWith('/theirs')) theirs.handleUpgrade(req, socket, head, (ws) => theirs.emit('connection', ws, req));
+        else socket.destroy();
+      });
+    });
+    try {
+      const a = await wsOpen(server.wsUrl + '/theirs');
+      a.ws.send('1');
+      expect(await nextMessage(a.ws)).toBe('theirs:1');
+      const b = await wsOpen(server.wsUrl + '/ours');
+      b.ws.send('2');
+      expect(await nextMessage(b.ws)).toBe('ours:2');
+      // A layer of ours that answers wins over the fallback.
+      await expect(wsOpen(server.wsUrl + '/theirs/private')).rejects.toMatchObject({ status: 401 });
+      await wsClose(a.ws);
+      await wsClose(b.ws);
+      expect(server.server.listenerCount('upgrade')).toBe(1);
+    } finally {
+      theirs.close();
+      await server.close();
+    }
+  });
+
+  test('without earlier listeners an unanswered upgrade is a 404', async () => {
+    const server = await start(createApp());
+    try {
+      const err = await wsOpen(server.wsUrl + '/none').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(WsRefused);
+      expect((err as WsRefused).status).toBe(404);
+    } finally {
+      await server.close();
+    }
+  });
+});
