@@ -1,0 +1,206 @@
+/** UpgradeResponse on its own: a Node server's 'upgrade'/'connect' events, no dispatcher. */
+import * as http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { UpgradeResponse, SocketResponse, isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
+import { start, rawRequest, rawConnect, upgradeRequest, until, delay, HOST, type TestServer } from '../../../test-support';
+
+type Handler = (res: UpgradeResponse, req: http.IncomingMessage, socket: Duplex) => void;
+
+let server: TestServer;
+let handler: Handler;
+
+beforeAll(async () => {
+  server = await start(null, (s) => {
+    const serve = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => handler(new UpgradeResponse(req, socket, head), req, socket);
+    s.on('upgrade', serve);
+    s.on('connect', serve);
+  });
+});
+afterAll(() => server.close());
+
+test('a chunked refusal is well-formed, ends with Connection: close, and the socket closes', async () => {
+  handler = (res) => {
+    res.statusCode = 403;
+    res.write('part one, ');
+    setTimeout(() => res.end('part two'), 5);
+  };
+  const res = await rawRequest(server.port, upgradeRequest('/', 'echo'));
+  expect(res.raw.startsWith('HTTP/1.1 403 Forbidden\r\n')).toBe(true);
+  expect(res.headers['transfer-encoding']).toEqual(['chunked']);
+  expect(res.headers['connection']).toEqual(['close']);
+  expect(res.body).toBe('a\r\npart one, \r\n8\r\npart two\r\n0\r\n\r\n');
+  expect(res.closed).toBe(true);
+});
+
+test('a refusal to a HEAD request has no body', async () => {
+  handler = (res) => {
+    res.statusCode = 401;
+    res.end('not sent');
+  };
+  const res = await rawRequest(server.port, 'HEAD / HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+  expect(res.status).toBe(401);
+  expect(res.body).toBe('');
+  expect(res.closed).toBe(true);
+});
+
+test('the client reads the whole refusal even when it sent a body nobody read', async () => {
+  handler = (res) => {
+    res.statusCode = 413;
+    res.end('x'.repeat(50_000));
+  };
+  const body = 'y'.repeat(200_000);
+  const res = await rawRequest(
+    server.port,
+    `POST / HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  );
+  expect(res.status).toBe(413);
+  expect(res.body).toBe('x'.repeat(50_000));
+});
+
+test('switchProtocols: 101 with our headers, finish then cb then close; a second switch throws', async () => {
+  const order: string[] = [];
+  let second: unknown;
+  handler = (res) => {
+    res.setHeader('X-Custom-Case', 'kept');
+    res.on('finish', () => order.push(`finish ${res.statusCode}`));
+    res.on('close', () => order.push('close'));
+    res.switchProtocols((socket, head) => {
+      order.push(`cb ${head.toString()}`);
+      socket.on('error', () => undefined);
+      socket.end('bye');
+    });
+    try {
+      res.switchProtocols(() => undefined);
+    } catch (err) {
+      second = err;
+    }
+  };
+  const res = await rawRequest(server.port, upgradeRequest('/', 'echo') + 'early');
+  expect(res.raw).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\nX-Custom-Case: kept\r\nUpgrade: echo\r\nConnection: Upgrade\r\n/);
+  expect(res.body).toBe('bye');
+  await until(() => order.length === 3);
+  expect(order).toEqual(['finish 101', 'cb early', 'close']);
+  expect(second).toBeInstanceOf(Error);
+});
+
+test('after the hand-off our error listener goes once the new owner has one, and no reference is kept', async () => {
+  let res!: UpgradeResponse;
+  let listeners = -1;
+  handler = (r) => {
+    res = r;
+    r.switchProtocols((socket) => {
+      socket.on('error', () => undefined);
+      setImmediate(() => {
+        listeners = socket.listenerCount('error');
+        socket.destroy();
+      });
+    });
+  };
+  await rawRequest(server.port, upgradeRequest('/', 'echo'));
+  await until(() => listeners !== -1);
+  expect(listeners).toBe(1);
+  expect(res.socket).toBeNull();
+  expect(res.upgradeHead.length).toBe(0);
+});
+
+test('switchProtocols after the client went away returns false and never calls back', async () => {
+  let result: boolean | undefined;
+  let called = false;
+  let closed = false;
+  handler = (res) => {
+    res.on('close', () => (closed = true));
+    setTimeout(() => {
+      result = res.switchProtocols(() => (called = true));
+    }, 50);
+  };
+  const conn = await rawConnect(server.port);
+  conn.socket.write(upgradeRequest('/', 'echo'));
+  await delay(10);
+  conn.socket.resetAndDestroy();
+  await until(() => result !== undefined);
+  expect(result).toBe(false);
+  expect(called).toBe(false);
+  expect(closed).toBe(true);
+});
+
+test('a late end() after the client went away is dropped: no throw, no error event', async () => {
+  let outcome = '';
+  handler = (res) => {
+    res.on('error', (err) => (outcome = `error ${err.message}`));
+    setTimeout(() => {
+      try {
+        res.end('too late');
+        outcome ||= 'dropped';
+      } catch (err) {
+        outcome = `threw ${(err as Error).message}`;
+      }
+    }, 50);
+  };
+  const conn = await rawConnect(server.port);
+  conn.socket.write(upgradeRequest('/', 'echo'));
+  await delay(10);
+  conn.socket.resetAndDestroy();
+  await until(() => outcome !== '');
+  await delay(20);
+  expect(outcome).toBe('dropped');
+});
+
+test('externalSwitch returns the headers as lines (case kept, owned ones left out) and ends without writing', async () => {
+  let lines: string[] = [];
+  const events: string[] = [];
+  handler = (res, _req, socket) => {
+    res.setHeader('Set-Cookie', ['a=1', 'b=2']);
+    res.setHeader('X-Mixed-Case', 'v');
+    res.setHeader('Connection', 'keep-alive');
+    res.setHeader('Content-Length', '5');
+    res.on('finish', () => events.push(`finish ${res.statusCode}`));
+    res.on('close', () => events.push('close'));
+    lines = res.externalSwitch();
+    events.push(`returned ${res.writableEnded}`);
+    // The library writes its own 101.
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n' + lines.map((l) => l + '\r\n').join('') + '\r\n');
+    socket.end();
+  };
+  const res = await rawRequest(server.port, upgradeRequest('/', 'echo'));
+  expect(lines).toEqual(['Set-Cookie: a=1', 'Set-Cookie: b=2', 'X-Mixed-Case: v']);
+  expect(res.raw.match(/HTTP\/1\.1/g)).toHaveLength(1);
+  await until(() => events.length === 3);
+  expect(events).toEqual(['returned true', 'finish 101', 'close']);
+});
+
+test('CONNECT: 200 Connection Established with no framing or Connection header', async () => {
+  handler = (res) => {
+    expect(res.isConnect).toBe(true);
+    res.setHeader('X-Proxy', 'ours');
+    res.switchProtocols((socket, head) => {
+      socket.on('error', () => undefined);
+      socket.end(`tunnel:${head.toString()}`);
+    });
+  };
+  const res = await rawRequest(server.port, `CONNECT ${HOST}:9 HTTP/1.1\r\nHost: ${HOST}:9\r\n\r\nhi`);
+  expect(res.raw).toMatch(/^HTTP\/1\.1 200 Connection Established\r\nX-Proxy: ours\r\nDate: [^\r]+\r\n\r\ntunnel:hi$/);
+});
+
+test('release() leaves the socket untouched for someone else', async () => {
+  handler = (res, req, socket) => {
+    const head = res.upgradeHead;
+    expect(res.release()).toBe(true);
+    expect(res.release()).toBe(false);
+    socket.on('error', () => undefined);
+    socket.end(`HTTP/1.1 418 I'm a teapot\r\nConnection: close\r\n\r\n${req.url}|${head.toString()}`);
+  };
+  const res = await rawRequest(server.port, upgradeRequest('/mine', 'echo') + 'rest');
+  expect(res.status).toBe(418);
+  expect(res.body).toBe('/mine|rest');
+});
+
+test('brand, not instanceof; SocketResponse is not an upgrade response; supportsUpgrade marks and checks', () => {
+  const fake = { [Symbol.for('upgradeware.UpgradeResponse')]: true };
+  expect(isUpgradeResponse(fake)).toBe(true);
+  expect(isUpgradeResponse({})).toBe(false);
+  expect(isUpgradeResponse(null)).toBe(false);
+  expect(isUpgradeResponse(Object.create(SocketResponse.prototype))).toBe(false);
+  const fn = supportsUpgrade((_req: http.IncomingMessage, _res: http.ServerResponse, next: () => void) => next());
+  expect(fn.supportsUpgrade).toBe(true);
+  expect(() => supportsUpgrade(42 as unknown as () => void)).toThrow(TypeError);
+});
