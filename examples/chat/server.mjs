@@ -1,55 +1,41 @@
-// The first upgradeware demo: one stack serving a page, an echo protocol through
-// res.switchProtocols(), and a refusal that is a real HTTP response. The chat demo replaces it.
-import { createApp } from '@upgradeware/dispatcher';
-import { isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
+// The demo's command-line entry: `npx pnpm@10.34.9 demo` (from the repository root) builds the
+// packages and runs this. PORT (default 3000) and HOST (default 127.0.0.1) choose where it listens;
+// the request log goes to stdout.
+import { createChatServer, DEMO_ADMIN, DEMO_USERS } from './chat.mjs';
 
-const port = Number(process.env.PORT ?? 3000);
-const host = '127.0.0.1';
+const port = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
+const host = process.env.HOST || '127.0.0.1';
 
-const app = createApp({ upgradeProtocols: ['websocket', 'echo'] });
+let chat;
+try {
+  chat = await createChatServer({ port, host, log: process.stdout, secret: process.env.SESSION_SECRET || undefined });
+} catch (err) {
+  process.stderr.write(`upgradeware chat: cannot listen on ${host}:${port}: ${err.message}\n`);
+  if (err.code === 'EADDRINUSE') process.stderr.write('Another program uses that port: try PORT=3001.\n');
+  process.exit(1);
+}
 
-// Runs for every request, upgrades included (it opted in): the header rides on the 101 too.
-app.use(
-  supportsUpgrade((req, res, next) => {
-    res.setHeader('X-Served-By', 'upgradeware');
-    next();
-  }),
+const users = Object.entries(DEMO_USERS)
+  .map(([u, p]) => `${u} / ${p}`)
+  .join(', ');
+process.stdout.write(
+  [
+    '',
+    `upgradeware chat listening on ${chat.url}`,
+    `  log in as:  ${users}`,
+    `  admin area: ${chat.url}admin  (${DEMO_ADMIN.user} / ${DEMO_ADMIN.password})`,
+    '  Ctrl-C stops it.',
+    '',
+    '',
+  ].join('\n'),
 );
 
-// Upgrades only where a token is given: a refusal is a real 401, not a silent close.
-app.use(
-  '/echo',
-  supportsUpgrade((req, res, next) => {
-    if (!isUpgradeResponse(res)) return next();
-    if (!new URL(req.url, 'http://x').searchParams.has('token')) {
-      res.statusCode = 401;
-      res.end('a token is required\n');
-      return;
-    }
-    res.switchProtocols((socket, head) => {
-      socket.write(head);
-      socket.pipe(socket);
-    });
-  }),
-);
-
-app.use('/', (req, res) => {
-  res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-  res.end(
-    [
-      'upgradeware demo',
-      '',
-      `An ordinary request: curl http://${host}:${port}/`,
-      `An echo upgrade:     curl -i -N -H 'Upgrade: echo' -H 'Connection: Upgrade' 'http://${host}:${port}/echo?token=1'`,
-      `A refused upgrade:   curl -i -H 'Upgrade: echo' -H 'Connection: Upgrade' http://${host}:${port}/echo`,
-      '',
-    ].join('\n'),
-  );
-});
-
-const server = app.listen(port, host, () => {
-  process.stdout.write(`upgradeware demo listening on http://${host}:${port}/\n`);
-});
-const stop = () => server.close(() => process.exit(0));
+let stopping = false;
+const stop = () => {
+  if (stopping) process.exit(1); // a second Ctrl-C: now
+  stopping = true;
+  chat.close().then(() => process.exit(0));
+  setTimeout(() => process.exit(0), 3000).unref();
+};
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);
