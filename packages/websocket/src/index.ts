@@ -177,6 +177,9 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
       return refuse(res, 400, 'Invalid Upgrade header');
     }
     if (req.method !== 'GET') return refuse(res, 405, 'Invalid HTTP method', 'Allow', 'GET');
+    // Node hands a request body over as the first bytes of the connection: after a 101 they would
+    // be read as WebSocket frames. A handshake has no body (RFC 6455 §4.1): refuse one.
+    if (hasBody(req)) return refuse(res, 400, 'Unexpected request body');
     const key = req.headers['sec-websocket-key'];
     if (key === undefined || !KEY.test(key)) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
     const version = req.headers['sec-websocket-version'];
@@ -291,6 +294,12 @@ function verify<Req extends IncomingMessage>(
   } catch (err) {
     next(err);
   }
+}
+
+/** Does the request announce a body (a `Transfer-Encoding`, or a `Content-Length` other than 0)? */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && !/^0+$/.test(length));
 }
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
