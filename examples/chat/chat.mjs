@@ -39,6 +39,8 @@ const STATIC = {
   '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
   '/admin.js': ['admin.js', 'text/javascript; charset=utf-8'],
   '/style.css': ['style.css', 'text/css; charset=utf-8'],
+  '/favicon.svg': ['favicon.svg', 'image/svg+xml'],
+  '/favicon.ico': ['favicon.svg', 'image/svg+xml'],
 };
 const files = Object.fromEntries(
   Object.entries(STATIC).map(([path, [file, type]]) => [path, { body: readFileSync(join(here, 'public', file)), type }]),
@@ -364,7 +366,7 @@ function adminPage(user) {
 function page(title, body) {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${esc(title)}</title><link rel="stylesheet" href="/style.css"></head>
+<title>${esc(title)}</title><link rel="icon" href="/favicon.svg"><link rel="stylesheet" href="/style.css"></head>
 <body>${body}</body></html>
 `;
 }

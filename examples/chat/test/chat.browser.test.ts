@@ -1,0 +1,253 @@
+/**
+ * The demo in a real browser (issue 8): Debian's chromium, driven by playwright-core. The server
+ * runs as `node examples/chat/server.mjs` in a child process on port 0. Two users log in through
+ * the form and chat both ways; a visitor without a session has the socket refused (401); a page of
+ * another origin cannot open it (403) even with the user's cookie; the page shows a dropped socket
+ * and reconnects. A failed step leaves screenshots of every page in test-results/browser/.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import WebSocket from 'ws';
+import { build, request, root, startDemo, type Demo } from './demo';
+
+const WAIT = 10_000;
+const shots = path.join(root, 'test-results/browser');
+
+let demo: Demo;
+let browser: Browser;
+let foreign: http.Server;
+let foreignOrigin: string;
+let feed: WebSocket | undefined;
+const feedEvents: Record<string, any>[] = [];
+const pages = new Map<string, Page>();
+const problems: string[] = []; // page errors and console errors of the chat pages
+
+beforeAll(async () => {
+  build();
+  demo = await startDemo();
+  // Another site on this machine: a page of its own origin (another port).
+  foreign = http.createServer((req, res) => {
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    res.end('<!doctype html><title>elsewhere</title><h1>a page of another origin</h1>');
+  });
+  await new Promise<void>((resolve) => foreign.listen(0, '127.0.0.1', resolve));
+  foreignOrigin = `http://127.0.0.1:${(foreign.address() as AddressInfo).port}`;
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    timeout: 30_000,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  // The admin feed, to see what the server made of each handshake.
+  feed = new WebSocket(`ws://admin:upgradeware@127.0.0.1:${demo.port}/admin/feed`, { handshakeTimeout: 5000 });
+  feed.on('message', (data) => {
+    const m = JSON.parse(String(data));
+    if (m.type === 'event') feedEvents.push(m.event);
+  });
+  await new Promise((resolve, reject) => {
+    feed!.once('open', resolve);
+    feed!.once('error', reject);
+  });
+}, 240_000);
+
+afterAll(async () => {
+  feed?.terminate();
+  await browser?.close();
+  await new Promise<void>((resolve) => (foreign ? foreign.close(() => resolve()) : resolve()));
+  foreign?.closeAllConnections();
+  await demo?.close();
+}, 30_000);
+
+/** Run one step; when it fails, a screenshot of every open page goes to test-results/browser/. */
+async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    fs.mkdirSync(shots, { recursive: true });
+    const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+    for (const [label, page] of pages) {
+      if (page.isClosed()) continue;
+      await page.screenshot({ path: path.join(shots, `${slug}--${label}.png`), fullPage: true, timeout: 5000 }).catch(() => undefined);
+    }
+    fs.writeFileSync(path.join(shots, `${slug}--server.log`), demo.log());
+    throw err;
+  }
+}
+
+async function newPage(label: string, context: BrowserContext, watch = true): Promise<Page> {
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  pages.set(label, page);
+  if (watch) {
+    page.on('pageerror', (err) => problems.push(`${label}: ${err.message}`));
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') problems.push(`${label}: console: ${msg.text()}`);
+    });
+  }
+  return page;
+}
+
+async function loginAs(page: Page, user: string, password: string): Promise<void> {
+  await page.goto(`${demo.origin}/`);
+  await page.waitForURL(`${demo.origin}/login`);
+  await page.fill('input[name="user"]', user);
+  await page.fill('input[name="password"]', password);
+  await page.click('button[type="submit"]');
+  await page.waitForURL(`${demo.origin}/`);
+  await page.locator('#status[data-state="online"]').waitFor();
+}
+
+async function say(page: Page, text: string): Promise<void> {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+/** The message in `page` whose text is `text`: its sender and its time. */
+async function seen(page: Page, text: string): Promise<{ name: string; time: string }> {
+  const item = page.locator('#messages li.message', { has: page.locator('.text', { hasText: text }) });
+  await item.first().waitFor();
+  return { name: await item.first().locator('.name').innerText(), time: await item.first().locator('time').innerText() };
+}
+
+const online = (page: Page) => page.locator('#online li').allInnerTexts();
+
+/** In `page`, try a WebSocket to the chat: 'open', or how it closed. */
+const tryChatSocket = (page: Page) =>
+  page.evaluate(`new Promise((resolve) => {
+    const ws = new WebSocket('ws://127.0.0.1:${demo.port}/chat');
+    const timer = setTimeout(() => resolve('no answer'), 5000);
+    ws.onopen = () => { clearTimeout(timer); ws.close(); resolve('open'); };
+    ws.onclose = (e) => { clearTimeout(timer); resolve('closed ' + e.code); };
+  })`) as Promise<string>;
+
+const waitFeed = async (match: (e: Record<string, any>) => boolean): Promise<Record<string, any>> => {
+  const until = Date.now() + WAIT;
+  for (;;) {
+    const e = feedEvents.find(match);
+    if (e) return e;
+    if (Date.now() > until) throw new Error(`no such feed event; got ${JSON.stringify(feedEvents)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+
+let alice: Page;
+let bob: Page;
+
+test('two users log in through the form and chat both ways, with names, times and who is online', async () => {
+  alice = await newPage('alice', await browser.newContext());
+  bob = await newPage('bob', await browser.newContext());
+  await step('alice logs in', () => loginAs(alice, 'alice', 'wonderland'));
+  await step('bob logs in', () => loginAs(bob, 'bob', 'builder'));
+
+  await step('both are online', async () => {
+    await alice.locator('#online li', { hasText: 'bob' }).waitFor();
+    expect(await online(alice)).toEqual(['alice', 'bob']);
+    expect(await online(bob)).toEqual(['alice', 'bob']);
+    expect(await alice.locator('#me').innerText()).toBe('signed in as alice');
+  });
+
+  await step('alice writes, bob reads', async () => {
+    await say(alice, 'Hi Bob, can you hear me?');
+    const m = await seen(bob, 'Hi Bob, can you hear me?');
+    expect(m.name).toBe('alice');
+    expect(m.time).toMatch(/\d{1,2}:\d{2}:\d{2}/);
+    await seen(alice, 'Hi Bob, can you hear me?');
+  });
+
+  await step('bob answers, alice reads', async () => {
+    await say(bob, 'Loud and clear, Alice.');
+    expect((await seen(alice, 'Loud and clear, Alice.')).name).toBe('bob');
+    expect(await alice.locator('#messages li.message.mine').count()).toBe(1);
+  });
+
+  await step('a message is text, never markup', async () => {
+    await say(bob, '<img src=x onerror="document.title=1">');
+    await seen(alice, '<img src=x');
+    expect(await alice.locator('#messages img').count()).toBe(0);
+  });
+
+  await demo.waitForLog(/^GET \/chat 101 \d+\.\d{3} ms/m);
+});
+
+test('a visitor who is not logged in is sent to the login form, and their WebSocket is refused with 401', async () => {
+  const visitor = await newPage('visitor', await browser.newContext(), false);
+  await step('the chat page redirects to the login form', async () => {
+    await visitor.goto(`${demo.origin}/`);
+    await visitor.waitForURL(`${demo.origin}/login`);
+    await visitor.locator('text=Demo accounts').waitFor();
+  });
+  const before = (demo.log().match(/^GET \/chat 401 /gm) ?? []).length;
+  await step('the socket is refused', async () => {
+    expect(await tryChatSocket(visitor)).toBe('closed 1006');
+    await demo.waitForLog(new RegExp(`^(?:[^]*?^GET /chat 401 ){${before + 1}}`, 'm'));
+    expect(await waitFeed((e) => e.type === 'refused' && e.status === 401)).toMatchObject({ user: null, origin: demo.origin });
+  });
+});
+
+test('a page of another origin cannot open the socket, even in a browser that holds a session (403)', async () => {
+  const evil = await newPage('foreign', alice.context(), false);
+  await step('the foreign page tries', async () => {
+    await evil.goto(`${foreignOrigin}/`);
+    expect(await tryChatSocket(evil)).toBe('closed 1006');
+  });
+  await step('the server refused it by its Origin', async () => {
+    await demo.waitForLog(/^GET \/chat 403 /m);
+    // The browser did send alice's cookie (same site): only the Origin guard stopped it.
+    expect(await waitFeed((e) => e.type === 'refused' && e.status === 403)).toMatchObject({ user: 'alice', origin: foreignOrigin });
+  });
+  await evil.close();
+});
+
+test('a dropped socket shows on the page, which reconnects and goes on chatting', async () => {
+  await step('the server drops every connection', async () => {
+    const drop = await request(`${demo.origin}/admin/drop`, {
+      method: 'POST',
+      headers: { Authorization: 'Basic ' + Buffer.from('admin:upgradeware').toString('base64') },
+    });
+    expect(JSON.parse(drop.body).dropped).toBe(2);
+  });
+  await step('the pages say so', async () => {
+    for (const page of [alice, bob]) {
+      await page.locator('#status[data-state="offline"]', { hasText: 'reconnecting' }).waitFor();
+      expect(await page.locator('#text').isDisabled()).toBe(true);
+      await page.locator('#messages li.system', { hasText: 'Connection dropped by the server.' }).waitFor();
+    }
+  });
+  await step('and reconnect', async () => {
+    for (const page of [alice, bob]) {
+      await page.locator('#status[data-state="online"]').waitFor();
+      await page.locator('#messages li.system', { hasText: 'Reconnected.' }).waitFor();
+    }
+    // The history is not shown twice.
+    expect(await alice.locator('#messages li.message', { hasText: 'Hi Bob' }).count()).toBe(1);
+  });
+  await step('and chat on', async () => {
+    await say(alice, 'Still there?');
+    expect((await seen(bob, 'Still there?')).name).toBe('alice');
+  });
+});
+
+test('logging out closes the socket, the others see the user leave', async () => {
+  await step('bob logs out', async () => {
+    await bob.click('text=Log out');
+    await bob.waitForURL(`${demo.origin}/login`);
+    await alice.locator('#messages li.system', { hasText: 'bob left' }).waitFor();
+    expect(await online(alice)).toEqual(['alice']);
+  });
+});
+
+test('the chat pages had no script errors, and the server log has the 101s with their response times', () => {
+  expect(problems).toEqual([]);
+  const log = demo.log();
+  expect((log.match(/^GET \/chat 101 \d+\.\d{3} ms - -$/gm) ?? []).length).toBeGreaterThanOrEqual(4);
+  expect(log).toMatch(/^GET \/chat 401 /m);
+  expect(log).toMatch(/^GET \/chat 403 /m);
+  expect(log).toMatch(/^GET \/ 200 /m);
+  expect(log).toMatch(/^POST \/login 302 /m);
+});
