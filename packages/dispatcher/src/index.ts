@@ -11,6 +11,7 @@ import {
   SocketResponse,
   UpgradeResponse,
   isUpgradeResponse,
+  replayAsRequest,
   type ErrorMiddleware,
   type Middleware,
   type NextFunction,
@@ -108,8 +109,11 @@ export function createApp(options: AppOptions = {}): App {
     fallback: Fallback | null,
     connect: boolean,
   ): void {
-    // Synchronously, before anything else: the response adds the socket's 'error' listener.
     const served = connect || servesProtocol(protocols, req.headers.upgrade);
+    // Rule 7: another protocol is an ordinary request. Node's server parses it again, body and
+    // all, and its request handler (this app, or Express …) answers it.
+    if (!served && replayAsRequest(req, socket, head, fallback?.server)) return;
+    // Synchronously, before anything else: the response adds the socket's 'error' listener.
     const res = served ? new UpgradeResponse(req, socket, head) : new SocketResponse(req, socket, head);
     debug('%s %s %s', served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req.method, req.url);
     if (req.headers.host === undefined && req.httpVersion === '1.1') {
@@ -152,7 +156,7 @@ export function createApp(options: AppOptions = {}): App {
       server.removeAllListeners(event);
       const connect = event === 'connect';
       server.on(event, (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-        dispatchSocket(req, socket, head, fallback.listeners.length > 0 ? fallback : null, connect);
+        dispatchSocket(req, socket, head, fallback, connect);
       });
     }
     return server;
@@ -369,7 +373,7 @@ function finalHandler(req: http.IncomingMessage, res: http.ServerResponse, fallb
       }
       return;
     }
-    if (!hasError && fallback !== null && res instanceof SocketResponse) {
+    if (!hasError && fallback !== null && fallback.listeners.length > 0 && res instanceof SocketResponse) {
       // Rule 6: nobody here answered; the server's own 'upgrade'/'connect' listeners may.
       const socket = res.socket;
       const head = res.upgradeHead;

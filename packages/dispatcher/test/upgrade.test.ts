@@ -132,6 +132,12 @@ describe('upgrades through one stack', () => {
     app.use('/page', (_req: IncomingMessage, res: ServerResponse) => {
       res.end('an ordinary page');
     });
+    app.use('/body', (req: IncomingMessage, res: ServerResponse) => {
+      let body = '';
+      req.setEncoding('latin1');
+      req.on('data', (chunk: string) => (body += chunk));
+      req.on('end', () => res.end(`body=${JSON.stringify(body)} upgrade=${req.headers.upgrade}`));
+    });
     server = await start(app);
   });
   afterAll(() => server.close());
@@ -262,6 +268,21 @@ describe('upgrades through one stack', () => {
     expect(res.headers['connection']).toEqual(['close']);
     expect(res.closed).toBe(true);
     expect(seen).toEqual(['plain /page', 'aware /page']);
+  });
+
+  test('an h2c POST is served as an ordinary request with its whole body, even bytes sent later', async () => {
+    const conn = await rawConnect(server.port);
+    conn.socket.write(
+      'POST /body HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 11\r\n\r\nhello',
+    );
+    await delay(30);
+    conn.socket.write(' world');
+    const all = (await conn.waitFor('world"')).toString('latin1');
+    expect(all).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(all).toContain('\r\nConnection: close\r\n');
+    expect(all.endsWith('body="hello world" upgrade=h2c')).toBe(true);
+    expect(await conn.waitClose()).toBe(true);
+    expect(seen).toEqual(['plain /body', 'aware /body']);
   });
 
   test('bad input: a garbage Upgrade header and a POST upgrade get clear answers; the server keeps serving', async () => {

@@ -10,6 +10,7 @@
  *   `200 Connection Established`) and hands `(socket, head)` to `cb`.
  * - `res.externalSwitch()` lets a library that writes its own 101 (ws) account for it.
  */
+import { EventEmitter } from 'node:events';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -227,6 +228,35 @@ export class UpgradeResponse extends SocketResponse {
 }
 
 Object.defineProperty(UpgradeResponse.prototype, kBrand, { value: true });
+
+/**
+ * Serve an upgrade request as an ordinary one, through the HTTP server's own request handling:
+ * the request head is written back in front of the socket's unread bytes (without its
+ * `Connection: upgrade`, with `Connection: close`) and the socket is handed to the server as a
+ * new connection. Node parses it again — body included, however slowly it arrives — and emits
+ * `'request'`. This is how an upgrade to a protocol the app does not speak (`h2c` …) still gets
+ * its page (RFC 9110 §7.8 lets a server ignore Upgrade).
+ *
+ * `server` defaults to the server that accepted the socket. Returns false, touching nothing, when
+ * there is no such server with a `'request'` listener.
+ */
+export function replayAsRequest(req: IncomingMessage, socket: Duplex, head: Buffer, server?: EventEmitter): boolean {
+  const target = server ?? (socket as Duplex & { server?: unknown }).server;
+  if (!(target instanceof EventEmitter) || target.listenerCount('request') === 0) return false;
+  let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'connection') text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  }
+  text += 'Connection: close\r\n\r\n';
+  const bytes = Buffer.from(text, 'latin1');
+  socket.unshift(head.length === 0 ? bytes : Buffer.concat([bytes, head]));
+  debug('replaying %s %s as an ordinary request', req.method, req.url);
+  // 'connection' is the documented way to hand a socket to a server; a TLS server's HTTP
+  // handling listens on 'secureConnection'.
+  target.emit((socket as Duplex & { encrypted?: boolean }).encrypted ? 'secureConnection' : 'connection', socket);
+  return true;
+}
 
 /** True when `res` is an `UpgradeResponse`: the request is an upgrade or CONNECT being dispatched. */
 export function isUpgradeResponse(res: unknown): res is UpgradeResponse {

@@ -1,7 +1,7 @@
 /** UpgradeResponse on its own: a Node server's 'upgrade'/'connect' events, no dispatcher. */
 import * as http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { UpgradeResponse, SocketResponse, isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
+import { UpgradeResponse, SocketResponse, isUpgradeResponse, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
 import { start, rawRequest, rawConnect, upgradeRequest, until, delay, HOST, type TestServer } from '../../../test-support';
 
 type Handler = (res: UpgradeResponse, req: http.IncomingMessage, socket: Duplex) => void;
@@ -203,4 +203,41 @@ test('brand, not instanceof; SocketResponse is not an upgrade response; supports
   const fn = supportsUpgrade((_req: http.IncomingMessage, _res: http.ServerResponse, next: () => void) => next());
   expect(fn.supportsUpgrade).toBe(true);
   expect(() => supportsUpgrade(42 as unknown as () => void)).toThrow(TypeError);
+});
+
+test('replayAsRequest hands the request to the server as an ordinary one; without a request handler it touches nothing', async () => {
+  // This server has no 'request' listener: nothing is replayed.
+  let replayed: boolean | undefined;
+  handler = (res, req, socket) => {
+    replayed = replayAsRequest(req, socket, res.upgradeHead);
+    res.statusCode = 426;
+    res.end();
+  };
+  const refused = await rawRequest(server.port, upgradeRequest('/', 'h2c'));
+  expect(replayed).toBe(false);
+  expect(refused.status).toBe(426);
+
+  // One with a request handler serves it, body included, and does not see an upgrade again.
+  let upgrades = 0;
+  const other = await start(
+    (req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => res.end(`${req.method} ${req.url} ${req.headers.connection} ${body}`));
+    },
+    (s) =>
+      s.on('upgrade', (req, socket, head) => {
+        upgrades++;
+        replayAsRequest(req, socket, head);
+      }),
+  );
+  try {
+    const res = await rawRequest(other.port, 'PUT /r?q HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: upgrade\r\nContent-Length: 4\r\n\r\nbody');
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('PUT /r?q close body');
+    expect(res.closed).toBe(true);
+    expect(upgrades).toBe(1);
+  } finally {
+    await other.close();
+  }
 });
