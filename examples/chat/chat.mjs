@@ -30,6 +30,7 @@ export const DEMO_ADMIN = Object.freeze({ user: 'admin', password: 'upgradeware'
 const MAX_FORM_BYTES = 4 * 1024;
 const MAX_MESSAGE_CHARS = 500;
 const HISTORY = 50;
+const MAX_ROOMS = 100;
 const FEED_HISTORY = 200;
 const ROOM = /^[a-z0-9-]{1,24}$/;
 const NAME_COOKIE = 'chat.name';
@@ -105,7 +106,14 @@ export async function createChatServer(options = {}) {
   const rooms = new Map();
   const roomOf = (name) => {
     let room = rooms.get(name);
-    if (!room) rooms.set(name, (room = { history: [], sockets: new Set() }));
+    if (!room) {
+      // Bounded: past MAX_ROOMS, the oldest rooms nobody is in are forgotten.
+      for (const [old, r] of rooms) {
+        if (rooms.size < MAX_ROOMS) break;
+        if (r.sockets.size === 0) rooms.delete(old);
+      }
+      rooms.set(name, (room = { history: [], sockets: new Set() }));
+    }
     return room;
   };
   const online = (room) => {
