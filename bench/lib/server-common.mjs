@@ -73,6 +73,7 @@ export function serve(server, info) {
   }
   process.on('message', async (msg) => {
     if (msg?.cmd === 'mem') process.send({ id: msg.id, ...(await memory()) });
+    else if (msg?.cmd === 'cpu') process.send({ id: msg.id, ...process.cpuUsage() });
     else if (msg?.cmd === 'exit') exit();
   });
   server.listen(port, '127.0.0.1', 4096, () => {
