@@ -36,6 +36,8 @@ export interface Hooks {
   first?: (req: IncomingMessage, res: ServerResponse) => void;
   /** Inserted after query(); may delay, throw or answer. */
   afterQuery?: (req: IncomingMessage, res: ServerResponse, next: NextFunction) => unknown;
+  /** An error layer at the end of the stack (4 arguments, supportsUpgrade). */
+  errorLayer?: (err: unknown, req: IncomingMessage, res: ServerResponse, next: NextFunction) => unknown;
   /** Called by the open endpoint's onConnection, before it echoes. */
   onConnection?: (ws: import('ws').WebSocket, req: IncomingMessage) => unknown;
 }
@@ -107,13 +109,21 @@ export async function buildStack(options: StackOptions = {}): Promise<Stack> {
       }
       ran.tunnel++;
       const upstream = net.connect(echoPort, HOST, () => {
-        if (!res.switchProtocols((socket, head) => {
-          if (head.length) upstream.write(head);
-          socket.on('error', () => upstream.destroy());
-          upstream.on('close', () => socket.destroy());
-          socket.on('close', () => upstream.destroy());
-          socket.pipe(upstream).pipe(socket);
-        })) upstream.destroy();
+        let switching: boolean;
+        try {
+          switching = res.switchProtocols((socket, head) => {
+            if (head.length) upstream.write(head);
+            socket.on('error', () => upstream.destroy());
+            upstream.on('close', () => socket.destroy());
+            socket.on('close', () => upstream.destroy());
+            socket.pipe(upstream).pipe(socket);
+          });
+        } catch (err) {
+          // An on-headers listener threw as the 200 was written: an ordinary error.
+          upstream.destroy();
+          return next(err);
+        }
+        if (!switching) upstream.destroy();
       });
       upstream.on('error', (e) => {
         if (!res.headersSent) next(Object.assign(e, { status: 502 }));
@@ -170,8 +180,10 @@ export async function buildStack(options: StackOptions = {}): Promise<Stack> {
   }));
   const open = websocket(async (ws, req) => {
     ran.openConn++;
-    if (hooks.onConnection) await hooks.onConnection(ws, req);
+    // The message listener goes on first: ws emits a message that came with the handshake as
+    // soon as it reads it, before anything awaited here resumes.
     echoHandler(ws);
+    if (hooks.onConnection) await hooks.onConnection(ws, req);
   }, { origins: [ORIGIN], onError: () => undefined });
   endpoints.push(open);
   app.use('/open', open);
@@ -180,6 +192,13 @@ export async function buildStack(options: StackOptions = {}): Promise<Stack> {
     if (_req.url === '/') res.end('home');
     else next();
   });
+
+  if (hooks.errorLayer) {
+    const layer = hooks.errorLayer;
+    app.use(supportsUpgrade(function errorLayer(err: unknown, req: IncomingMessage, res: ServerResponse, next: NextFunction) {
+      return layer(err, req, res, next);
+    }));
+  }
 
   const srv = await start(app);
   return {

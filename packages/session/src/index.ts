@@ -395,7 +395,24 @@ export function session(options: SessionOptions): SessionMiddleware {
     res.end = function end(this: ServerResponse, ...args: unknown[]): ServerResponse {
       if (ending) return res;
       ending = true;
-      const finish = (): ServerResponse => (originalEnd as (...a: unknown[]) => ServerResponse).apply(res, args);
+      const finish = (): ServerResponse => {
+        try {
+          return (originalEnd as (...a: unknown[]) => ServerResponse).apply(res, args);
+        } catch (err) {
+          // The response did not end (an on-headers listener threw as the head was written): a
+          // later end() — the error handler's answer — must not be swallowed as a repeat.
+          ending = false;
+          throw err;
+        }
+      };
+      /** After an asynchronous store operation nobody can catch a throw: it goes to the stack. */
+      const finishLater = (): void => {
+        try {
+          finish();
+        } catch (err) {
+          reportLater(err);
+        }
+      };
 
       /** Run a store operation, then end the response (see "On upgrades" in the README for errors). */
       const thenEnd = (what: string, op: (done: (err?: unknown) => void) => void): ServerResponse => {
@@ -408,7 +425,7 @@ export function session(options: SessionOptions): SessionMiddleware {
           called = true;
           if (!err) {
             debug('%s done', what);
-            finish();
+            finishLater();
             return;
           }
           if (switching) {
@@ -419,9 +436,9 @@ export function session(options: SessionOptions): SessionMiddleware {
             // The 101 is on the wire and the connection is open: close it as an internal error.
             debug('%s failed after the switch: closing the WebSocket with 1011', what);
             closeWithInternalError(req, socket);
-            finish();
+            finishLater();
           } else {
-            finish();
+            finishLater();
           }
           reportLater(err);
         };
