@@ -14,6 +14,14 @@ mkdirSync(results, { recursive: true });
 
 const steps = [
   {
+    // Most suites run against package sources; a few start real child processes on the built
+    // packages (the demo, DEBUG traces). Building once here keeps parallel suites from racing.
+    name: 'build',
+    cmd: [process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-b']],
+    count: () => ({ passed: 0, failed: 0 }),
+    gate: true,
+  },
+  {
     name: 'jest',
     cmd: [process.execPath, [join(root, 'node_modules/jest/bin/jest.js'), '--ci', '--json', `--outputFile=${join(results, 'jest.json')}`]],
     count: (file) => {
@@ -45,6 +53,11 @@ for (const step of steps) {
     console.error(`${step.name}: no results (exit ${run.status})`);
   }
   if (run.status !== 0 && counts.failed === 0) counts.failed = 1;
+  if (step.gate) {
+    if (run.status !== 0) console.error(`${step.name} failed (exit ${run.status})`);
+    failed += counts.failed;
+    continue;
+  }
   console.log(`${step.name}: ${counts.passed} passed, ${counts.failed} failed`);
   passed += counts.passed;
   failed += counts.failed;
