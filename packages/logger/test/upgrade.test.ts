@@ -24,7 +24,7 @@ import {
   type TestServer,
 } from '../../../test-support';
 import { collector } from './helpers';
-import { switchEndpoint, wsEndpoint } from './endpoints';
+import { switchEndpoint, wsEndpoint } from '../../../test-support/endpoints';
 
 const FMT = ':method :url :status :res[content-length] :response-time :upgrade :res[x-seen]';
 

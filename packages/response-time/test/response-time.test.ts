@@ -6,7 +6,7 @@ import { createApp } from '@upgradeware/dispatcher';
 import { supportsUpgrade } from '@upgradeware/upgrade-response';
 import { responseTime, type ResponseTimeOptions } from '@upgradeware/response-time';
 import { start, rawRequest, wsHandshake, wsOpen, wsClose, nextMessage, request, WsRefused, type TestServer } from '../../../test-support';
-import { switchEndpoint, wsEndpoint } from './endpoints';
+import { switchEndpoint, wsEndpoint } from '../../../test-support/endpoints';
 
 
 /** Digits become N: two values of the same shape were formatted the same way. */
