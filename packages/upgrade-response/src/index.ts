@@ -89,7 +89,7 @@ export class SocketResponse extends ServerResponse {
     super(req);
     // Node removed its own 'error' listener before it emitted the socket: without one, a
     // client reset during asynchronous middleware would kill the process.
-    if (!socket.listeners('error').includes(onSocketError)) socket.on('error', onSocketError);
+    socket.on('error', onSocketError);
     this.upgradeHead = head;
     this.shouldKeepAlive = false;
     this.on('finish', onResponseFinish);
