@@ -4,9 +4,10 @@
  * websocket package does. The second echoes text messages.
  */
 import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
+import { isUpgradeResponse, supportsUpgrade, type UpgradeResponse } from '@upgradeware/upgrade-response';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
@@ -46,4 +47,28 @@ export function wsEndpoint() {
     });
   });
   return { handle, close: () => { for (const ws of wss.clients) ws.terminate(); wss.close(); } };
+}
+
+/**
+ * A WebSocket endpoint built the way @upgradeware/websocket builds one (ws writes the 101),
+ * counting how often it ran (`state.runs`, to prove a guard kept it from running) and answering
+ * every message with `reply(req)`.
+ */
+export function replyingWsEndpoint(reply: (req: IncomingMessage) => string) {
+  const wss = new WebSocketServer({ noServer: true });
+  const responses = new WeakMap<IncomingMessage, UpgradeResponse>();
+  const state = { runs: 0 };
+  wss.on('headers', (lines, req) => {
+    const res = responses.get(req);
+    if (res) lines.push(...res.externalSwitch());
+  });
+  const handle = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => {
+    if (!isUpgradeResponse(res)) return next();
+    state.runs++;
+    responses.set(req, res);
+    wss.handleUpgrade(req, res.socket!, res.upgradeHead, (ws) => {
+      ws.on('message', () => ws.send(reply(req)));
+    });
+  });
+  return { wss, handle, state };
 }

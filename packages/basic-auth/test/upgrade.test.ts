@@ -5,9 +5,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { createApp, type App } from '@upgradeware/dispatcher';
-import { isUpgradeResponse, supportsUpgrade, type UpgradeResponse } from '@upgradeware/upgrade-response';
+import { isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
 import { basicAuth } from '@upgradeware/basic-auth';
 import {
   nextMessage,
@@ -21,28 +20,12 @@ import {
   WsRefused,
   type TestServer,
 } from '../../../test-support';
+import { replyingWsEndpoint } from '../../../test-support/endpoints';
 
 const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
 
 /** A WebSocket endpoint the way @upgradeware/websocket builds one: ws writes the 101. */
-function wsEndpoint() {
-  const wss = new WebSocketServer({ noServer: true });
-  const responses = new WeakMap<IncomingMessage, UpgradeResponse>();
-  const state = { runs: 0 };
-  wss.on('headers', (lines, req) => {
-    const res = responses.get(req);
-    if (res) lines.push(...res.externalSwitch());
-  });
-  const handle = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => {
-    if (!isUpgradeResponse(res)) return next();
-    state.runs++;
-    responses.set(req, res);
-    wss.handleUpgrade(req, res.socket!, res.upgradeHead, (ws: WebSocket) => {
-      ws.on('message', () => ws.send(JSON.stringify({ user: req.user, remoteUser: req.remoteUser })));
-    });
-  });
-  return { wss, handle, state };
-}
+const wsEndpoint = () => replyingWsEndpoint((req) => JSON.stringify({ user: req.user, remoteUser: req.remoteUser }));
 
 /** The ordinary endpoint behind the guard. */
 const hello = (req: IncomingMessage, res: ServerResponse) => res.end(`hello ${String(req.user)}`);

@@ -4,9 +4,8 @@
  */
 import { createHmac } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
-import { isUpgradeResponse, supportsUpgrade, type UpgradeResponse } from '@upgradeware/upgrade-response';
+import { supportsUpgrade } from '@upgradeware/upgrade-response';
 import { cookieParser } from '@upgradeware/cookie-parser';
 import {
   nextMessage,
@@ -20,6 +19,7 @@ import {
   WsRefused,
   type TestServer,
 } from '../../../test-support';
+import { replyingWsEndpoint } from '../../../test-support/endpoints';
 
 const SECRET = 'keyboard cat';
 const OLD = 'old secret';
@@ -32,24 +32,7 @@ const report = (req: IncomingMessage) =>
   JSON.stringify({ cookies: { ...req.cookies }, signedCookies: { ...req.signedCookies }, secret: req.secret ?? null });
 
 /** A WebSocket endpoint the way @upgradeware/websocket builds one: ws writes the 101. */
-function wsEndpoint() {
-  const wss = new WebSocketServer({ noServer: true });
-  const responses = new WeakMap<IncomingMessage, UpgradeResponse>();
-  const state = { runs: 0 };
-  wss.on('headers', (lines, req) => {
-    const res = responses.get(req);
-    if (res) lines.push(...res.externalSwitch());
-  });
-  const handle = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => {
-    if (!isUpgradeResponse(res)) return next();
-    state.runs++;
-    responses.set(req, res);
-    wss.handleUpgrade(req, res.socket!, res.upgradeHead, (ws: WebSocket) => {
-      ws.on('message', () => ws.send(report(req)));
-    });
-  });
-  return { wss, handle, state };
-}
+const wsEndpoint = () => replyingWsEndpoint((req) => report(req));
 
 /** A guard that reads the parsed cookies: only a verified signed `sid` gets through. */
 const requireSession = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => {
