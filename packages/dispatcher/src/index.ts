@@ -265,8 +265,8 @@ function call(
 
 function matchesRoute(path: string, route: string): boolean {
   if (path.length < route.length) return false;
-  // Connect compares mount paths case-insensitively.
-  if (path.slice(0, route.length).toLowerCase() !== route.toLowerCase()) return false;
+  // Connect compares mount paths case-insensitively (the exact case first: no allocation).
+  if (!path.startsWith(route) && path.slice(0, route.length).toLowerCase() !== route.toLowerCase()) return false;
   // Rule 1: a mount path matches on a '/' boundary only.
   return path.length === route.length || path.charCodeAt(route.length) === 47 /* / */;
 }
