@@ -345,6 +345,7 @@ describe('user handlers that throw or reject, at each point', () => {
     ['an on-headers listener throws as the 101 is written', 'headers-throw', '/open', 500],
     ['an on-headers listener throws as a 401 is written', 'headers-throw', '/ws', 500],
     ['a middleware throws on a CONNECT', 'throw', 'CONNECT', 500],
+    ['an on-headers listener throws as a CONNECT is established', 'headers-throw', 'CONNECT', 500],
     ['a middleware rejects on a CONNECT', 'reject', 'CONNECT', 500],
     ['a middleware calls next() twice', 'next-twice', '/open', 101],
     ['the connection callback throws: 101, then close 1011', 'conn-throw', '/open', 101],

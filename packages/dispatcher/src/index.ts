@@ -421,7 +421,7 @@ function sendError(req: http.IncomingMessage, res: http.ServerResponse, status: 
     }
   } else if (status === 404) {
     const url = req.originalUrl ?? req.url ?? '/';
-    message = `Cannot ${req.method} ${encodeURI(decodeSafe(pathnameOf(url, protohostOf(url).length)))}`;
+    message = `Cannot ${req.method} ${encodeUrl(pathnameOf(url, protohostOf(url).length))}`;
   } else {
     message = http.STATUS_CODES[status] ?? String(status);
   }
@@ -440,12 +440,14 @@ function sendError(req: http.IncomingMessage, res: http.ServerResponse, status: 
   else res.end(body);
 }
 
-function decodeSafe(url: string): string {
-  try {
-    return decodeURI(url);
-  } catch {
-    return url;
-  }
+/**
+ * Percent-encode what may not stand in a URL, leaving valid `%XX` escapes as they are (a path
+ * is shown as the client sent it, neither decoded nor encoded twice).
+ */
+function encodeUrl(url: string): string {
+  return url.replace(/%(?![0-9A-Fa-f]{2})|[^\x21\x23-\x3B\x3D\x3F-\x5B\x5D\x5F\x61-\x7A\x7E%]+/g, (part) =>
+    part === '%' ? '%25' : encodeURI(part.replace(/[\uD800-\uDFFF]/g, '\uFFFD')),
+  );
 }
 
 const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };

@@ -148,16 +148,23 @@ export class UpgradeResponse extends SocketResponse {
     this.assertSwitchable('switchProtocols');
     const socket = this.socket;
     if (!socket || socket.destroyed) return false;
-    for (const name of FRAMING) this.removeHeader(name);
-    if (this.isConnect) {
-      this.removeHeader('connection');
-      this.writeHead(CONNECT_ESTABLISHED, 'Connection Established');
-    } else {
-      if (!this.hasHeader('upgrade')) this.setHeader('Upgrade', firstToken(this.req.headers.upgrade));
-      this.setHeader('Connection', 'Upgrade');
-      this.writeHead(SWITCHING_PROTOCOLS, 'Switching Protocols');
+    const before = saveHeaders(this);
+    try {
+      for (const name of FRAMING) this.removeHeader(name);
+      if (this.isConnect) {
+        this.removeHeader('connection');
+        this.writeHead(CONNECT_ESTABLISHED, 'Connection Established');
+      } else {
+        if (!this.hasHeader('upgrade')) this.setHeader('Upgrade', firstToken(this.req.headers.upgrade));
+        this.setHeader('Connection', 'Upgrade');
+        this.writeHead(SWITCHING_PROTOCOLS, 'Switching Protocols');
+      }
+    } catch (err) {
+      // An on-headers listener threw: the response is still open and will be answered as an
+      // error — with the headers it had, so it goes out as an ordinary `Connection: close` one.
+      restoreHeaders(this, before);
+      throw err;
     }
-    // After writeHead: an on-headers listener that throws leaves an open response to answer 500.
     this._upgradeState = SWITCHING;
     this.onSwitch = cb;
     this.on('finish', handOver);
@@ -222,7 +229,16 @@ export class UpgradeResponse extends SocketResponse {
     res.detachSocket(socket);
     debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
     process.nextTick(emitClose, res);
-    cb(socket, head);
+    try {
+      cb(socket, head);
+    } catch (err) {
+      // The switch is done; nobody up the chain can answer any more. Close the connection and
+      // report it, rather than let it become an uncaught exception.
+      debug('switch callback threw: %o', err);
+      socket.destroy();
+      process.emitWarning(err instanceof Error ? err : new Error(String(err)), 'UpgradewareSwitchError');
+      return;
+    }
     letGo(socket);
   }
 }
@@ -275,6 +291,37 @@ export function supportsUpgrade<F extends (...args: never[]) => unknown>(fn: F):
   const marked = fn as UpgradeAware<F>;
   marked.supportsUpgrade = true;
   return marked;
+}
+
+/** The headers `switchProtocols()` changes, with Node's "removed on purpose" flags. */
+const SWITCH_TOUCHED = ['content-length', 'transfer-encoding', 'connection', 'upgrade'] as const;
+interface RemovalFlags {
+  _removedConnection: boolean;
+  _removedContLen: boolean;
+  _removedTE: boolean;
+}
+interface SavedHeaders {
+  values: Array<ReturnType<ServerResponse['getHeader']>>;
+  flags: RemovalFlags;
+}
+
+function saveHeaders(res: ServerResponse): SavedHeaders {
+  const f = res as unknown as RemovalFlags;
+  return {
+    values: SWITCH_TOUCHED.map((name) => res.getHeader(name)),
+    flags: { _removedConnection: f._removedConnection, _removedContLen: f._removedContLen, _removedTE: f._removedTE },
+  };
+}
+
+function restoreHeaders(res: ServerResponse, saved: SavedHeaders): void {
+  if (res.headersSent) return;
+  SWITCH_TOUCHED.forEach((name, i) => {
+    const value = saved.values[i];
+    if (value === undefined) res.removeHeader(name);
+    else res.setHeader(name, value);
+  });
+  // removeHeader() of a framing header also tells Node not to generate one: undo that too.
+  Object.assign(res as unknown as RemovalFlags, saved.flags);
 }
 
 /** The response's headers as `Name: value` lines, names as they were set, one line per value. */

@@ -241,3 +241,53 @@ test('replayAsRequest hands the request to the server as an ordinary one; withou
     await other.close();
   }
 });
+
+test('a switch callback that throws closes that connection and is reported, not thrown', async () => {
+  const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+  try {
+    handler = (res) => {
+      res.switchProtocols(() => {
+        throw new Error('callback boom');
+      });
+    };
+    const res = await rawRequest(server.port, upgradeRequest('/', 'echo'));
+    expect(res.status).toBe(101);
+    expect(res.closed).toBe(true);
+    expect(warn).toHaveBeenCalledWith(expect.objectContaining({ message: 'callback boom' }), 'UpgradewareSwitchError');
+    handler = (r) => {
+      r.statusCode = 204;
+      r.end();
+    };
+    expect((await rawRequest(server.port, upgradeRequest('/', 'echo'))).status).toBe(204);
+  } finally {
+    warn.mockRestore();
+  }
+});
+
+test('an on-headers listener that throws during a switch leaves an ordinary response to answer', async () => {
+  for (const request of [upgradeRequest('/', 'echo'), `CONNECT ${HOST}:9 HTTP/1.1\r\nHost: x\r\n\r\n`]) {
+    handler = (res) => {
+      res.setHeader('X-Before', 'kept');
+      const writeHead = res.writeHead;
+      res.writeHead = function (this: UpgradeResponse, ...args: Parameters<typeof writeHead>) {
+        if (args[0] === 101 || args[0] === 200) throw new Error('hook boom');
+        return writeHead.apply(this, args);
+      } as typeof writeHead;
+      try {
+        res.switchProtocols(() => undefined);
+      } catch {
+        res.statusCode = 500;
+        res.end('failed');
+      }
+    };
+    const res = await rawRequest(server.port, request);
+    expect(res.status).toBe(500);
+    expect(res.headers['connection']).toEqual(['close']);
+    expect(res.headers['upgrade']).toBeUndefined();
+    // Node generates the framing again: the switch's removal of it was undone.
+    expect(res.headers['content-length']).toEqual(['6']);
+    expect(res.headers['x-before']).toEqual(['kept']);
+    expect(res.body).toBe('failed');
+    expect(res.closed).toBe(true);
+  }
+});
