@@ -115,7 +115,7 @@ export function createApp(options: AppOptions = {}): App {
     if (!served && replayAsRequest(req, socket, head, fallback?.server)) return;
     // Synchronously, before anything else: the response adds the socket's 'error' listener.
     const res = served ? new UpgradeResponse(req, socket, head) : new SocketResponse(req, socket, head);
-    debug('%s %s %s', served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req.method, req.url);
+    if (debug.enabled) debug('%s %s %s', served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req.method, req.url);
     if (req.headers.host === undefined && req.httpVersion === '1.1') {
       // Node answers 400 to an ordinary HTTP/1.1 request without Host (RFC 9112 §3.2) but lets
       // an upgrade through: answer it the same way.

@@ -72,6 +72,8 @@ const EXTERNAL = 2;
 const RELEASED = 3;
 
 const kBrand = Symbol.for('upgradeware.UpgradeResponse');
+/** Node's own `end()`, called with the arguments as given (no array per call). */
+const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => ServerResponse;
 
 /**
  * A `ServerResponse` bound to a socket that Node's HTTP parser let go of. It never keeps the
@@ -191,7 +193,7 @@ export class UpgradeResponse extends SocketResponse {
       letGo(socket);
       this.upgradeHead = EMPTY;
     }
-    debug('switched %s %s (%d, written by another library)', this.req.method, urlOf(this.req), statusCode);
+    if (debug.enabled) debug('switched %s %s (%d, written by another library)', this.req.method, urlOf(this.req), statusCode);
     this.end();
     return lines;
   }
@@ -199,11 +201,11 @@ export class UpgradeResponse extends SocketResponse {
   override end(cb?: () => void): this;
   override end(chunk: unknown, cb?: () => void): this;
   override end(chunk: unknown, encoding: BufferEncoding, cb?: () => void): this;
-  override end(...args: unknown[]): this {
-    if (this._upgradeState !== EXTERNAL) return (super.end as (...a: unknown[]) => this)(...args);
+  override end(chunk?: unknown, encoding?: unknown, cb?: unknown): this {
+    if (this._upgradeState !== EXTERNAL) return nodeEnd.call(this, chunk, encoding, cb) as this;
     // The 101 was written by someone else: account for it without touching the socket.
-    const cb = args.find((a): a is () => void => typeof a === 'function');
-    if (cb) this.once('finish', cb);
+    const callback = typeof chunk === 'function' ? chunk : typeof encoding === 'function' ? encoding : cb;
+    if (typeof callback === 'function') this.once('finish', callback as () => void);
     if (!this.finished) {
       this.finished = true;
       process.nextTick(finishExternal, this);
@@ -227,7 +229,7 @@ export class UpgradeResponse extends SocketResponse {
     res._upgradeState = RELEASED;
     if (!socket || !cb) return;
     res.detachSocket(socket);
-    debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
+    if (debug.enabled) debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
     process.nextTick(emitClose, res);
     try {
       cb(socket, head);
@@ -397,7 +399,7 @@ function onResponseFinish(this: SocketResponse): void {
   if (!socket) return;
   this.detachSocket(socket);
   process.nextTick(emitClose, this);
-  debug('answered %d to %s %s; closing', this.statusCode, this.req.method, urlOf(this.req));
+  if (debug.enabled) debug('answered %d to %s %s; closing', this.statusCode, this.req.method, urlOf(this.req));
   if (socket.destroyed) return;
   socket.end();
   socket.resume();
