@@ -10,15 +10,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 // The built packages, by path: the demo runs from the repository after `tsc -b`.
-import { createApp } from '../../packages/dispatcher/dist/index.js';
-import { isUpgradeResponse, supportsUpgrade } from '../../packages/upgrade-response/dist/index.js';
-import { logger } from '../../packages/logger/dist/index.js';
-import { responseTime } from '../../packages/response-time/dist/index.js';
-import { cookieParser } from '../../packages/cookie-parser/dist/index.js';
-import { query } from '../../packages/query/dist/index.js';
-import { session } from '../../packages/session/dist/index.js';
-import { basicAuth } from '../../packages/basic-auth/dist/index.js';
-import { websocket } from '../../packages/websocket/dist/index.js';
+import { createApp } from '@upgradeware/dispatcher';
+import { isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
+import { logger } from '@upgradeware/logger';
+import { responseTime } from '@upgradeware/response-time';
+import { cookieParser } from '@upgradeware/cookie-parser';
+import { query } from '@upgradeware/query';
+import { session } from '@upgradeware/session';
+import { basicAuth } from '@upgradeware/basic-auth';
+import { websocket } from '@upgradeware/websocket';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
