@@ -99,7 +99,7 @@ export function createApp(options: AppOptions = {}): App {
   } as App;
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, out?: NextFunction): void {
-    dispatch(stack, req, res, out ?? finalHandler(req, res, null));
+    dispatch(stack, req, res, out ?? null, null);
   }
 
   function dispatchSocket(
@@ -124,7 +124,7 @@ export function createApp(options: AppOptions = {}): App {
       return;
     }
     if (timeout > 0) armDeadline(req, res, timeout);
-    dispatch(stack, req, res, finalHandler(req, res, fallback));
+    dispatch(stack, req, res, null, fallback);
   }
 
   Object.defineProperty(app, 'supportsUpgrade', { value: true, enumerable: true });
@@ -170,8 +170,17 @@ export function createApp(options: AppOptions = {}): App {
   return app;
 }
 
-/** Run `req` through `stack` from the top; `done` gets the request nobody answered. */
-function dispatch(stack: Layer[], req: http.IncomingMessage, res: http.ServerResponse, done: NextFunction): void {
+/**
+ * Run `req` through `stack` from the top. A request nobody answered goes on to `out` (a parent's
+ * next) or, at the top, to the final handler (made only then: most requests never need it).
+ */
+function dispatch(
+  stack: Layer[],
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  out: NextFunction | null,
+  fallback: Fallback | null,
+): void {
   const upgrade = isUpgradeResponse(res);
   const protohost = protohostOf(req.url ?? '/');
   let index = 0;
@@ -192,7 +201,8 @@ function dispatch(stack: Layer[], req: http.IncomingMessage, res: http.ServerRes
     for (;;) {
       const layer = stack[index++];
       if (layer === undefined) {
-        done(err);
+        if (out !== null) out(err);
+        else finalHandler(req, res, fallback, err);
         return;
       }
       // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in.
@@ -362,34 +372,32 @@ function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
 // ---- Final handler -------------------------------------------------------------------------
 
 /** What happens to a request that went through the whole stack (Connect's finalhandler). */
-function finalHandler(req: http.IncomingMessage, res: http.ServerResponse, fallback: Fallback | null): NextFunction {
-  return (err?: unknown) => {
-    const hasError = err !== undefined && err !== null && err !== false;
-    if (hasError) debug('error on %s %s: %o', req.method, req.originalUrl, err);
-    if (res.headersSent) {
-      // Too late for a status: close the connection, if it is still ours.
-      if (res.socket && !res.socket.destroyed && (res.socket as { _httpMessage?: unknown })._httpMessage === res) {
-        res.socket.destroy();
-      }
+function finalHandler(req: http.IncomingMessage, res: http.ServerResponse, fallback: Fallback | null, err: unknown): void {
+  const hasError = err !== undefined && err !== null && err !== false;
+  if (hasError) debug('error on %s %s: %o', req.method, req.originalUrl, err);
+  if (res.headersSent) {
+    // Too late for a status: close the connection, if it is still ours.
+    if (res.socket && !res.socket.destroyed && (res.socket as { _httpMessage?: unknown })._httpMessage === res) {
+      res.socket.destroy();
+    }
+    return;
+  }
+  if (!hasError && fallback !== null && fallback.listeners.length > 0 && res instanceof SocketResponse) {
+    // Rule 6: nobody here answered; the server's own 'upgrade'/'connect' listeners may.
+    const socket = res.socket;
+    const head = res.upgradeHead;
+    if (socket && res.release()) {
+      clearDeadline.call(res);
+      debug('handing %s %s to the server\'s own listeners', req.method, req.originalUrl);
+      for (const listener of fallback.listeners) listener.call(fallback.server, req, socket, head);
       return;
     }
-    if (!hasError && fallback !== null && fallback.listeners.length > 0 && res instanceof SocketResponse) {
-      // Rule 6: nobody here answered; the server's own 'upgrade'/'connect' listeners may.
-      const socket = res.socket;
-      const head = res.upgradeHead;
-      if (socket && res.release()) {
-        clearDeadline.call(res);
-        debug('handing %s %s to the server\'s own listeners', req.method, req.originalUrl);
-        for (const listener of fallback.listeners) listener.call(fallback.server, req, socket, head);
-        return;
-      }
-    }
-    if (!hasError) {
-      sendError(req, res, 404, null);
-      return;
-    }
-    sendError(req, res, statusOf(err), err);
-  };
+  }
+  if (!hasError) {
+    sendError(req, res, 404, null);
+    return;
+  }
+  sendError(req, res, statusOf(err), err);
 }
 
 function statusOf(err: unknown): number {
