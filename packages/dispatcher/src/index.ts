@@ -150,7 +150,11 @@ export function createApp(options: AppOptions = {}): App {
   app.handleUpgrade = (req, socket, head) => dispatchSocket(req, socket, head, null, false);
   app.handleConnect = (req, socket, head) => dispatchSocket(req, socket, head, null, true);
 
+  const attached = new WeakSet<http.Server>();
   app.attach = function attach<S extends http.Server>(server: S): S {
+    // Twice would make the first attachment a "listener the server already had".
+    if (attached.has(server)) return server;
+    attached.add(server);
     for (const event of ['upgrade', 'connect'] as const) {
       const fallback: Fallback = { server, listeners: server.listeners(event) as SocketListener[] };
       server.removeAllListeners(event);

@@ -266,6 +266,8 @@ describe('coexistence with the server\'s own upgrade listeners', () => {
       await wsClose(a.ws);
       await wsClose(b.ws);
       expect(server.server.listenerCount('upgrade')).toBe(1);
+      expect(app.attach(server.server)).toBe(server.server);
+      expect(server.server.listenerCount('upgrade')).toBe(1);
     } finally {
       theirs.close();
       await server.close();
