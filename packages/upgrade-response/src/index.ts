@@ -78,8 +78,9 @@ const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: u
 /**
  * A `ServerResponse` bound to a socket that Node's HTTP parser let go of. It never keeps the
  * connection alive: the response goes out with `Connection: close` and the socket is closed
- * once the response is flushed. The dispatcher uses it to serve, as an ordinary request, an
- * upgrade to a protocol the app does not speak (DESIGN.md rule 7).
+ * once the response is flushed. It is the base of `UpgradeResponse`; on its own, the dispatcher
+ * uses it to serve an upgrade to a protocol the app does not speak as an ordinary request when no
+ * HTTP server can take the request back (`replayAsRequest`, DESIGN.md rule 7).
  */
 export class SocketResponse extends ServerResponse {
   /** Bytes the client sent after the request head (Node's `head` argument). */
