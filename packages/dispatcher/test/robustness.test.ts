@@ -1,5 +1,9 @@
 /** CONNECT, client resets, the time limit, and coexistence with the server's own listeners. */
 import * as net from 'node:net';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
@@ -282,6 +286,49 @@ describe('coexistence with the server\'s own upgrade listeners', () => {
       expect((err as WsRefused).status).toBe(404);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('over TLS', () => {
+  test('an h2c upgrade on an https server is replayed as an ordinary request, body included', async () => {
+    const fixtures = join(__dirname, '../../../test-support/fixtures');
+    const app = createApp();
+    app.use((req: IncomingMessage, res: ServerResponse) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => res.end(`${req.method} ${req.url} body=${body} upgrade=${req.headers.upgrade}`));
+    });
+    const server = https.createServer(
+      { key: readFileSync(join(fixtures, 'localhost-key.pem')), cert: readFileSync(join(fixtures, 'localhost-cert.pem')) },
+      app,
+    );
+    app.attach(server);
+    await new Promise<void>((r) => server.listen(0, HOST, r));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const text = await new Promise<string>((resolve, reject) => {
+        const socket = tls.connect({ port, host: HOST, rejectUnauthorized: false }, () => {
+          socket.write('POST /tls HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nContent-Length: 3\r\n\r\nabc');
+        });
+        let out = '';
+        const timer = setTimeout(() => {
+          socket.destroy();
+          reject(new Error(`no close; got ${out}`));
+        }, 3000);
+        socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          clearTimeout(timer);
+          resolve(out);
+        });
+      });
+      expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(text).toContain('\r\nConnection: close\r\n');
+      expect(text.endsWith('POST /tls body=abc upgrade=h2c')).toBe(true);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
     }
   });
 });
