@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
+import { wsEndpoint } from '../../../test-support/endpoints';
 import { isUpgradeResponse, supportsUpgrade } from '@upgradeware/upgrade-response';
 import {
   HOST,
@@ -291,6 +292,43 @@ describe('coexistence with the server\'s own upgrade listeners', () => {
 });
 
 describe('over TLS', () => {
+  test('a wss:// handshake goes through the stack: a refusal is a real 401, a switch carries our headers', async () => {
+    const fixtures = join(__dirname, '../../../test-support/fixtures');
+    const app = createApp();
+    const endpoint = wsEndpoint();
+    app.use(
+      supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        res.setHeader('X-Over', 'tls');
+        if (!req.url?.includes('token=1')) {
+          res.statusCode = 401;
+          res.end('no token');
+          return;
+        }
+        next();
+      }),
+    );
+    app.use(endpoint.handle);
+    const server = https.createServer({ key: readFileSync(join(fixtures, 'localhost-key.pem')), cert: readFileSync(join(fixtures, 'localhost-cert.pem')) });
+    app.attach(server);
+    await new Promise<void>((r) => server.listen(0, HOST, r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const refused = await wsOpen(`wss://${HOST}:${port}/ws`, { rejectUnauthorized: false }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(WsRefused);
+      expect((refused as WsRefused).status).toBe(401);
+      expect((refused as WsRefused).body).toBe('no token');
+      const { ws, response } = await wsOpen(`wss://${HOST}:${port}/ws?token=1`, { rejectUnauthorized: false });
+      expect(response.headers['x-over']).toBe('tls');
+      ws.send('over tls');
+      expect(await nextMessage(ws)).toBe('over tls');
+      await wsClose(ws);
+    } finally {
+      endpoint.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   test('an h2c upgrade on an https server is replayed as an ordinary request, body included', async () => {
     const fixtures = join(__dirname, '../../../test-support/fixtures');
     const app = createApp();
