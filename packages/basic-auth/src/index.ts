@@ -22,11 +22,18 @@ declare module 'http' {
 /** Synchronous check: return true (or a promise of true) to let the request in. */
 export type BasicAuthCheck = (user: string, pass: string) => boolean | PromiseLike<boolean>;
 
-/** Asynchronous check: call `done(null, user)` to let the request in with `req.user = user`. */
-export type BasicAuthAsyncCheck = (user: string, pass: string, done: BasicAuthDone) => void;
+/**
+ * Asynchronous check: call `done(null, user)` to let the request in with `req.user = user`.
+ * What it returns is ignored (so `(u, p, done) => users.check(u, p, done)` type-checks).
+ */
+export type BasicAuthAsyncCheck = (user: string, pass: string, done: BasicAuthDone) => unknown;
 
-/** Either form of check, as `basicAuth(check)` accepts it (the form is told by `check.length`). */
-export type BasicAuthVerify = (user: string, pass: string, done: BasicAuthDone) => boolean | PromiseLike<boolean> | void;
+/**
+ * Either form of check, as `basicAuth(check)` accepts it (the form is told by `check.length`):
+ * with two parameters a truthy result (or a promise of one) lets the request in; with three,
+ * the result is ignored and `done` decides.
+ */
+export type BasicAuthVerify = (user: string, pass: string, done: BasicAuthDone) => unknown;
 
 /** `err` goes to `next(err)`; a falsy `user` is answered 401 (407 in proxy mode). */
 export type BasicAuthDone = (err: unknown, user?: unknown) => void;
@@ -93,24 +100,31 @@ export function basicAuth(
     if (!credentials) return next(badRequest());
     const { name, pass } = credentials;
     let settled = false;
-    const done: BasicAuthDone = (err, user) => {
+    /** The one outcome of the check: an error, a refusal, or `user` let in (even `''`). */
+    const settle = (err: unknown, ok: boolean, user: unknown): void => {
       if (settled) return;
       settled = true;
       if (err) return next(err);
-      if (!user) return refuse(res);
+      if (!ok) return refuse(res);
       req.user = req.remoteUser = user;
       next();
     };
     try {
       if (isAsync) {
-        (check as BasicAuthAsyncCheck)(name, pass, done);
+        // As basic-auth-connect: the callback's user is what gets in, and a falsy one is refused.
+        (check as BasicAuthAsyncCheck)(name, pass, (err, user) => settle(err, Boolean(user), user));
         return;
       }
+      // The sync forms let the name in, whatever it is: `''` too (`curl -u :token`).
       const result = (check as BasicAuthCheck)(name, pass);
-      if (isThenable(result)) result.then((ok) => done(null, ok ? name : null), (err: unknown) => done(err ?? new Error('Rejected')));
-      else done(null, result ? name : null);
+      if (isThenable(result)) {
+        result.then(
+          (ok) => settle(null, Boolean(ok), name),
+          (err: unknown) => settle(err ?? new Error('Rejected'), false, undefined),
+        );
+      } else settle(null, Boolean(result), name);
     } catch (err) {
-      done(err ?? new Error('Thrown'));
+      settle(err ?? new Error('Thrown'), false, undefined);
     }
   });
 }
@@ -122,9 +136,10 @@ function optionsOf(settings: string | BasicAuthOptions | undefined): { realm: st
     throw new TypeError(`${PKG}: option realm must be a string (or the options an object)`);
   }
   const { realm = DEFAULT_REALM, proxy = false } = options;
-  // Control characters would make setHeader throw on every request: refuse them now.
-  if (typeof realm !== 'string' || /[\x00-\x1f\x7f]/.test(realm)) {
-    throw new TypeError(`${PKG}: option realm must be a string without control characters`);
+  // What setHeader would refuse on every request (control characters, anything beyond
+  // Latin-1, which an HTTP header cannot carry) is refused now.
+  if (typeof realm !== 'string' || /[^\t\x20-\x7e\x80-\xff]/.test(realm)) {
+    throw new TypeError(`${PKG}: option realm must be a string of Latin-1 text without control characters`);
   }
   if (typeof proxy !== 'boolean') throw new TypeError(`${PKG}: option proxy must be a boolean`);
   // As basic-auth-connect: an empty realm means the default one.
@@ -133,16 +148,24 @@ function optionsOf(settings: string | BasicAuthOptions | undefined): { realm: st
 
 /**
  * A check against fixed credentials, in constant time for the name and the password together:
- * one HMAC of `name:password` (a name cannot contain ':'), compared with `timingSafeEqual`, so a
- * wrong name costs the same as a wrong password and nothing exits early on length.
+ * one HMAC of `name:password`, compared with `timingSafeEqual`, so a wrong name costs the same
+ * as a wrong password and nothing exits early on length.
+ *
+ * The joined string stands for exactly one pair: the parser splits the header at its first ':'
+ * (so a received name never holds one) and the factory refuses a configured name holding one.
  */
 function credentialsCheck(user: string, pass: string): BasicAuthCheck {
   const expected = digest(`${user}:${pass}`);
   return (name, password) => timingSafeEqual(digest(`${name}:${password}`), expected);
 }
 
+/**
+ * HMAC of the string's UTF-16 code units. Not UTF-8: that encoding turns every lone surrogate
+ * into U+FFFD, so a configured `'x\uD800'` would accept a client sending `'x\uFFFD'`. Code units
+ * are one-to-one with the string.
+ */
 function digest(text: string): Buffer {
-  return createHmac('sha256', COMPARE_KEY).update(text).digest();
+  return createHmac('sha256', COMPARE_KEY).update(text, 'utf16le').digest();
 }
 
 function badRequest(): Error {

@@ -214,6 +214,25 @@ describe('documented differences from basic-auth-connect', () => {
     }
   });
 
+  test('a password holding a line break is a malformed header (400); the stock package checks it', async () => {
+    const check = (user: string, pass: string) => user === 'tj' && pass === 'a\nb';
+    const p = await pair(stockBasicAuth(check), basicAuth(check));
+    try {
+      for (const text of ['tj:a\nb', 'tj:a\rb', 'tj:a\u2028b']) {
+        const ours = await get(p.ours.port, `Basic ${b64(text)}`);
+        expect(ours.status).toBe(400);
+        expect(ours.body).toBe('error 400 Bad Request');
+      }
+      expect((await get(p.stock.port, `Basic ${b64('tj:a\nb')}`)).status).toBe(200);
+      expect((await get(p.stock.port, `Basic ${b64('tj:a\rb')}`)).status).toBe(401);
+      // A line break in the name is not refused by the parser: it is checked, and refused here.
+      expect((await get(p.ours.port, `Basic ${b64('t\nj:a')}`)).status).toBe(401);
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+
   test('a realm with quotes or backslashes is escaped as a quoted-string', async () => {
     const s = await start(appWith(basicAuth('a', 'b', 'say "hi" \\o/')));
     try {
@@ -222,6 +241,81 @@ describe('documented differences from basic-auth-connect', () => {
       expect(r.headers['www-authenticate']).toEqual(['Basic realm="say \\"hi\\" \\\\o/"']);
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe('fixed credentials: one HMAC of name:password accepts exactly one pair', () => {
+  // The header is split at its FIRST ':', so a received name never holds one, and the factory
+  // refuses a configured name holding one: `${name}:${password}` then stands for one pair only.
+  // Every case is compared with the stock package, which compares name and password separately.
+  const configs: Array<[string, string]> = [
+    ['a', 'b:c'],
+    ['a', ':b'],
+    ['a', 'b:'],
+    ['', 'a:b'],
+    ['a', ''],
+  ];
+  const attempts = ['a:b:c', 'a:bc', 'a:b', 'ab:c', 'a::b:c', ':a:b:c', 'a:b:c:', 'a::b', 'a:b:', 'a:', ':a:b', 'a:b::', 'a', ':'];
+
+  test.each(configs)('basicAuth(%p, %p): the same answer as basic-auth-connect for every split', async (user, pass) => {
+    const p = await pair(stockBasicAuth(user, pass), basicAuth(user, pass));
+    try {
+      let accepted = 0;
+      for (const text of attempts) {
+        const r = await compare(p, `Basic ${b64(text)}`);
+        if (r.status === 200) {
+          accepted++;
+          // Only the configured pair gets in, and it is seen as that pair.
+          expect(text).toBe(`${user}:${pass}`);
+          expect(JSON.parse(r.body)).toEqual({ user, remoteUser: user });
+        } else {
+          expect(r.status).toBe(text.includes(':') ? 401 : 400);
+        }
+      }
+      expect(accepted).toBe(attempts.includes(`${user}:${pass}`) ? 1 : 0);
+      // The configured pair always gets in (also those not in the list above).
+      expect((await compare(p, `Basic ${b64(`${user}:${pass}`)}`)).status).toBe(200);
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
+    }
+  });
+
+  test('a configured name holding ":" is refused by the factory (it could never sign in)', () => {
+    expect(() => basicAuth('a:b', 'c')).toThrow(new TypeError("@upgradeware/basic-auth: option user must not contain ':'"));
+    // basic-auth-connect accepts it, and then refuses the only header that spells it.
+    expect(() => stockBasicAuth('a:b', 'c')).not.toThrow();
+  });
+
+  test('lone surrogates in configured credentials match nothing (as with the stock package)', async () => {
+    // UTF-8 would encode '\uD800' as U+FFFD: a client sending U+FFFD must not get in.
+    for (const [user, pass, sent] of [
+      ['x\uD800', 'p', 'x\uFFFD:p'],
+      ['x', 'p\uDC00', 'x:p\uFFFD'],
+    ] as const) {
+      const p = await pair(stockBasicAuth(user, pass), basicAuth(user, pass));
+      try {
+        const r = await compare(p, `Basic ${b64(sent)}`);
+        expect(r.status).toBe(401);
+      } finally {
+        await p.stock.close();
+        await p.ours.close();
+      }
+    }
+  });
+
+  test('non-ASCII credentials are compared as UTF-8 text, as the stock package does', async () => {
+    const p = await pair(stockBasicAuth('j\u00f6rg', 'p\u00e4ss \u{1F511}'), basicAuth('j\u00f6rg', 'p\u00e4ss \u{1F511}'));
+    try {
+      expect((await compare(p, `Basic ${b64('j\u00f6rg:p\u00e4ss \u{1F511}')}`)).status).toBe(200);
+      expect((await compare(p, `Basic ${b64('jorg:p\u00e4ss \u{1F511}')}`)).status).toBe(401);
+      // The same text in Latin-1 bytes is another password.
+      const latin1 = Buffer.from('j\u00f6rg:p\u00e4ss', 'latin1').toString('base64');
+      expect((await compare(p, `Basic ${latin1}`)).status).toBe(401);
+    } finally {
+      await p.stock.close();
+      await p.ours.close();
     }
   });
 });

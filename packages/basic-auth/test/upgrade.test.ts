@@ -336,7 +336,8 @@ describe('options are checked when the factory is called', () => {
     ['a user with a colon', ['t:j', 'pw'], /option user must not contain ':'/],
     ['a numeric password', ['tj', 123], /option pass must be a string/],
     ['a numeric realm', [() => true, 5], /option realm must be a string/],
-    ['a realm with a newline', ['a', 'b', 'x\r\nSet-Cookie: y'], /option realm must be a string without control characters/],
+    ['a realm with a newline', ['a', 'b', 'x\r\nSet-Cookie: y'], /option realm must be a string of Latin-1 text without control characters/],
+    ['a realm beyond Latin-1 (setHeader would throw on every request)', ['a', 'b', 'Zo\u00eb \u65e5\u672c'], /option realm must be a string of Latin-1 text/],
     ['a null options object', [() => true, null], /option realm must be a string/],
     ['a non-boolean proxy', [() => true, { proxy: 'yes' }], /option proxy must be a boolean/],
   ])('%s', (_name, args, message) => {
