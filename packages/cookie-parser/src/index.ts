@@ -69,8 +69,12 @@ export function JSONCookie(str: unknown): unknown {
   }
 }
 
-/** Replace, in `obj`, every JSON cookie by its (truthy) value. Returns `obj`. */
-export function JSONCookies<T extends Record<string, unknown>>(obj: T): T {
+/**
+ * Replace, in `obj`, every JSON cookie by its (truthy) value. Returns `obj`, whose values are then
+ * `unknown`: a JSON cookie may hold any JSON value (`@types/cookie-parser` says `object`, which
+ * `j:42` is not).
+ */
+export function JSONCookies<T extends Record<string, unknown>>(obj: T): { [K in keyof T]: unknown } {
   for (const key of Object.keys(obj)) {
     const value = JSONCookie(obj[key]);
     if (value) setOwn(obj, key, value);
@@ -81,7 +85,12 @@ export function JSONCookies<T extends Record<string, unknown>>(obj: T): T {
 /**
  * The value of a signed cookie (`s:value.signature`): the value if a secret verifies it, `false`
  * if none does, `str` itself when it is not signed, `undefined` when it is not a string.
+ *
+ * For a string the result is `string | false`, as `@types/cookie-parser` declares it (code typed
+ * against the stock package compiles unchanged); for anything else it may be `undefined`.
  */
+export function signedCookie(str: string, secret: CookieSecret | null | undefined): string | false;
+export function signedCookie(str: unknown, secret: CookieSecret | null | undefined): string | false | undefined;
 export function signedCookie(str: unknown, secret: CookieSecret | null | undefined): string | false | undefined {
   if (typeof str !== 'string') return undefined;
   if (!str.startsWith('s:')) return str;
@@ -94,11 +103,15 @@ export function signedCookie(str: unknown, secret: CookieSecret | null | undefin
 
 /**
  * Move the signed cookies out of `obj` into a new object, verified (`false` for a bad signature).
- * Unsigned cookies stay in `obj`.
+ * Unsigned cookies stay in `obj`. As with the stock package, a value that is not a string is
+ * moved too, as `undefined`.
  */
-export function signedCookies(obj: Record<string, unknown>, secret: CookieSecret | null | undefined): Record<string, unknown> {
+export function signedCookies(
+  obj: Record<string, unknown>,
+  secret: CookieSecret | null | undefined,
+): Record<string, string | false | undefined> {
   const secrets = secretsOf(secret);
-  const signed = Object.create(null) as Record<string, unknown>;
+  const signed = Object.create(null) as Record<string, string | false | undefined>;
   for (const key of Object.keys(obj)) {
     const value = obj[key];
     const verified = signedCookie(value, secrets);
