@@ -21,6 +21,28 @@ import {
 export { WebSocket, WebSocketServer } from 'ws';
 
 const debug = createDebug('upgradeware:websocket');
+
+/** How a connection of the endpoint ended: the arguments of ws's `'close'` event. */
+export interface WebSocketCloseInfo {
+  /**
+   * The code ws reports: the one in the peer's close frame (which echoes ours when we closed first:
+   * 1001 after `close()`), 1005 for a close frame without one, 1006 when the connection ended
+   * without a close frame read — also after ws failed it itself (1002, 1009 sent to the peer).
+   */
+  code: number;
+  /** The close reason, as UTF-8 text (often empty). Sent by the peer: treat it as untrusted. */
+  reason: string;
+}
+
+declare module 'http' {
+  interface IncomingMessage {
+    /**
+     * Set by `@upgradeware/websocket` when the WebSocket of this request has closed (ws's
+     * `'close'` event), for loggers and other code that outlives the connection.
+     */
+    webSocketClose?: WebSocketCloseInfo;
+  }
+}
 const PKG = '@upgradeware/websocket';
 
 /** What `verifyClient` receives, as with `ws`. */
@@ -124,6 +146,9 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
 
   function connected(ws: WebSocket, req: IncomingMessage): void {
     ws.on('error', onSocketError);
+    ws.once('close', (code: number, reason: Buffer) => {
+      req.webSocketClose = { code, reason: reason.toString() };
+    });
     let ret: unknown;
     try {
       ret = onConnection(ws, req as Req);

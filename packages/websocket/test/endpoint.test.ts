@@ -352,3 +352,63 @@ describe('options are checked when the factory is called', () => {
     expect(endpoint.clients.size).toBe(0);
   });
 });
+
+describe('req.webSocketClose and the logger close line', () => {
+  test('the close code of each ending is on req and in the logger line (1000, 1006, 1001)', async () => {
+    const { logger } = await import('@upgradeware/logger');
+    const lines: string[] = [];
+    const seen: Array<IncomingMessage['webSocketClose']> = [];
+    const app = createApp();
+    logger.token('ws-close-reason', (req) => req.webSocketClose?.reason);
+    app.use(
+      logger(':url :status', {
+        stream: { write: (l: string) => lines.push(l.trimEnd()) },
+        closeFormat: ':url closed :close-code ":ws-close-reason" after :connection-time ms',
+      }),
+    );
+    const endpoint = websocket(
+      (ws, req) => {
+        ws.on('close', () => seen.push(req.webSocketClose));
+        ws.on('message', (data) => ws.send(String(data)));
+      },
+      { maxPayload: 32 },
+    );
+    app.use('/chat', endpoint);
+    s = await start(app);
+    // A normal close with a hostile reason: recorded as sent, logged escaped on one line.
+    const a = await wsOpen(`${s.wsUrl}/chat?n=1`);
+    const closedA = closeCode(a.ws);
+    a.ws.close(1000, 'bye\n"x"');
+    expect(await closedA).toBe(1000);
+    // A message above maxPayload: ws fails the connection with 1009 and stops reading, so the
+    // server never reads the client's answer: ws reports 1006 there, as its 'close' event does.
+    const b = await wsOpen(`${s.wsUrl}/chat?n=2`);
+    const closedB = closeCode(b.ws);
+    b.ws.send('x'.repeat(64));
+    expect(await closedB).toBe(1009);
+    // A reset: no close frame, 1006.
+    const c = await rawConnect(s.port);
+    c.socket.write(wsHandshake('/chat?n=3'));
+    await c.waitFor('\r\n\r\n');
+    await until(() => endpoint.clients.size === 1);
+    c.socket.resetAndDestroy();
+    await until(() => endpoint.clients.size === 0);
+    // close(): 1001.
+    const d = await wsOpen(`${s.wsUrl}/chat?n=4`);
+    const closedD = closeCode(d.ws);
+    await endpoint.close();
+    expect(await closedD).toBe(1001);
+
+    await until(() => lines.length === 8);
+    expect(seen.map((x) => x?.code)).toEqual([1000, 1006, 1006, 1001]);
+    expect(seen[0]!.reason).toBe('bye\n"x"');
+    const closes = lines.filter((l) => l.includes(' closed '));
+    expect(closes.map((l) => l.replace(/after \d+\.\d{3} ms$/, 'after N ms'))).toEqual([
+      '/chat?n=1 closed 1000 "bye\\n\\"x\\"" after N ms',
+      '/chat?n=2 closed 1006 "-" after N ms',
+      '/chat?n=3 closed 1006 "-" after N ms',
+      '/chat?n=4 closed 1001 "Going Away" after N ms',
+    ]);
+    expect(lines.filter((l) => !l.includes(' closed '))).toEqual(['/chat?n=1 101', '/chat?n=2 101', '/chat?n=3 101', '/chat?n=4 101']);
+  });
+});
