@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import basicAuth from 'basic-auth';
 import onHeaders from 'on-headers';
-import { supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 
 /** A token's value: a string, or nothing (printed `-`). */
 export type TokenValue = string | undefined;
@@ -43,6 +43,11 @@ export interface LoggerOptions<Req extends IncomingMessage = IncomingMessage, Re
   skip?: (req: Req, res: Res) => boolean;
   /** Where to write lines (default `process.stdout`). */
   stream?: LoggerStream;
+  /**
+   * A second line when a switched connection (a WebSocket, a CONNECT tunnel) closes: a format
+   * name, a format string or a format function (default: none, one line per request).
+   */
+  closeFormat?: string | FormatFn<Req, Res>;
 }
 
 export type LoggerMiddleware<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> =
@@ -76,6 +81,9 @@ interface Marks {
   _startAt?: [number, number];
   _startTime?: Date;
   _remoteAddress?: string;
+  /** On `res`, with `closeFormat`: when the connection switched, and when it closed. */
+  _switchAt?: [number, number];
+  _closeAt?: [number, number];
 }
 
 type AnyTokenFn = (req: IncomingMessage, res: ServerResponse, arg?: string) => TokenValue;
@@ -109,19 +117,46 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     throw new TypeError(`${NAME}: format must be a format name, a format string or a function`);
   }
   if (options === null || typeof options !== 'object') throw new TypeError(`${NAME}: options must be an object`);
-  const { immediate = false, skip, stream = process.stdout } = options;
+  const { immediate = false, skip, stream = process.stdout, closeFormat } = options;
   if (typeof immediate !== 'boolean') throw new TypeError(`${NAME}: option immediate must be a boolean`);
   if (skip !== undefined && typeof skip !== 'function') throw new TypeError(`${NAME}: option skip must be a function`);
   if (stream === null || typeof stream !== 'object' || typeof stream.write !== 'function') {
     throw new TypeError(`${NAME}: option stream must have a write() method`);
   }
+  if (closeFormat !== undefined && typeof closeFormat !== 'string' && typeof closeFormat !== 'function') {
+    throw new TypeError(`${NAME}: option closeFormat must be a format name, a format string or a function`);
+  }
   const formatLine = (typeof format === 'function' ? format : formatFunction(format)) as AnyFormatFn;
+  const formatClose =
+    closeFormat === undefined ? null : ((typeof closeFormat === 'function' ? closeFormat : formatFunction(closeFormat)) as AnyFormatFn);
 
-  function log(req: IncomingMessage, res: ServerResponse): void {
+  function log(req: IncomingMessage, res: ServerResponse, fmt: AnyFormatFn = formatLine): void {
     if (skip && skip(req as Req, res as Res)) return;
-    const line = formatLine(tokens, req, res);
+    const line = fmt(tokens, req, res);
     if (line === null || line === undefined) return;
     stream.write(line + '\n');
+  }
+
+  /** With `closeFormat`: once the response ended as a switch, wait for its connection to close. */
+  function watchClose(req: IncomingMessage, res: ServerResponse & Marks): void {
+    if (!switched(req, res)) return;
+    res._switchAt = process.hrtime();
+    const socket = req.socket;
+    const closed = (): void => {
+      res._closeAt = process.hrtime();
+      // ws reports a WebSocket's close (req.webSocketClose) a tick after its socket closed.
+      setImmediate(logClose, req, res);
+    };
+    if (socket.closed) closed();
+    else socket.once('close', closed);
+  }
+
+  function logClose(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      log(req, res, formatClose!);
+    } catch {
+      // As for a line written after the response: nobody is left to answer.
+    }
   }
 
   return supportsUpgrade(function logRequest(req: Req, res: Res, next: NextFunction): void {
@@ -132,6 +167,7 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     reqMarks._remoteAddress = remoteAddress(req);
     resMarks._startAt = undefined;
     resMarks._startTime = undefined;
+    if (formatClose !== null && isUpgradeResponse(res)) res.once('finish', () => watchClose(req, resMarks));
 
     if (immediate) {
       try {
@@ -165,6 +201,12 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     }
     next();
   });
+}
+
+/** Did the response end by switching protocols: a 101, or a 2xx to CONNECT (RFC 9110 §9.3.6)? */
+function switched(req: IncomingMessage, res: ServerResponse): boolean {
+  if (res.statusCode === 101) return true;
+  return req.method === 'CONNECT' && res.statusCode >= 200 && res.statusCode < 300;
 }
 
 function markResponseStart(this: ServerResponse): void {
@@ -228,10 +270,11 @@ function token<Req extends IncomingMessage = IncomingMessage, Res extends Server
 ): Logger {
   if (typeof name !== 'string' || name.length === 0) throw new TypeError(`${NAME}: token(name, fn) needs a name`);
   if (typeof fn !== 'function') throw new TypeError(`${NAME}: token(name, fn) needs a function`);
-  const call = fn as (req: IncomingMessage, res: ServerResponse, arg?: string) => TokenResult;
+  const call = fn as (this: TokenIndexer, req: IncomingMessage, res: ServerResponse, arg?: string) => TokenResult;
   // Every value is escaped here, so format functions get safe values too.
   tokens[name] = function tokenValue(req, res, arg) {
-    const value = arg === undefined ? call(req, res) : call(req, res, arg);
+    // Called on the token table, as morgan calls its tokens (`this[name]` reaches the others).
+    const value = arg === undefined ? call.call(tokens, req, res) : call.call(tokens, req, res, arg);
     if (!value) return undefined;
     return escapeValue(typeof value === 'string' ? value : String(value));
   };
@@ -333,3 +376,13 @@ token('res', (_req, res, field) => (field === undefined || !res.headersSent ? un
 token('pid', () => String(process.pid));
 /** The protocol an upgrade asked for (`websocket`); `-` for an ordinary request. */
 token('upgrade', (req) => req.headers.upgrade);
+/** For the `closeFormat` line: ms from the switch to the close of the connection. */
+token('connection-time', (_req, res, digits) => {
+  const { _switchAt: from, _closeAt: to } = res as ServerResponse & Marks;
+  return from && to ? msBetween(from, to, digits) : undefined;
+});
+/** The WebSocket close code, as recorded by @upgradeware/websocket on `req.webSocketClose`. */
+token('close-code', (req) => {
+  const close = (req as IncomingMessage & { webSocketClose?: { code?: unknown } }).webSocketClose;
+  return typeof close?.code === 'number' ? String(close.code) : undefined;
+});

@@ -165,11 +165,18 @@ describe('every token, with its arguments, matches morgan', () => {
   test('custom tokens registered with token(), in both', async () => {
     const lang = (req: http.IncomingMessage) => req.headers['accept'];
     const count = (_req: http.IncomingMessage, _res: http.ServerResponse, arg?: string) => (arg ? arg.length : 0);
+    // A token may call the others through `this`, the token table (morgan calls tokens on it).
+    type Table = Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => unknown>;
+    const viaThis = function (this: Table, req: http.IncomingMessage, res: http.ServerResponse) {
+      return `${String(this['method']!(req, res))}!`;
+    };
     morgan.token('p-accept', lang);
     morgan.token('p-len', count as never);
+    morgan.token('p-this', viaThis as never);
     logger.token('p-accept', lang);
     logger.token('p-len', count);
-    const fmt = ':method :url :p-accept :p-len :p-len[abcd]';
+    logger.token('p-this', viaThis);
+    const fmt = ':method :url :p-accept :p-len :p-len[abcd] :p-this';
     expectSame(await compare((which, stream) => [which === 'stock' ? (morgan(fmt, { stream }) as Mw) : logger(fmt, { stream })]));
   });
 

@@ -302,3 +302,86 @@ describe('the same lines as morgan marked with supportsUpgrade', () => {
     expect(ours.lines().map((l) => l.split(' ')[2])).toEqual(['101', '101', '401', '404']);
   });
 });
+
+describe('closeFormat: a second line when a switched connection closes', () => {
+  const CLOSE = 'closed :method :url :status :connection-time :close-code';
+
+  test.each([
+    ['res.switchProtocols()', switchEndpoint],
+    ['ws writes the 101 (res.externalSwitch())', wsEndpoint],
+  ])('%s: one line at the switch, one at the close, none for a refusal', async (_name, endpoint) => {
+    const ep = endpoint();
+    open.push(ep);
+    const { s, lines } = await serve([['/ws', ep.handle], ['/deny', deny]], ':method :url :status :connection-time', { closeFormat: CLOSE });
+    const { ws } = await wsOpen(s.wsUrl + '/ws?room=1');
+    await until(() => lines().length === 1);
+    expect(lines()[0]).toBe('GET /ws?room=1 101 -');
+    await delay(30);
+    expect(lines()).toHaveLength(1);
+    await wsClose(ws);
+    await until(() => lines().length === 2);
+    const [word, method, url, status, time, code] = lines()[1]!.split(' ');
+    // No close code: these endpoints do not record one (the websocket package does).
+    expect([word, method, url, status, code]).toEqual(['closed', 'GET', '/ws?room=1', '101', '-']);
+    expect(time).toMatch(/^\d+\.\d{3}$/);
+    expect(Number(time)).toBeGreaterThanOrEqual(25);
+    // A refused upgrade and an ordinary request have one line only.
+    expect((await rawRequest(s.port, wsHandshake('/deny'))).status).toBe(401);
+    expect((await request(s.url + '/plain')).status).toBe(200);
+    await until(() => lines().length === 4);
+    await delay(20);
+    expect(lines().slice(2)).toEqual(['GET /deny 401 -', 'GET /plain 200 -']);
+  });
+
+  test('a connection reset right after the switch is logged closed; a format function, skip and immediate apply', async () => {
+    const ep = switchEndpoint();
+    open.push(ep);
+    const skipped: number[] = [];
+    const { s, lines } = await serve([['/ws', ep.handle]], ':method :url :status', {
+      immediate: true,
+      skip: (req) => {
+        skipped.push(1);
+        return req.headers['x-quiet'] !== undefined;
+      },
+      closeFormat: (tokens, req, res) => `gone ${tokens.url!(req, res)} after ${tokens['connection-time']!(req, res, '0')} ms`,
+    });
+    const conn = await rawConnect(s.port);
+    conn.socket.write(wsHandshake('/ws'));
+    await conn.waitFor('\r\n\r\n');
+    conn.socket.resetAndDestroy();
+    await until(() => lines().length === 2);
+    expect(lines()[0]).toBe('GET /ws -');
+    expect(lines()[1]).toMatch(/^gone \/ws after \d+ ms$/);
+    // skip() decides for both lines.
+    const quiet = await rawConnect(s.port);
+    quiet.socket.write(wsHandshake('/ws', { 'X-Quiet': '1' }));
+    await quiet.waitFor('\r\n\r\n');
+    // (A FIN would leave this hand-written endpoint's socket half-open: reset it.)
+    quiet.socket.resetAndDestroy();
+    await until(() => skipped.length === 4);
+    await delay(20);
+    expect(lines()).toHaveLength(2);
+    expect((await rawRequest(s.port, wsHandshake('/nope'))).status).toBe(404);
+  });
+
+  test('a close format that throws loses its line, not the process', async () => {
+    const ep = wsEndpoint();
+    open.push(ep);
+    const { s, lines } = await serve([['/ws', ep.handle]], ':url :status', {
+      closeFormat: () => {
+        throw new Error('late');
+      },
+    });
+    await wsClose((await wsOpen(s.wsUrl + '/ws')).ws);
+    await wsClose((await wsOpen(s.wsUrl + '/ws')).ws);
+    await until(() => lines().length === 2);
+    await delay(20);
+    expect(lines()).toEqual(['/ws 101', '/ws 101']);
+  });
+
+  test('closeFormat is checked when logger() is called', () => {
+    const call = () => logger('tiny', { closeFormat: 42 as never });
+    expect(call).toThrow(TypeError);
+    expect(call).toThrow('@upgradeware/logger: option closeFormat must be a format name, a format string or a function');
+  });
+});
