@@ -131,9 +131,12 @@ describe('upgrades', () => {
     }
   });
 
-  test('the callback form is called once per upgrade, and the header options apply on the 101', async () => {
+  test.each([
+    ['switchProtocols', switchEndpoint],
+    ['ws writes the 101', wsEndpoint],
+  ])('the callback form is called once per upgrade, and the header options apply on the 101 (%s)', async (_name, endpoint) => {
     const times: number[] = [];
-    const ep = wsEndpoint();
+    const ep = endpoint();
     const app = createApp();
     app.use(responseTime((_req, _res, time) => times.push(time)));
     app.use(responseTime({ header: 'X-Elapsed', digits: 1, suffix: false }));
