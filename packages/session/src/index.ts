@@ -8,11 +8,11 @@
 import { createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { parse as parseCookieHeader } from 'cookie';
+import { parse as parseCookieHeader, serialize as serializeCookie } from 'cookie';
 import createDebug from 'debug';
 import onHeaders from 'on-headers';
 import { isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
-import { Cookie, type CookieOptions } from './cookie';
+import { Cookie, toSerializeOptions, type CookieData, type CookieOptions } from './cookie';
 import { MemoryStore } from './memory';
 import { Session, createSession, setHooks, type SessionData, type StoredSession } from './session';
 import type { SessionStoreLike, Store } from './store';
@@ -50,8 +50,12 @@ export interface SessionOptions {
   rolling?: boolean;
   /** Save (and send the cookie of) a new session nobody changed (default `true`). */
   saveUninitialized?: boolean;
-  /** Signs the cookie; an array signs with the first and accepts any (required). */
-  secret: string | readonly string[];
+  /**
+   * Signs the cookie; an array signs with the first and accepts any. Without it, each request's
+   * `req.secret` (set by cookie-parser) is used, as express-session does; a request without one
+   * goes to `next(err)`.
+   */
+  secret?: string | readonly string[];
   /** Where sessions live (default: a new `MemoryStore`). */
   store?: SessionStoreLike;
   /** What to do when `req.session` is deleted or set to null: `'keep'` (default) or `'destroy'`. */
@@ -113,10 +117,13 @@ function unsign(signed: string, secrets: readonly string[]): string | undefined 
   return found;
 }
 
-/** What is compared to tell whether a session changed: its data without the cookie. */
-function fingerprint(session: Session | undefined | null): string {
+/**
+ * What is compared to tell whether a session changed: the SHA-1 of its JSON without its own
+ * `cookie` (express-session's hash).
+ */
+function fingerprint(session: object | undefined | null): string {
   // Most sessions of a request are new and empty: skip the serialisation and the hash.
-  if (session !== null && session !== undefined && isEmpty(session)) return EMPTY_FINGERPRINT;
+  if (session !== null && session !== undefined && serializesEmpty(session)) return EMPTY_FINGERPRINT;
   const json = JSON.stringify(session, function (this: unknown, key: string, value: unknown) {
     return this === session && key === 'cookie' ? undefined : value;
   });
@@ -125,7 +132,14 @@ function fingerprint(session: Session | undefined | null): string {
 
 const EMPTY_FINGERPRINT = createHash('sha1').update('{}', 'utf8').digest('hex');
 
-function isEmpty(session: Session): boolean {
+/**
+ * True only when `JSON.stringify` (with the cookie left out) is certainly `'{}'`: no `toJSON`
+ * anywhere on the chain (enumerable or not, own or inherited: JSON.stringify would call it), and
+ * no enumerable string key but `cookie` — `for…in` sees every own and inherited enumerable key, a
+ * superset of the own ones JSON.stringify writes. Anything else takes the full path.
+ */
+function serializesEmpty(session: object): boolean {
+  if (typeof (session as { toJSON?: unknown }).toJSON === 'function') return false;
   for (const key in session) if (key !== 'cookie') return false;
   return true;
 }
@@ -213,16 +227,27 @@ function checkBoolean(name: string, value: unknown): void {
   if (value !== undefined && typeof value !== 'boolean') throw optionError(`option ${name} must be a boolean`);
 }
 
+/** The secret cookie-parser left on the request (`req.secret`), as a one-element list. */
+function requestSecrets(req: IncomingMessage): readonly string[] | undefined {
+  const secret = (req as { secret?: unknown }).secret;
+  return typeof secret === 'string' && secret.length !== 0 ? [secret] : undefined;
+}
+
 /** express-session's middleware: loads `req.session`, saves it and sets its cookie as the response ends. */
-export function session(options: SessionOptions): SessionMiddleware {
-  if (options === null || typeof options !== 'object') throw optionError('options must be an object');
-  const opts = options as Partial<SessionOptions>;
+export function session(options?: SessionOptions): SessionMiddleware {
+  if (options !== undefined && options !== null && typeof options !== 'object') throw optionError('options must be an object');
+  const opts = (options ?? {}) as Partial<SessionOptions>;
 
   const secret = opts.secret;
-  if (secret === undefined || secret === null || secret === '') throw optionError('option secret is required');
-  const secrets: readonly string[] = typeof secret === 'string' ? [secret] : Array.isArray(secret) ? [...(secret as string[])] : [];
-  if (secrets.length === 0 || secrets.some((s) => typeof s !== 'string' || s.length === 0)) {
-    throw optionError('option secret must be a non-empty string or a non-empty array of non-empty strings');
+  let configuredSecrets: readonly string[] | undefined;
+  if (secret === undefined || secret === null) {
+    debug('option secret not given: each request needs a req.secret (cookie-parser), as in express-session');
+  } else {
+    const list: readonly unknown[] = typeof secret === 'string' ? [secret] : Array.isArray(secret) ? [...(secret as unknown[])] : [];
+    if (list.length === 0 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
+      throw optionError('option secret must be a non-empty string or a non-empty array of non-empty strings');
+    }
+    configuredSecrets = list as readonly string[];
   }
 
   const cookieOption = opts.cookie ?? {};
@@ -317,6 +342,13 @@ export function session(options: SessionOptions): SessionMiddleware {
       return;
     }
 
+    // As express-session: without the option, cookie-parser's req.secret signs and verifies.
+    const secrets = configuredSecrets ?? requestSecrets(req);
+    if (secrets === undefined) {
+      next(new Error(`${PACKAGE}: secret option required for sessions (or a req.secret from cookie-parser)`));
+      return;
+    }
+
     const upgrade = isUpgradeResponse(res);
     const socket: Duplex | null = req.socket;
     let originalId: string | undefined;
@@ -381,7 +413,11 @@ export function session(options: SessionOptions): SessionMiddleware {
         touched = true;
       }
       try {
-        const value = current.cookie.serialize(name, sign(req.sessionID as string, secrets[0]!));
+        // From the cookie's `data`, as express-session does: a `cookie` the application replaced
+        // with a plain object is written without attributes rather than failing.
+        const data = (current.cookie as { data?: unknown }).data;
+        const attributes = typeof data === 'object' && data !== null ? toSerializeOptions(data as CookieData) : undefined;
+        const value = serializeCookie(name, sign(req.sessionID as string, secrets[0]!), attributes);
         const previous = res.getHeader('Set-Cookie');
         const list = previous === undefined ? [] : Array.isArray(previous) ? previous : [String(previous)];
         res.setHeader('Set-Cookie', [...list, value]);
@@ -500,7 +536,9 @@ export function session(options: SessionOptions): SessionMiddleware {
         } else {
           createSession(req, data);
           originalId = req.sessionID;
-          originalHash = fingerprint(req.session);
+          // The stored data, not req.session, as express-session hashes it: a stored key that a
+          // session cannot take (`id`, a method's name) makes it count as modified there too.
+          originalHash = fingerprint(data);
           if (!resave) savedHash = originalHash;
         }
       } catch (e) {

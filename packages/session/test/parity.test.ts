@@ -8,8 +8,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import expressSession from 'express-session';
 import { createRequire } from 'node:module';
 import { createApp } from '@upgradeware/dispatcher';
-import { session, MemoryStore, type SessionOptions, type StoredSession } from '@upgradeware/session';
-import { request, start } from '../../../test-support';
+import { session, MemoryStore, Store, type SessionOptions, type SessionStoreLike, type StoredSession } from '@upgradeware/session';
+import { delay, request, start } from '../../../test-support';
 import { setCookieFor } from './helpers';
 
 // The cookie-signature that express-session itself uses (a transitive dependency).
@@ -34,7 +34,12 @@ interface Step {
 
 interface Scenario {
   name: string;
-  options: Omit<SessionOptions, 'secret' | 'store' | 'genid'> & { secret?: SessionOptions['secret'] };
+  /** `null`: no secret option at all (express-session then uses cookie-parser's req.secret). */
+  options: Omit<SessionOptions, 'secret' | 'store' | 'genid'> & { secret?: SessionOptions['secret'] | null };
+  /** A layer in front of the session middleware in both apps (what a framework or cookie-parser sets). */
+  before?: (req: IncomingMessage, res: ServerResponse, next: () => void) => void;
+  /** Put something in front of each implementation's MemoryStore (both get the same wrapper). */
+  wrapStore?: <S extends object>(store: S) => S;
   steps: Step[];
   /** Extra checks on our results, so that no scenario passes by both doing nothing. */
   check?: (steps: StepResult[]) => void;
@@ -111,6 +116,15 @@ function routes(req: IncomingMessage, res: ServerResponse): void {
       s.views = (s.views ?? 0) + 1;
       res.write('part;');
       return send();
+    case 'tojson':
+      // Invisible to for…in, but JSON.stringify calls it: the session counts as modified.
+      Object.defineProperty(s, 'toJSON', { value: () => ({ fromToJSON: true }), enumerable: false, configurable: true });
+      return send();
+    case 'replacecookie':
+      // The application swaps the Cookie for a plain object.
+      (s as { cookie: unknown }).cookie = { maxAge: 60_000 };
+      s.views = (s.views ?? 0) + 1;
+      return send();
     default:
       return send();
   }
@@ -127,16 +141,18 @@ function build(impl: Impl, scenario: Scenario): { app: ReturnType<typeof createA
   let n = 0;
   const genid = (): string => `id${++n}`;
   const app = createApp();
-  const secret = scenario.options.secret ?? 'keyboard cat';
+  const { secret: given, ...rest } = scenario.options;
+  const secret = given === null ? undefined : (given ?? 'keyboard cat');
+  if (scenario.before) app.use(scenario.before);
   if (impl === 'express') {
     const store = new expressSession.MemoryStore();
-    const opts = { ...scenario.options, secret: secret as string | string[], store, genid } as expressSession.SessionOptions;
-    app.use(expressSession(opts));
+    const opts = { ...rest, ...(secret === undefined ? {} : { secret }), store, genid } as expressSession.SessionOptions;
+    app.use(expressSession({ ...opts, store: scenario.wrapStore ? scenario.wrapStore(store) : store }));
     app.use(routes);
     return { app, store: store as unknown as StoreLike, close: () => undefined };
   }
   const store = new MemoryStore();
-  app.use(session({ ...scenario.options, secret, store, genid }));
+  app.use(session({ ...rest, ...(secret === undefined ? {} : { secret }), store: scenario.wrapStore ? scenario.wrapStore(store) : store, genid }));
   app.use(routes);
   return { app, store, close: () => store.close() };
 }
@@ -332,6 +348,71 @@ const scenarios: Scenario[] = [
     check: (r) => expect((r[1]!.body as string).includes('"views":2')).toBe(true),
   },
   {
+    name: 'cookie maxAge then expires: the one given last wins',
+    options: { resave: false, saveUninitialized: true, cookie: { maxAge: 60_000, expires: new Date(Date.now() + 7_200_000) } },
+    steps: [{ path: '/' }],
+    check: (r) => expect(r[0]!.expires! - Date.now()).toBeGreaterThan(3_600_000),
+  },
+  {
+    name: 'cookie expires then maxAge: the one given last wins',
+    options: { resave: false, saveUninitialized: true, cookie: { expires: new Date(Date.now() + 7_200_000), maxAge: 60_000 } },
+    steps: [{ path: '/' }],
+    check: (r) => expect(r[0]!.expires! - Date.now()).toBeLessThan(120_000),
+  },
+  {
+    name: 'proxy unset follows req.secure (set by a framework in front)',
+    options: { resave: false, saveUninitialized: true, cookie: { secure: true } },
+    before: (req, _res, next) => {
+      (req as { secure?: boolean }).secure = req.headers['x-test-secure'] === '1';
+      next();
+    },
+    steps: [{ path: '/', headers: { 'X-Test-Secure': '1', 'X-Forwarded-Proto': 'https' } }, { path: '/', noCookie: true, headers: { 'X-Forwarded-Proto': 'https' } }],
+    check: (r) => expect(r.map(hasCookie)).toEqual([true, false]),
+  },
+  {
+    name: "no secret option: cookie-parser's req.secret signs and verifies; without it, an error",
+    options: { resave: false, saveUninitialized: false, secret: null },
+    before: (req, _res, next) => {
+      if (!req.headers['x-no-secret']) (req as { secret?: string }).secret = 'from cookie-parser';
+      next();
+    },
+    steps: [
+      { path: '/views' },
+      { path: '/views' },
+      { path: '/views', headers: { 'X-No-Secret': '1' } },
+      { path: '/views', cookie: `connect.sid=s%3A${encodeURIComponent(cookieSign('id1', 'keyboard cat'))}` },
+    ],
+    check: (r) => {
+      expect(r[0]!.setCookie!.startsWith(`connect.sid=${encodeURIComponent(`s:${cookieSign('id1', 'from cookie-parser')}`)};`)).toBe(true);
+      expect((r[1]!.body as string).includes('"views":2')).toBe(true);
+      expect(r[2]!.status).toBe(500);
+    },
+  },
+  {
+    name: 'a toJSON that for…in cannot see still counts as a change',
+    options: { resave: false, saveUninitialized: false },
+    steps: [{ path: '/tojson' }, { path: '/' }],
+    check: (r) => expect(r[0]!.setCookie).not.toBeNull(),
+  },
+  {
+    name: 'stored data with a key a session cannot take (id) counts as modified, as express-session hashes what the store returned',
+    options: { resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } },
+    wrapStore: <S extends object>(inner: S): S => {
+      const wrapped = Object.create(inner) as S & { get(sid: string, cb: (err: unknown, s?: object | null) => void): void };
+      const get = (inner as unknown as typeof wrapped).get.bind(inner);
+      wrapped.get = (sid, cb) => get(sid, (err, sess) => cb(err, sess ? { ...sess, id: 'stale' } : sess));
+      return wrapped;
+    },
+    steps: [{ path: '/views' }, { path: '/' }, { path: '/' }],
+    check: (r) => expect(r.map(hasCookie)).toEqual([true, true, true]),
+  },
+  {
+    name: 'a cookie replaced by a plain object',
+    options: { resave: false, saveUninitialized: true, cookie: { maxAge: 10_000 } },
+    steps: [{ path: '/replacecookie' }, { path: '/views' }, { path: '/replacecookie' }],
+    check: (r) => expect(r[0]!.setCookie).toMatch(/^connect\.sid=s%3Aid1\.[^;]+$/),
+  },
+  {
     name: 'response written in parts and with Content-Length',
     options: { resave: false, saveUninitialized: false },
     steps: [{ path: '/write' }, { path: '/length' }, { path: '/write' }, { path: '/length', method: 'HEAD' }],
@@ -401,5 +482,134 @@ describe('parity with express-session', () => {
       await a.close();
       await b.close();
     }
+  });
+});
+
+/**
+ * A store for both implementations (over express-session's Store for theirs, ours for ours):
+ * callbacks synchronous or deferred, and any operation made to fail.
+ */
+type Op = 'get' | 'set' | 'destroy' | 'touch';
+interface SwitchableStore {
+  map: Map<string, string>;
+  sync: boolean;
+  failing: Set<Op>;
+}
+function switchableStore(Base: new () => object): SwitchableStore & object {
+  const store = new Base() as SwitchableStore & Record<string, unknown>;
+  store.map = new Map();
+  store.sync = false;
+  store.failing = new Set();
+  const reply = (op: Op, cb: ((err: unknown, value?: unknown) => void) | undefined, value?: unknown): void => {
+    const err = store.failing.has(op) ? new Error(`${op} failed`) : null;
+    const call = (): void => cb?.(err, value);
+    if (store.sync) call();
+    else setImmediate(call);
+  };
+  store.get = (sid: string, cb: (err: unknown, value?: unknown) => void) => {
+    const raw = store.map.get(sid);
+    reply('get', cb, raw === undefined ? undefined : JSON.parse(raw));
+  };
+  store.set = (sid: string, sess: unknown, cb?: (err: unknown) => void) => {
+    if (!store.failing.has('set')) store.map.set(sid, JSON.stringify(sess));
+    reply('set', cb);
+  };
+  store.destroy = (sid: string, cb?: (err: unknown) => void) => {
+    if (!store.failing.has('destroy')) store.map.delete(sid);
+    reply('destroy', cb);
+  };
+  store.touch = (_sid: string, _sess: unknown, cb?: (err: unknown) => void) => reply('touch', cb);
+  return store;
+}
+
+describe('store operations as the response ends, side by side with express-session', () => {
+  interface EndStep {
+    path: string;
+    method?: string;
+    fail?: Op[];
+  }
+  const steps: EndStep[] = [
+    { path: '/views' },
+    { path: '/views', fail: ['set'] },
+    { path: '/', fail: ['touch'] },
+    { path: '/write', fail: ['set'] },
+    { path: '/length', fail: ['set'] },
+    { path: '/length', method: 'HEAD', fail: ['set'] },
+    { path: '/length', method: 'HEAD' },
+    { path: '/write' },
+    { path: '/unset', fail: ['destroy'] },
+    { path: '/unset' },
+    { path: '/views' },
+  ];
+
+  async function runEnd(impl: Impl, sync: boolean): Promise<unknown[]> {
+    const store = switchableStore(impl === 'express' ? (expressSession.Store as unknown as new () => object) : (Store as unknown as new () => object));
+    store.sync = sync;
+    let n = 0;
+    const errors: string[] = [];
+    const app = createApp();
+    const options = { secret: 's', resave: false, saveUninitialized: false, unset: 'destroy' as const, genid: () => `id${++n}`, cookie: { maxAge: 60_000 } };
+    app.use(impl === 'express' ? expressSession({ ...options, store: store as unknown as expressSession.Store }) : session({ ...options, store: store as unknown as SessionStoreLike }));
+    app.use(routes);
+    // The error layer hears of a failure after the response went out, as express-session reports it.
+    app.use((err: unknown, _req: IncomingMessage, res: ServerResponse, _next: () => void) => {
+      errors.push(err instanceof Error ? err.message : String(err));
+      if (!res.headersSent) res.end('error layer');
+    });
+    const server = await start(app);
+    const out: unknown[] = [];
+    let jar: string | undefined;
+    try {
+      for (const step of steps) {
+        store.failing = new Set(step.fail ?? []);
+        const before = errors.length;
+        const r = await request(server.url + step.path, { method: step.method ?? 'GET', headers: jar ? { cookie: jar } : {} });
+        const line = setCookieFor(r.headers['set-cookie']);
+        if (line) jar = line.split(';')[0];
+        // The error (if any) is reported right after the response: wait for it, bounded.
+        for (let i = 0; i < 50 && errors.length === before && (step.fail?.length ?? 0) > 0; i++) await delay(5);
+        await delay(5);
+        out.push({
+          step: `${step.method ?? 'GET'} ${step.path} failing ${step.fail?.join() ?? 'nothing'}`,
+          status: r.status,
+          // Framing is compared apart: see the test below.
+          framing: r.headers['transfer-encoding'] ?? (r.headers['content-length'] === undefined ? 'none' : 'length'),
+          body: r.body,
+          setCookie: line ? line.replace(/Expires=[^;]+/, 'Expires=<date>') : null,
+          errors: errors.slice(before),
+          stored: [...store.map.keys()],
+        });
+      }
+      // Still serving.
+      expect((await request(`${server.url}/`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+    return out;
+  }
+
+  test.each([
+    ['asynchronous store', false],
+    ['synchronous store (callbacks called at once)', true],
+  ])('%s: same responses, same errors reported, same store', async (_name, sync) => {
+    const theirs = (await runEnd('express', sync)) as Array<{ framing: string }>;
+    const ours = (await runEnd('ours', sync)) as Array<{ framing: string }>;
+    // One documented difference: while the store works, express-session writes the head at once
+    // (so a body given to end() goes out chunked); ours holds the whole end(), so Node frames it
+    // with Content-Length. Same bytes of body either way.
+    for (let i = 0; i < ours.length; i++) {
+      if (ours[i]!.framing !== theirs[i]!.framing) expect([i, theirs[i]!.framing, ours[i]!.framing]).toEqual([i, 'chunked', 'length']);
+    }
+    const strip = (list: Array<{ framing: string }>): unknown[] => list.map(({ framing: _framing, ...rest }) => rest);
+    expect(strip(ours)).toEqual(strip(theirs));
+    // Not a vacuous comparison: the failures were heard and the responses still went out whole.
+    expect(ours[1]).toMatchObject({ status: 200, errors: ['set failed'], body: expect.stringContaining('"views":2') });
+    expect(ours[2]).toMatchObject({ status: 200, errors: ['touch failed'] });
+    expect(ours[3]).toMatchObject({ errors: ['set failed'], body: expect.stringMatching(/^part;\{/) });
+    expect(ours[4]).toMatchObject({ errors: ['set failed'], framing: 'length', body: expect.any(String) });
+    expect((ours[4] as unknown as { body: string }).body.length).toBeGreaterThan(0);
+    expect(ours[5]).toMatchObject({ body: '', errors: ['set failed'] });
+    expect(ours[8]).toMatchObject({ errors: ['destroy failed'], stored: ['id1'] });
+    expect(ours[9]).toMatchObject({ errors: [], stored: [] });
   });
 });

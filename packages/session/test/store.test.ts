@@ -5,6 +5,8 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as util from 'node:util';
+import { createHmac } from 'node:crypto';
+import { supportsUpgrade } from '@upgradeware/upgrade-response';
 import { createApp } from '@upgradeware/dispatcher';
 import {
   Cookie,
@@ -174,6 +176,17 @@ describe('Cookie and Session', () => {
     await req.session!.destroy();
     expect(store.map.has('abc')).toBe(false);
     expect(req.session).toBeUndefined();
+    // regenerate(): a store used by a middleware knows how to make the new session.
+    session({ secret: 's', resave: false, saveUninitialized: false, store });
+    const sess2: Session & Partial<SessionData> = new Session(req, { views: 1 });
+    sess2.cookie = new Cookie();
+    req.session = sess2;
+    await sess2.save();
+    await sess2.regenerate();
+    expect(store.map.has('abc')).toBe(false);
+    expect(req.sessionID).not.toBe('abc');
+    expect(req.session).toBeInstanceOf(Session);
+    expect(req.session!.views).toBeUndefined();
     await expect(new Session({ sessionID: 'gone', sessionStore: store }).reload()).rejects.toThrow('failed to load session');
     // Fire and forget, as express-session code does: no unhandled rejection.
     void new Session({ sessionID: 'gone', sessionStore: store }).reload();
@@ -187,8 +200,9 @@ describe('Cookie and Session', () => {
 describe('options', () => {
   const base: SessionOptions = { secret: 's', resave: false, saveUninitialized: false };
   test.each<[string, unknown, RegExp]>([
-    ['no options', undefined, /options must be an object/],
-    ['no secret', { resave: false }, /option secret is required/],
+    ['options not an object', 5, /options must be an object/],
+    ['empty secret', { ...base, secret: '' }, /option secret must be/],
+    ['secret a number', { ...base, secret: 42 }, /option secret must be/],
     ['empty secret array', { ...base, secret: [] }, /option secret must be/],
     ['secret array with a number', { ...base, secret: ['a', 1] }, /option secret must be/],
     ['genid not a function', { ...base, genid: 'x' }, /option genid must be a function/],
@@ -277,6 +291,84 @@ describe('failures at request time go to next(err)', () => {
       expect(r.status).toBe(500);
       expect(r.body).toContain('stored session has no cookie');
       expect((await request(s.url)).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("no secret option: cookie-parser's req.secret, as in express-session", () => {
+  test('signs and verifies with req.secret on requests and upgrades; without one, 500 and the server keeps serving', async () => {
+    const app = createApp();
+    // What cookie-parser('from cookie-parser') leaves on every request.
+    app.use(
+      supportsUpgrade((req: IncomingMessage, _res: ServerResponse, next: () => void) => {
+        if (!req.headers['x-no-secret']) (req as { secret?: string }).secret = 'from cookie-parser';
+        next();
+      }),
+    );
+    expect(() => session()).not.toThrow();
+    app.use(session({ resave: false, saveUninitialized: false, store: new ClassStore() }));
+    app.use(supportsUpgrade((req: IncomingMessage, res: ServerResponse) => {
+      if (!req.session) return res.end('none');
+      req.session.views = (req.session.views ?? 0) + 1;
+      res.end(String(req.session.views));
+    }));
+    const s = await start(app);
+    try {
+      const first = await request(s.url);
+      const cookie = cookiePairs(first.headers['set-cookie'])[0]!;
+      const id = decodeURIComponent(cookie.split('=')[1]!).slice(2).split('.')[0]!;
+      const mac = createHmac('sha256', 'from cookie-parser').update(id).digest('base64').replace(/=+$/, '');
+      expect(cookie).toBe(`connect.sid=${encodeURIComponent(`s:${id}.${mac}`)}`);
+      expect((await request(s.url, { headers: { cookie } })).body).toBe('2');
+      // The upgrade sees the same session (the layer answers it with a plain 200 here).
+      const up = await rawRequest(s.port, wsHandshake('/', { Cookie: cookie }));
+      expect(up.status).toBe(200);
+      expect(up.body).toBe('3');
+
+      const bad = await request(s.url, { headers: { cookie, 'x-no-secret': '1' } });
+      expect(bad.status).toBe(500);
+      expect(bad.body).toContain('secret option required for sessions');
+      const badUp = await rawRequest(s.port, wsHandshake('/', { Cookie: cookie, 'X-No-Secret': '1' }));
+      expect(badUp.status).toBe(500);
+      expect(badUp.body).toContain('secret option required for sessions');
+      expect(badUp.closed).toBe(true);
+      expect((await request(s.url, { headers: { cookie } })).body).toBe('4');
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('a cookie function', () => {
+  test("is called once per request, and its 'auto' values follow the request", async () => {
+    const calls: string[] = [];
+    const app = createApp();
+    app.use(
+      session({
+        secret: 's',
+        resave: false,
+        saveUninitialized: true,
+        proxy: true,
+        store: new ClassStore(),
+        cookie: (req) => {
+          calls.push(req.url ?? '');
+          return { secure: 'auto', sameSite: 'auto', maxAge: 60_000 };
+        },
+      }),
+    );
+    app.use(counter);
+    const s = await start(app);
+    try {
+      const secure = await request(`${s.url}/a`, { headers: { 'x-forwarded-proto': 'https' } });
+      expect(secure.headers['set-cookie']![0]).toMatch(/; Secure; SameSite=None$/);
+      const plain = await request(`${s.url}/b`);
+      expect(plain.headers['set-cookie']![0]).toMatch(/; HttpOnly; SameSite=Lax$/);
+      expect(plain.headers['set-cookie']![0]).not.toMatch(/Secure/);
+      const again = await request(`${s.url}/c`, { headers: { cookie: cookiePairs(plain.headers['set-cookie'])[0]! } });
+      expect(again.body).toBe('2');
+      expect(calls).toEqual(['/a', '/b', '/c']);
     } finally {
       await s.close();
     }

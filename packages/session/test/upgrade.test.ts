@@ -9,8 +9,9 @@ import { createHmac } from 'node:crypto';
 import WebSocketClient, { type WebSocket } from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
 import { isUpgradeResponse, supportsUpgrade, type NextFunction } from '@upgradeware/upgrade-response';
-import { session, MemoryStore, type SessionOptions, type SessionStoreLike } from '@upgradeware/session';
+import { session, MemoryStore, Store, type GetCallback, type SessionCallback, type SessionOptions, type SessionStoreLike, type StoredSession } from '@upgradeware/session';
 import {
+  delay,
   nextMessage,
   rawConnect,
   rawRequest,
@@ -18,6 +19,7 @@ import {
   start,
   wsClose,
   wsHandshake,
+  until,
   wsOpen,
   WsRefused,
   type TestServer,
@@ -27,6 +29,8 @@ import { FailingStore, SilentStore, cookiePairs, once, setCookieFor, wsEndpoint 
 interface Harness {
   server: TestServer;
   store: SessionStoreLike;
+  /** Messages of the errors that reached the app's error layer (then passed on to the final handler). */
+  errors: string[];
   close(): Promise<void>;
 }
 
@@ -79,6 +83,11 @@ async function harness(options: Partial<SessionOptions> = {}, appOptions: { upgr
       if (cmd === 'logout') {
         void s.destroy().then(() => ws.send('bye'));
       }
+      if (cmd === 'mutate') {
+        // Changed, not saved: after the switch nothing saves it for you.
+        s.note = arg ?? '';
+        ws.send('mutated');
+      }
     });
   };
   const guarded = wsEndpoint(onConnection);
@@ -104,10 +113,18 @@ async function harness(options: Partial<SessionOptions> = {}, appOptions: { upgr
       });
     }),
   );
+  const errors: string[] = [];
+  app.use(
+    supportsUpgrade((err: unknown, _req: IncomingMessage, _res: ServerResponse, next: NextFunction) => {
+      errors.push(err instanceof Error ? err.message : String(err));
+      next(err);
+    }),
+  );
   const server = await start(app);
   return {
     server,
     store,
+    errors,
     close: async () => {
       guarded.close();
       open.close();
@@ -434,6 +451,179 @@ describe('store failures on upgrades', () => {
       const r2 = await rawRequest(h.server.port, wsHandshake('/switch'));
       expect(r2.status).toBe(101);
       expect(r2.body).toBe('saved=true');
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+/** A MemoryStore whose saves wait until the test lets them through. */
+class GatedStore extends MemoryStore {
+  held: Array<() => void> = [];
+  gate = false;
+  override set(sid: string, session: StoredSession, callback?: SessionCallback): void {
+    if (!this.gate) return super.set(sid, session, callback);
+    this.held.push(() => super.set(sid, session, callback));
+  }
+  release(): void {
+    this.gate = false;
+    for (const go of this.held.splice(0)) go();
+  }
+}
+
+/** A store that answers every call synchronously, inside the call. */
+class SyncStore extends Store {
+  readonly data = new Map<string, string>();
+  override get(sid: string, cb: GetCallback): void {
+    const raw = this.data.get(sid);
+    cb(null, raw === undefined ? null : (JSON.parse(raw) as StoredSession));
+  }
+  override set(sid: string, session: StoredSession, cb?: SessionCallback): void {
+    this.data.set(sid, JSON.stringify(session));
+    cb?.();
+  }
+  override destroy(sid: string, cb?: SessionCallback): void {
+    this.data.delete(sid);
+    cb?.();
+  }
+  override touch(_sid: string, _session: StoredSession, cb?: SessionCallback): void {
+    cb?.();
+  }
+}
+
+describe('README claims about the save on an upgrade', () => {
+  test("ws's 101: the connection callback may run before the save completes; 'finish' (status 101) fires after it", async () => {
+    const store = new GatedStore();
+    const events: string[] = [];
+    const app = createApp();
+    app.use(
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
+        res.on('finish', () => events.push(`finish ${res.statusCode}`));
+        next();
+      }),
+    );
+    app.use(session({ secret: 's', resave: false, saveUninitialized: true, store }));
+    const endpoint = wsEndpoint((ws) => {
+      events.push('connection');
+      ws.send('hello');
+    });
+    app.use(endpoint.handle);
+    const server = await start(app);
+    try {
+      store.gate = true;
+      const { ws, response } = await wsOpen(server.wsUrl);
+      expect(setCookieFor(response.headers['set-cookie'])).toBeDefined();
+      expect(await nextMessage(ws)).toBe('hello');
+      await until(() => store.held.length === 1);
+      expect(events).toEqual(['connection']);
+      store.release();
+      await until(() => events.length === 2);
+      expect(events).toEqual(['connection', 'finish 101']);
+      expect(await new Promise((resolve) => store.length((_e, n) => resolve(n)))).toBe(1);
+      await wsClose(ws);
+    } finally {
+      endpoint.close();
+      await server.close();
+      store.close();
+    }
+  });
+
+  test('switchProtocols: a save that never completes is cut off by the time limit (no 101); the server keeps serving', async () => {
+    const store = new SilentStore();
+    store.hangGet = false;
+    store.hangSet = true;
+    const h = await harness({ store }, { upgradeTimeout: 300 });
+    try {
+      const r = await rawRequest(h.server.port, wsHandshake('/switch'), { timeoutMs: 5000 });
+      expect(r.raw).toBe('');
+      expect(r.closed).toBe(true);
+      store.hangSet = false;
+      const r2 = await rawRequest(h.server.port, wsHandshake('/switch'));
+      expect(r2.status).toBe(101);
+      expect(r2.body).toBe('saved=true');
+      expect(store.data.size).toBe(1);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("ws's 101: a save that never completes does not hold the WebSocket up", async () => {
+    const store = new SilentStore();
+    store.hangGet = false;
+    store.hangSet = true;
+    const h = await harness({ store, saveUninitialized: true }, { upgradeTimeout: 300 });
+    try {
+      const { ws, response } = await wsOpen(`${h.server.wsUrl}/open`);
+      expect(setCookieFor(response.headers['set-cookie'])).toBeDefined();
+      // Past the time limit, the connection is still up and served.
+      await delay(400);
+      expect(await ask(ws, 'hi')).toBe('welcome ');
+      await wsClose(ws);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a save that fails is reported to the error layers (after ws\'s 101, and before a switchProtocols 101)', async () => {
+    const store = new FailingStore(new Set(['set']));
+    const h = await harness({ store, saveUninitialized: true });
+    try {
+      const ws = new WebSocketClient(`${h.server.wsUrl}/open`);
+      const closed = once(ws, 'close');
+      expect(((await closed) as [number])[0]).toBe(1011);
+      await until(() => h.errors.length === 1);
+      expect(h.errors).toEqual(['store set failed']);
+
+      const r = await rawRequest(h.server.port, wsHandshake('/switch'));
+      expect(r.raw).toBe('');
+      expect(r.closed).toBe(true);
+      await until(() => h.errors.length === 2);
+      expect(h.errors).toEqual(['store set failed', 'store set failed']);
+      expect((await request(`${h.server.url}/whoami`)).status).toBe(200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('after the switch nothing is saved for you: a change without save() stays on the socket', async () => {
+    const h = await harness();
+    try {
+      const cookie = await login(h);
+      const { ws } = await wsOpen(`${h.server.wsUrl}/ws`, { headers: { cookie } });
+      expect(await ask(ws, 'mutate:unsaved')).toBe('mutated');
+      await delay(20);
+      const seen = JSON.parse((await request(`${h.server.url}/whoami`, { headers: { cookie } })).body) as { note: string | null };
+      expect(seen.note).toBeNull();
+      expect(await ask(ws, 'note:saved')).toBe('saved');
+      const after = JSON.parse((await request(`${h.server.url}/whoami`, { headers: { cookie } })).body) as { note: string | null };
+      expect(after.note).toBe('saved');
+      await wsClose(ws);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a store that answers synchronously: both kinds of switch carry the cookie and the session is saved', async () => {
+    const store = new SyncStore();
+    const h = await harness({ store, saveUninitialized: true });
+    try {
+      const conn = await rawConnect(h.server.port);
+      conn.socket.write(wsHandshake('/switch'));
+      await conn.waitFor('saved=');
+      expect(await conn.waitClose()).toBe(true);
+      const text = conn.received().toString('latin1');
+      expect(text.startsWith('HTTP/1.1 101 Switching Protocols\r\n')).toBe(true);
+      expect(text).toMatch(/\r\nSet-Cookie: connect\.sid=s%3A[^\r]+\r\n/i);
+      expect(store.data.size).toBe(1);
+      conn.close();
+
+      const { ws, response } = await wsOpen(`${h.server.wsUrl}/open`);
+      const cookie = cookiePairs(response.headers['set-cookie'])[0]!;
+      expect(cookie).toMatch(/^connect\.sid=s%3A/);
+      expect(store.data.size).toBe(2);
+      expect(await ask(ws, 'note:sync')).toBe('saved');
+      expect(JSON.parse((await request(`${h.server.url}/whoami`, { headers: { cookie } })).body)).toMatchObject({ note: 'sync' });
+      await wsClose(ws);
     } finally {
       await h.close();
     }
