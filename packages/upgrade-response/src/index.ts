@@ -229,6 +229,9 @@ export class UpgradeResponse extends SocketResponse {
     res.upgradeHead = EMPTY;
     res._upgradeState = RELEASED;
     if (!socket || !cb) return;
+    // The client went away while the switch was being flushed: nothing to hand over. The socket's
+    // own 'close' (still ours) ends the response.
+    if (socket.destroyed) return;
     res.detachSocket(socket);
     if (debug.enabled) debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
     process.nextTick(emitClose, res);

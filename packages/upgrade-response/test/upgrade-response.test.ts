@@ -291,3 +291,21 @@ test('an on-headers listener that throws during a switch leaves an ordinary resp
     expect(res.closed).toBe(true);
   }
 });
+
+test('a socket destroyed while the switch is flushed is not handed over; the response still closes once', async () => {
+  let called = false;
+  let closes = 0;
+  let done = false;
+  handler = (res, _req, socket) => {
+    res.on('close', () => {
+      closes++;
+      setTimeout(() => (done = true), 20);
+    });
+    res.switchProtocols(() => (called = true));
+    socket.destroy();
+  };
+  await rawRequest(server.port, upgradeRequest('/', 'echo'));
+  await until(() => done);
+  expect(called).toBe(false);
+  expect(closes).toBe(1);
+});
