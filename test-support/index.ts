@@ -373,3 +373,15 @@ export async function until(predicate: () => boolean, timeoutMs = 3000): Promise
     await delay(5);
   }
 }
+
+/** Open a client, send `message`, resolve with the first reply, and close (all bounded). */
+export async function wsAsk(url: string, message: string, options: Parameters<typeof wsOpen>[1] = {}): Promise<string> {
+  const { ws } = await wsOpen(url, options);
+  try {
+    const reply = nextMessage(ws);
+    ws.send(message);
+    return await reply;
+  } finally {
+    await wsClose(ws);
+  }
+}

@@ -6,15 +6,13 @@ import { createApp } from '@upgradeware/dispatcher';
 import { isUpgradeResponse, supportsUpgrade, type UpgradeResponse } from '@upgradeware/upgrade-response';
 import { parseQuery, query, type ParsedQuery } from '@upgradeware/query';
 import {
-  nextMessage,
   rawRequest,
   request,
   start,
-  wsClose,
   wsHandshake,
-  wsOpen,
   type RawResponse,
   type TestServer,
+  wsAsk,
 } from '../../../test-support';
 
 function get(port: number, path: string): Promise<RawResponse> {
@@ -225,16 +223,7 @@ describe('upgrades through the dispatcher', () => {
     expect(JSON.parse(r.body)).toEqual({ ok: '1' });
   }
 
-  async function wsInfo(path: string): Promise<unknown> {
-    const { ws } = await wsOpen(`${s.wsUrl}${path}`);
-    try {
-      const reply = nextMessage(ws);
-      ws.send('info');
-      return JSON.parse(await reply);
-    } finally {
-      await wsClose(ws);
-    }
-  }
+  const wsInfo = async (path: string): Promise<unknown> => JSON.parse(await wsAsk(`${s.wsUrl}${path}`, 'info'));
 
   test('a WebSocket URL\'s query string is req.query', async () => {
     expect(await wsInfo('/room?name=lobby&token=a&token=b&x=%C3%A9')).toEqual({

@@ -7,16 +7,15 @@ import { createApp } from '@upgradeware/dispatcher';
 import { isUpgradeResponse, supportsUpgrade, type UpgradeResponse } from '@upgradeware/upgrade-response';
 import { vhost } from '@upgradeware/vhost';
 import {
-  nextMessage,
   rawRequest,
   request,
   start,
-  wsClose,
   wsHandshake,
   wsOpen,
   WsRefused,
   type RawResponse,
   type TestServer,
+  wsAsk,
 } from '../../../test-support';
 
 /** A GET with the given Host header (none at all when `host` is null: HTTP/1.0 allows that). */
@@ -293,16 +292,8 @@ describe('upgrades through the dispatcher', () => {
     expect(JSON.parse(r.body)).toMatchObject({ name: 'A', url: '/?ok=1', originalUrl: '/ws?ok=1' });
   }
 
-  async function wsInfo(path: string, host: string): Promise<unknown> {
-    const { ws } = await wsOpen(`${s.wsUrl}${path}`, { headers: { host } });
-    try {
-      const reply = nextMessage(ws);
-      ws.send('info');
-      return JSON.parse(await reply);
-    } finally {
-      await wsClose(ws);
-    }
-  }
+  const wsInfo = async (path: string, host: string): Promise<unknown> =>
+    JSON.parse(await wsAsk(`${s.wsUrl}${path}`, 'info', { headers: { host } }));
 
   test('an upgrade to host A reaches A, with the url and req.vhost right', async () => {
     expect(await wsInfo('/ws?room=lobby', 'a.example')).toEqual({
