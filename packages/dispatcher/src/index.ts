@@ -356,10 +356,15 @@ function clearDeadline(this: Deadlined): void {
   this[kDeadline] = undefined;
 }
 
+/** Is the response still the one its socket serves (not handed over, not replaced)? */
+function ownsSocket(res: http.ServerResponse): boolean {
+  return (res.socket as { _httpMessage?: unknown } | null)?._httpMessage === res;
+}
+
 function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
   res[kDeadline] = undefined;
   const socket = res.socket;
-  if (!socket || (socket as { _httpMessage?: unknown })._httpMessage !== res) return;
+  if (!socket || !ownsSocket(res)) return;
   if (res.headersSent) {
     // Started but never finished (a switch waiting on a session save that never comes): no
     // status can be sent any more, so the connection is closed.
@@ -381,9 +386,7 @@ function finalHandler(req: http.IncomingMessage, res: http.ServerResponse, fallb
   if (hasError) debug('error on %s %s: %o', req.method, req.originalUrl, err);
   if (res.headersSent) {
     // Too late for a status: close the connection, if it is still ours.
-    if (res.socket && !res.socket.destroyed && (res.socket as { _httpMessage?: unknown })._httpMessage === res) {
-      res.socket.destroy();
-    }
+    if (res.socket && !res.socket.destroyed && ownsSocket(res)) res.socket.destroy();
     return;
   }
   if (!hasError && fallback !== null && fallback.listeners.length > 0 && res instanceof SocketResponse) {

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { parse as parseCookieHeader, serialize as serializeCookie } from 'cookie';
 import createDebug from 'debug';
 import onHeaders from 'on-headers';
-import { isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { abortSwitched, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 import { Cookie, toSerializeOptions, type CookieData, type CookieOptions } from './cookie';
 import { MemoryStore } from './memory';
 import { Session, createSession, setHooks, type SessionData, type StoredSession } from './session';
@@ -68,8 +68,6 @@ const PACKAGE = '@upgradeware/session';
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const SAME_SITE = new Set<unknown>([true, false, 'lax', 'strict', 'none', 'auto']);
 const PRIORITY = new Set<unknown>(['low', 'medium', 'high']);
-/** A WebSocket close frame from a server: code 1011 (internal error). */
-const WS_CLOSE_1011 = Buffer.from([0x88, 0x02, 0x03, 0xf3]);
 
 function optionError(message: string): TypeError {
   return new TypeError(`${PACKAGE}: ${message}`);
@@ -471,7 +469,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
           } else if (external) {
             // The 101 is on the wire and the connection is open: close it as an internal error.
             debug('%s failed after the switch: closing the WebSocket with 1011', what);
-            closeWithInternalError(req, socket);
+            abortSwitched(req, socket);
             finishLater();
           } else {
             finishLater();
@@ -555,13 +553,4 @@ export function session(options?: SessionOptions): SessionMiddleware {
   }
 
   return supportsUpgrade(sessionMiddleware);
-}
-
-/** After ws wrote its 101: tell the client the server failed (1011) and close the connection. */
-function closeWithInternalError(req: IncomingMessage, socket: Duplex | null): void {
-  if (!socket || socket.destroyed) return;
-  if (/\bwebsocket\b/i.test(req.headers.upgrade ?? '')) socket.write(WS_CLOSE_1011);
-  socket.end();
-  // Give the close frame a moment to leave, then make sure the connection is gone.
-  setTimeout(() => socket.destroy(), 1000).unref();
 }

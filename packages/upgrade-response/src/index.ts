@@ -280,6 +280,33 @@ export function replayAsRequest(req: IncomingMessage, socket: Duplex, head: Buff
   return true;
 }
 
+/** A WebSocket close frame from a server: code 1011 (internal error). */
+const WS_CLOSE_1011 = Buffer.from([0x88, 0x02, 0x03, 0xf3]);
+/** How long a close frame is given to leave before the connection is cut. */
+const ABORT_GRACE_MS = 1000;
+
+/**
+ * End a connection after its switch, because the server failed (e.g. a session that could not be
+ * saved once ws had written its 101): a WebSocket gets a close frame with code 1011 (internal
+ * error) first, then the connection is ended and, after a short grace, destroyed.
+ */
+export function abortSwitched(req: IncomingMessage, socket: Duplex | null | undefined): void {
+  if (!socket || socket.destroyed) return;
+  if (isWebSocketUpgrade(req.headers.upgrade)) socket.write(WS_CLOSE_1011);
+  socket.end();
+  setTimeout(destroySocket, ABORT_GRACE_MS, socket).unref();
+}
+
+function isWebSocketUpgrade(header: string | undefined): boolean {
+  if (header === undefined) return false;
+  for (const token of header.split(',')) if (token.trim().toLowerCase() === 'websocket') return true;
+  return false;
+}
+
+function destroySocket(socket: Duplex): void {
+  socket.destroy();
+}
+
 /** True when `res` is an `UpgradeResponse`: the request is an upgrade or CONNECT being dispatched. */
 export function isUpgradeResponse(res: unknown): res is UpgradeResponse {
   return typeof res === 'object' && res !== null && (res as Record<symbol, unknown>)[kBrand] === true;

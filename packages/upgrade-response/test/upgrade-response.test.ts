@@ -1,7 +1,7 @@
 /** UpgradeResponse on its own: a Node server's 'upgrade'/'connect' events, no dispatcher. */
 import * as http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { UpgradeResponse, SocketResponse, isUpgradeResponse, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
+import { UpgradeResponse, SocketResponse, abortSwitched, isUpgradeResponse, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
 import { start, rawRequest, rawConnect, upgradeRequest, until, delay, HOST, type TestServer } from '../../../test-support';
 
 type Handler = (res: UpgradeResponse, req: http.IncomingMessage, socket: Duplex) => void;
@@ -308,4 +308,18 @@ test('a socket destroyed while the switch is flushed is not handed over; the res
   await until(() => done);
   expect(called).toBe(false);
   expect(closes).toBe(1);
+});
+
+test('abortSwitched: a WebSocket gets a 1011 close frame after its 101, then the connection ends', async () => {
+  handler = (res, req) => {
+    res.switchProtocols((socket) => {
+      socket.on('error', () => undefined);
+      abortSwitched(req, socket);
+    });
+  };
+  const res = await rawRequest(server.port, Buffer.from(upgradeRequest('/', 'websocket')));
+  expect(res.status).toBe(101);
+  expect(Buffer.from(res.body, 'latin1').equals(Buffer.from([0x88, 0x02, 0x03, 0xf3]))).toBe(true);
+  expect(res.closed).toBe(true);
+  expect(() => abortSwitched({ headers: {} } as http.IncomingMessage, null)).not.toThrow();
 });
