@@ -1,4 +1,4 @@
-// The demo's command-line entry: `npx pnpm@10.34.9 demo` (from the repository root) builds the
+// The demo's command-line entry: `npx --yes pnpm@10.34.9 demo` (from the repository root) builds the
 // packages and runs this. PORT (default 3000) and HOST (default 127.0.0.1) choose where it listens;
 // the request log goes to stdout.
 import { createChatServer, DEMO_ADMIN, DEMO_USERS } from './chat.mjs';
