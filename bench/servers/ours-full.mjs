@@ -46,8 +46,10 @@ if (typeof globalThis.gc === 'function') {
 app.use(middleware('@upgradeware/logger', 'logger', 'morgan', (logger) => logger(LOG_FORMAT, { stream: nullStream })));
 app.use(middleware('@upgradeware/response-time', 'responseTime', 'response-time', (rt) => rt()));
 app.use(middleware('@upgradeware/cookie-parser', 'cookieParser', 'cookie-parser', (cp) => cp(SECRET)));
+// BENCH_SESSION_SAVE=1 (servers/ours-save.mjs): a session saved, and its cookie sent, on every handshake.
+const saving = process.env.BENCH_SESSION_SAVE === '1';
 app.use(middleware('@upgradeware/session', 'session', 'express-session', (session, mod) =>
-  session({ ...SESSION_OPTIONS, store: new mod.MemoryStore() })));
+  session({ ...SESSION_OPTIONS, saveUninitialized: saving, store: new mod.MemoryStore() })));
 app.use(middleware('@upgradeware/basic-auth', 'basicAuth', 'basic-auth-connect', (basicAuth) => basicAuth(USER, PASS)));
 const { endpoint, impl } = websocketEndpoint(onConnection);
 used.push(impl);
@@ -55,4 +57,4 @@ app.use('/ws', endpoint);
 app.use((req, res) => res.end('ok'));
 
 const server = app.attach(http.createServer(app));
-serve(server, { name: 'ours-full', impl: `@upgradeware/dispatcher + ${used.join(', ')}` });
+serve(server, { name: saving ? 'ours-save' : 'ours-full', impl: `@upgradeware/dispatcher + ${used.join(', ')}` });
