@@ -283,7 +283,7 @@ describe('fixed credentials: one HMAC of name:password accepts exactly one pair'
   });
 
   test('a configured name holding ":" is refused by the factory (it could never sign in)', () => {
-    expect(() => basicAuth('a:b', 'c')).toThrow(new TypeError("@upgradeware/basic-auth: option user must not contain ':'"));
+    expect(() => basicAuth('a:b', 'c')).toThrow(new TypeError("@upgradeware/basic-auth: argument user must not contain ':'"));
     // basic-auth-connect accepts it, and then refuses the only header that spells it.
     expect(() => stockBasicAuth('a:b', 'c')).not.toThrow();
   });
