@@ -322,7 +322,9 @@ describe('proxy mode guards CONNECT', () => {
 });
 
 describe('options are checked when the factory is called', () => {
-  test('a middleware that supports upgrades', () => {
+  test('a middleware that supports upgrades, named basicAuth (the dispatcher DEBUG trace shows it)', () => {
+    expect(basicAuth('a', 'b').name).toBe('basicAuth');
+    expect(basicAuth(() => true, { proxy: true }).name).toBe('basicAuth');
     expect(basicAuth('a', 'b').supportsUpgrade).toBe(true);
     expect(basicAuth(() => true).supportsUpgrade).toBe(true);
     expect(basicAuth(() => true, { proxy: true }).supportsUpgrade).toBe(true);
