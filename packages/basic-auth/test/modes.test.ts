@@ -341,3 +341,20 @@ describe('the refusal carries its length (a logger prints it)', () => {
     }
   });
 });
+
+test('pipelined in one packet: two refusals on a kept-alive connection, then a request that gets in', async () => {
+  const app = createApp();
+  app.use(basicAuth('a', 'b'));
+  app.use((req: IncomingMessage, res: ServerResponse) => res.end(`in as ${String(req.user)}`));
+  const t = await start(app);
+  try {
+    const get = (auth = '') => `GET / HTTP/1.1\r\nHost: x\r\n${auth}\r\n`;
+    const r = await rawRequest(t.port, get() + get(`Authorization: Basic ${b64('a:nope')}\r\n`) + get(`Authorization: Basic ${b64('a:b')}\r\nConnection: close\r\n`));
+    const statuses = [...r.raw.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    expect(statuses).toEqual(['401', '401', '200']);
+    expect(r.raw.endsWith('in as a')).toBe(true);
+    expect(r.closed).toBe(true);
+  } finally {
+    await t.close();
+  }
+});
