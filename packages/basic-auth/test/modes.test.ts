@@ -298,6 +298,17 @@ describe('a check that answers after the response went out', () => {
     expect((await request(`${s.url}${path}`, { headers: { Authorization: `Basic ${b64('u:no')}` } })).status).toBe(401);
   });
 
+  test.each(['/callback', '/promise'])('%s letting the request in after the 503: nothing more is written, the server serves on', async (path) => {
+    outcomes.length = 0;
+    const r = await rawRequest(s.port, wsHandshake(path, { Authorization: `Basic ${b64('u:yes')}` }));
+    expect(r.status).toBe(503);
+    expect(r.body.includes('in')).toBe(false);
+    await until(() => outcomes.length === 1, 2000);
+    await delay(20);
+    expect(rejections).toEqual([]);
+    expect(await request(`${s.url}${path}`, { headers: { Authorization: `Basic ${b64('u:yes')}` } })).toMatchObject({ status: 200, body: 'in' });
+  });
+
   test('a client that went away before a late refusal: nothing written, nothing thrown', async () => {
     outcomes.length = 0;
     const c = await rawConnect(s.port);
