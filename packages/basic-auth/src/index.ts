@@ -49,6 +49,18 @@ export interface BasicAuthOptions {
 }
 
 const PKG = '@upgradeware/basic-auth';
+/**
+ * Who let the request in: the mode and realm of the basic-auth layer that set `req.user`, and the
+ * value it set (so a `req.user` changed since by someone else is not taken for ours). Registered
+ * with `Symbol.for` so that two copies of the package in one app agree.
+ */
+const kSignedIn = Symbol.for('upgradeware.basic-auth.signed-in');
+interface SignIn {
+  proxy: boolean;
+  realm: string;
+  user: unknown;
+}
+type Marked = IncomingMessage & { [kSignedIn]?: SignIn };
 const DEFAULT_REALM = 'Authorization Required';
 /** Per-process key: both sides of a comparison are HMAC'd to fixed-length digests first. */
 const COMPARE_KEY = randomBytes(32);
@@ -69,15 +81,16 @@ export function basicAuth(
   let settings: string | BasicAuthOptions | undefined;
   if (typeof first === 'string') {
     // RFC 7617: a user-id cannot hold a colon, so such a user could never sign in.
-    if (first.includes(':')) throw new TypeError(`${PKG}: option user must not contain ':'`);
-    if (typeof second !== 'string') throw new TypeError(`${PKG}: option pass must be a string`);
+    if (first.includes(':')) throw new TypeError(`${PKG}: argument user must not contain ':'`);
+    // basic-auth-connect's wording, then ours.
+    if (typeof second !== 'string') throw new TypeError(`${PKG}: password argument required (argument pass must be a string)`);
     check = credentialsCheck(first, second);
     settings = third;
   } else if (typeof first === 'function') {
     check = first;
     settings = second;
   } else {
-    throw new TypeError(`${PKG}: option user must be a string or a check function`);
+    throw new TypeError(`${PKG}: argument user must be a string or a check function`);
   }
   const { realm, proxy } = optionsOf(settings);
   const header = proxy ? 'proxy-authorization' : 'authorization';
@@ -86,14 +99,33 @@ export function basicAuth(
   const refusal = proxy ? 407 : 401;
   const isAsync = check.length >= 3;
 
+  const body = Buffer.from(proxy ? 'Proxy Authentication Required' : 'Unauthorized', 'latin1');
+
   function refuse(res: ServerResponse): void {
+    // A check that answered after the response started (the dispatcher's upgradeTimeout 503, a
+    // client that went away): nobody is left to tell, and setHeader would throw.
+    if (res.headersSent || res.writableEnded || res.destroyed) return;
     res.statusCode = refusal;
     res.setHeader(challengeHeader, challenge);
-    res.end(proxy ? 'Proxy Authentication Required' : 'Unauthorized');
+    res.setHeader('Content-Length', body.length);
+    res.end(body);
+  }
+
+  /**
+   * Does an earlier sign-in let this request through untouched? In site mode, as in
+   * basic-auth-connect, any `req.user` does — unless a basic-auth layer set it in the other mode
+   * or for another realm. In proxy mode only a proxy-mode layer of the same realm does: a site
+   * login (basic-auth, a session, passport …) never opens a tunnel.
+   */
+  function signedIn(req: Marked): boolean {
+    const mark = req[kSignedIn];
+    const ours = mark !== undefined && mark.user === req.user;
+    if (ours) return Boolean(req.user) && mark.proxy === proxy && mark.realm === realm;
+    return !proxy && Boolean(req.user);
   }
 
   return supportsUpgrade(function basicAuth(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
-    if (req.user) return next();
+    if (signedIn(req)) return next();
     const value = req.headers[header];
     if (!value) return refuse(res);
     const credentials = parse(value);
@@ -107,6 +139,7 @@ export function basicAuth(
       if (err) return next(err);
       if (!ok) return refuse(res);
       req.user = req.remoteUser = user;
+      (req as Marked)[kSignedIn] = { proxy, realm, user };
       next();
     };
     try {
@@ -134,6 +167,9 @@ function optionsOf(settings: string | BasicAuthOptions | undefined): { realm: st
   const options: BasicAuthOptions = typeof settings === 'string' ? { realm: settings } : settings;
   if (options === null || typeof options !== 'object') {
     throw new TypeError(`${PKG}: option realm must be a string (or the options an object)`);
+  }
+  for (const name of Object.keys(options)) {
+    if (name !== 'realm' && name !== 'proxy') throw new TypeError(`${PKG}: unknown option ${name}`);
   }
   const { realm = DEFAULT_REALM, proxy = false } = options;
   // What setHeader would refuse on every request (control characters, anything beyond

@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import connect from 'connect';
 import { basicAuth } from '@upgradeware/basic-auth';
-import { rawRequest, start, type RawResponse, type TestServer } from '../../../test-support';
+import { rawRequest, start, until, type RawResponse, type TestServer } from '../../../test-support';
 
 type Handle = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -283,7 +283,7 @@ describe('fixed credentials: one HMAC of name:password accepts exactly one pair'
   });
 
   test('a configured name holding ":" is refused by the factory (it could never sign in)', () => {
-    expect(() => basicAuth('a:b', 'c')).toThrow(new TypeError("@upgradeware/basic-auth: option user must not contain ':'"));
+    expect(() => basicAuth('a:b', 'c')).toThrow(new TypeError("@upgradeware/basic-auth: argument user must not contain ':'"));
     // basic-auth-connect accepts it, and then refuses the only header that spells it.
     expect(() => stockBasicAuth('a:b', 'c')).not.toThrow();
   });
@@ -316,6 +316,152 @@ describe('fixed credentials: one HMAC of name:password accepts exactly one pair'
     } finally {
       await p.stock.close();
       await p.ours.close();
+    }
+  });
+});
+
+/**
+ * What basic-auth-connect's own test suite checks, for each of its three forms, our way: both
+ * middleware in a Connect app whose last word is Connect's own final handler (so the 400 is
+ * Connect's page), on the same raw requests. The password holds a colon, as theirs does.
+ */
+describe("basic-auth-connect's own suite, behaviour by behaviour", () => {
+  const PASS = 'tobi:learnboost';
+  /** Guard, then an endpoint; no error layer of ours: Connect answers errors itself. */
+  function stockApp(guard: Handle, expectUser: (user: unknown) => boolean) {
+    const app = connect();
+    app.use(guard);
+    app.use((req: IncomingMessage, res: ServerResponse) => {
+      res.end(expectUser(req.user) ? 'secret!' : `unexpected user ${JSON.stringify(req.user)}`);
+    });
+    return app;
+  }
+  const forms: Array<[string, () => [Handle, Handle], (user: unknown) => boolean]> = [
+    ['basicAuth(user, pass)', () => [stockBasicAuth('tj', PASS), basicAuth('tj', PASS)], (u) => u === 'tj'],
+    [
+      'basicAuth(callback)',
+      () => {
+        const check = (user: string, pass: string) => user === 'tj' && pass === PASS;
+        return [stockBasicAuth(check), basicAuth(check)];
+      },
+      (u) => u === 'tj',
+    ],
+    [
+      'basicAuth(callback) async',
+      () => {
+        const check = (user: string, pass: string, done: (err: unknown, user?: unknown) => void) =>
+          done(null, user === 'tj' && pass === PASS ? { name: 'tj' } : null);
+        return [stockBasicAuth(check), basicAuth(check)];
+      },
+      (u) => (u as { name?: unknown } | undefined)?.name === 'tj',
+    ],
+  ];
+
+  describe.each(forms)('%s', (_form, make, expectUser) => {
+    let p: Pair;
+    beforeAll(async () => {
+      const [stock, ours] = make();
+      p = { stock: await start(stockApp(stock, expectUser)), ours: await start(stockApp(ours, expectUser)) };
+    });
+    afterAll(async () => {
+      await p.stock.close();
+      await p.ours.close();
+    });
+    const both = async (authorization?: string) => [await get(p.stock.port, authorization), await get(p.ours.port, authorization)];
+
+    test('missing Authorization: 401 with the default challenge', async () => {
+      for (const r of await both()) {
+        expect(r.status).toBe(401);
+        expect(r.headers['www-authenticate']).toEqual(['Basic realm="Authorization Required"']);
+      }
+    });
+
+    test('valid credentials: next(), with req.user set', async () => {
+      for (const r of await both(`Basic ${b64(`tj:${PASS}`)}`)) expect({ status: r.status, body: r.body }).toEqual({ status: 200, body: 'secret!' });
+    });
+
+    test('invalid credentials (bytes that are not UTF-8 in the password): 401, challenge, Unauthorized', async () => {
+      for (const r of await both('Basic dGo69iaQ==')) {
+        expect(seen(r)).toEqual({ status: 401, challenge: ['Basic realm="Authorization Required"'], body: 'Unauthorized' });
+      }
+    });
+
+    test.each([
+      ['another scheme', 'Digest dGo69iaQ=='],
+      ['one part only', 'invalid'],
+    ])('%s: 400, answered by the app with a Bad Request page', async (_name, authorization) => {
+      const [stock, ours] = await both(authorization);
+      for (const r of [stock!, ours!]) {
+        expect(r.status).toBe(400);
+        expect(r.body).toMatch(/Bad Request/);
+        expect(r.headers['www-authenticate']).toBeUndefined();
+      }
+      // The same page: Connect's final handler renders the same error from both.
+      expect(ours!.body.replace(/<pre>[\s\S]*<\/pre>/, '')).toBe(stock!.body.replace(/<pre>[\s\S]*<\/pre>/, ''));
+    });
+  });
+});
+
+describe('documented differences: what a logger sees, and a late answer', () => {
+  test('a refusal shows its Content-Length to res.getHeader() (morgan logs it); the stock one leaves it to Node', async () => {
+    const logged: Record<string, unknown> = {};
+    const appOf = (name: string, guard: Handle) => {
+      const app = connect();
+      app.use((_req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        res.on('finish', () => (logged[name] = res.getHeader('content-length')));
+        next();
+      });
+      app.use(guard);
+      return app;
+    };
+    const stock = await start(appOf('stock', stockBasicAuth('tj', 'wahoo')));
+    const ours = await start(appOf('ours', basicAuth('tj', 'wahoo')));
+    try {
+      const [a, b] = [await get(stock.port), await get(ours.port)];
+      // The same header on the wire …
+      expect(a.headers['content-length']).toEqual(['12']);
+      expect(b.headers['content-length']).toEqual(['12']);
+      // … but only ours is visible to a logger.
+      expect(logged).toEqual({ stock: undefined, ours: 12 });
+    } finally {
+      await stock.close();
+      await ours.close();
+    }
+  });
+
+  test('a callback refusing after the response was sent: the stock setHeader throws, ours does nothing', async () => {
+    const outcome: Record<string, string> = {};
+    const appOf = (name: string, make: (check: (u: string, p: string, done: (e: unknown, u?: unknown) => void) => void) => Handle) => {
+      const app = connect();
+      // Another layer answers first (as a time limit would) while the check is still running.
+      app.use((_req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        setTimeout(() => res.end('too late'), 5);
+        next();
+      });
+      app.use(
+        make((_user, _pass, done) => {
+          setTimeout(() => {
+            try {
+              done(null, false);
+              outcome[name] = 'returned';
+            } catch (err) {
+              outcome[name] = (err as { code?: string }).code ?? String(err);
+            }
+          }, 30);
+        }),
+      );
+      return app;
+    };
+    const stock = await start(appOf('stock', (check) => stockBasicAuth(check)));
+    const ours = await start(appOf('ours', (check) => basicAuth(check)));
+    try {
+      const [a, b] = [await get(stock.port, `Basic ${b64('a:b')}`), await get(ours.port, `Basic ${b64('a:b')}`)];
+      expect([a.body, b.body]).toEqual(['too late', 'too late']);
+      await until(() => Object.keys(outcome).length === 2);
+      expect(outcome).toEqual({ stock: 'ERR_HTTP_HEADERS_SENT', ours: 'returned' });
+    } finally {
+      await stock.close();
+      await ours.close();
     }
   });
 });

@@ -322,7 +322,9 @@ describe('proxy mode guards CONNECT', () => {
 });
 
 describe('options are checked when the factory is called', () => {
-  test('a middleware that supports upgrades', () => {
+  test('a middleware that supports upgrades, named basicAuth (the dispatcher DEBUG trace shows it)', () => {
+    expect(basicAuth('a', 'b').name).toBe('basicAuth');
+    expect(basicAuth(() => true, { proxy: true }).name).toBe('basicAuth');
     expect(basicAuth('a', 'b').supportsUpgrade).toBe(true);
     expect(basicAuth(() => true).supportsUpgrade).toBe(true);
     expect(basicAuth(() => true, { proxy: true }).supportsUpgrade).toBe(true);
@@ -330,16 +332,18 @@ describe('options are checked when the factory is called', () => {
 
   const call = basicAuth as unknown as (...args: unknown[]) => unknown;
   test.each<[string, unknown[], RegExp]>([
-    ['no arguments', [], /option user must be a string or a check function/],
-    ['a number', [42], /option user must be a string or a check function/],
-    ['a user without a password', ['tj'], /option pass must be a string/],
-    ['a user with a colon', ['t:j', 'pw'], /option user must not contain ':'/],
-    ['a numeric password', ['tj', 123], /option pass must be a string/],
+    ['no arguments', [], /argument user must be a string or a check function/],
+    ['a number', [42], /argument user must be a string or a check function/],
+    ['a user without a password (the stock wording, then ours)', ['tj'], /: password argument required \(argument pass must be a string\)$/],
+    ['a user with a colon', ['t:j', 'pw'], /argument user must not contain ':'/],
+    ['a numeric password', ['tj', 123], /password argument required \(argument pass must be a string\)/],
     ['a numeric realm', [() => true, 5], /option realm must be a string/],
     ['a realm with a newline', ['a', 'b', 'x\r\nSet-Cookie: y'], /option realm must be a string of Latin-1 text without control characters/],
     ['a realm beyond Latin-1 (setHeader would throw on every request)', ['a', 'b', 'Zo\u00eb \u65e5\u672c'], /option realm must be a string of Latin-1 text/],
     ['a null options object', [() => true, null], /option realm must be a string/],
     ['a non-boolean proxy', [() => true, { proxy: 'yes' }], /option proxy must be a boolean/],
+    ['an unknown option (a typo must not leave a guard unconfigured)', [() => true, { proxy: true, relm: 'x' }], /: unknown option relm$/],
+    ['an unknown option with fixed credentials', ['a', 'b', { Proxy: true }], /: unknown option Proxy$/],
   ])('%s', (_name, args, message) => {
     expect(() => call(...args)).toThrow(TypeError);
     expect(() => call(...args)).toThrow(/^@upgradeware\/basic-auth: /);

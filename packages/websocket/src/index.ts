@@ -22,23 +22,33 @@ export { WebSocket, WebSocketServer } from 'ws';
 
 const debug = createDebug('upgradeware:websocket');
 
-/** How a connection of the endpoint ended: the arguments of ws's `'close'` event. */
+/**
+ * How a connection of the endpoint ended: the arguments of ws's `'close'` event. The object is
+ * put on `req.webSocketClose` at the switch, empty; both fields are filled when the connection
+ * closes. Code that must outlive the request (a logger's close line) keeps this small object,
+ * not the request.
+ */
 export interface WebSocketCloseInfo {
   /**
    * The code ws reports: the one in the peer's close frame (which echoes ours when we closed first:
    * 1001 after `close()`), 1005 for a close frame without one, 1006 when the connection ended
    * without a close frame read — also after ws failed it itself (1002, 1009 sent to the peer).
+   * `undefined` while the connection is open.
    */
-  code: number;
-  /** The close reason, as UTF-8 text (often empty). Sent by the peer: treat it as untrusted. */
-  reason: string;
+  code?: number;
+  /**
+   * The close reason, as UTF-8 text (often empty). Sent by the peer: treat it as untrusted.
+   * `undefined` while the connection is open.
+   */
+  reason?: string;
 }
 
 declare module 'http' {
   interface IncomingMessage {
     /**
-     * Set by `@upgradeware/websocket` when the WebSocket of this request has closed (ws's
-     * `'close'` event), for loggers and other code that outlives the connection.
+     * Set by `@upgradeware/websocket` when ws writes the 101 of this request, to an object whose
+     * `code` and `reason` are filled when the WebSocket closes (ws's `'close'` event), for
+     * loggers and other code that outlives the connection.
      */
     webSocketClose?: WebSocketCloseInfo;
   }
@@ -146,9 +156,8 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
 
   function connected(ws: WebSocket, req: IncomingMessage): void {
     ws.on('error', onSocketError);
-    ws.once('close', (code: number, reason: Buffer) => {
-      req.webSocketClose = { code, reason: reason.toString() };
-    });
+    // The listener lives as long as the connection: it holds the small record, never `req`.
+    ws.once('close', closeRecorder(req.webSocketClose ?? (req.webSocketClose = {})));
     let ret: unknown;
     try {
       ret = onConnection(ws, req as Req);
@@ -192,7 +201,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
     }
   }
 
-  const endpoint = supportsUpgrade(function websocketEndpoint(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
+  const endpoint = supportsUpgrade(function websocket(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
     if (!isUpgradeResponse(res) || res.isConnect || !atRoot(req.url)) return next();
     const upgrade = req.headers.upgrade;
     if (upgrade === undefined) return next();
@@ -253,6 +262,8 @@ function onHeaders(headers: string[], req: Pending): void {
   const res = req[kResponse];
   if (res === undefined) return;
   req[kResponse] = undefined;
+  // Before the switch is accounted for, so that on-headers listeners and 'finish' see it.
+  req.webSocketClose = {};
   for (const line of res.externalSwitch()) {
     // ws owns the Sec-WebSocket-* headers of the handshake: its values win.
     if (line.length > 14 && line.slice(0, 14).toLowerCase() === 'sec-websocket-') continue;
@@ -330,6 +341,17 @@ function hasBody(req: IncomingMessage): boolean {
 function headerOf(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
   return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * The `'close'` listener of a connection. Made here, outside any function that sees the request,
+ * so that its closure holds the record only.
+ */
+function closeRecorder(record: WebSocketCloseInfo): (code: number, reason: Buffer) => void {
+  return (code, reason) => {
+    record.code = code;
+    record.reason = reason.toString();
+  };
 }
 
 function onSocketError(this: WebSocket, err: Error): void {

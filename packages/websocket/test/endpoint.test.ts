@@ -1,6 +1,7 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import WebSocket from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
+import { supportsUpgrade } from '@upgradeware/upgrade-response';
 import { websocket, type WebSocketOptions } from '@upgradeware/websocket';
 import {
   start,
@@ -342,7 +343,13 @@ describe('options are checked when the factory is called', () => {
   ];
   test.each(bad)('%s', (_name, make, message) => {
     expect(make).toThrow(TypeError);
+    // Every message names the package first, then the option.
+    expect(make).toThrow(/^@upgradeware\/websocket: /);
     expect(make).toThrow(message);
+  });
+
+  test('the middleware is named websocket (the dispatcher DEBUG trace shows it)', () => {
+    expect(websocket(echo).name).toBe('websocket');
   });
 
   test('good options make an upgrade-aware middleware', () => {
@@ -410,5 +417,42 @@ describe('req.webSocketClose and the logger close line', () => {
       '/chat?n=4 closed 1001 "Going Away" after N ms',
     ]);
     expect(lines.filter((l) => !l.includes(' closed '))).toEqual(['/chat?n=1 101', '/chat?n=2 101', '/chat?n=3 101', '/chat?n=4 101']);
+  });
+
+  test('the record is on req from the switch on: kept alone (without req) it gets the code when the connection closes', async () => {
+    const kept: Array<{ atFinish: IncomingMessage['webSocketClose'] }> = [];
+    const app = createApp();
+    // What a logger keeps instead of the request: the small record, taken at the 101.
+    app.use(
+      supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+        const entry = { atFinish: undefined as IncomingMessage['webSocketClose'] };
+        res.once('finish', () => {
+          entry.atFinish = req.webSocketClose;
+          kept.push(entry);
+        });
+        next();
+      }),
+    );
+    const endpoint = websocket((ws, req) => {
+      // In the connection callback the record is there and still empty.
+      ws.send(JSON.stringify(req.webSocketClose));
+    });
+    app.use('/chat', endpoint);
+    s = await start(app);
+    const { ws } = await wsOpen(`${s.wsUrl}/chat`);
+    expect(await nextMessage(ws)).toBe('{}');
+    await until(() => kept.length === 1);
+    const record = kept[0]!.atFinish!;
+    expect(record).toEqual({});
+    const closed = closeCode(ws);
+    ws.close(4000, 'done');
+    expect(await closed).toBe(4000);
+    await until(() => record.code !== undefined);
+    expect(record).toEqual({ code: 4000, reason: 'done' });
+    // A refused handshake gets no record.
+    const refused = await rawRequest(s.port, wsHandshake('/chat', { 'Sec-WebSocket-Version': '99' }));
+    expect(refused.status).toBe(426);
+    await until(() => kept.length === 2);
+    expect(kept[1]!.atFinish).toBeUndefined();
   });
 });

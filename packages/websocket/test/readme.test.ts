@@ -208,3 +208,14 @@ test('the Basic-auth feed example runs as written', async () => {
   await wsClose(one.ws);
   await wsClose(two.ws);
 });
+
+test('the echo example at the top runs as written', async () => {
+  const app = await run(block('# @upgradeware/websocket'), {});
+  const { ws } = await wsOpen(`ws://${HOST}:${app.port}/echo`);
+  const reply = nextMessage(ws);
+  ws.send('hello');
+  expect(await reply).toBe('hello');
+  await wsClose(ws);
+  // Anything else on the server is not the endpoint's: the dispatcher's 404.
+  expect((await rawRequest(app.port, wsHandshake('/other'))).status).toBe(404);
+});
