@@ -3,9 +3,12 @@
 // writes {"passed": N, "failed": M} to <file> and prints one line per check.
 //
 // 1. build:        `tsc -b` at the root, as `pnpm build` does
-// 2. pack:         `pnpm pack` in every package that has src/index.ts; the tarball's files and its
-//                  package.json (no `workspace:` left, internal ranges `^<version>`, exports)
-// 3. README:       each README starts with its install line
+// 2. pack:         the root `pnpm pack:all` (what the READMEs tell users to run): one tarball per
+//                  publishable package, none for the private ones; each tarball's files (LICENSE
+//                  included) and its package.json (no `workspace:` left, internal ranges
+//                  `^<version>`, exports, real repository/bugs/homepage/keywords/engines/license)
+// 3. README:       each package README's first section is its install section (tarballs today,
+//                  the npm line for later), and its install line works as written
 // 4. install:      the tarballs into a fresh npm project under os.tmpdir() (no workspace links)
 // 5. consume:      a CommonJS script, an ESM script (named imports) and a `tsc --noEmit --strict`
 //                  type check (CommonJS .ts and ESM .mts, module nodenext) against the install
@@ -94,36 +97,88 @@ function main() {
   const build = run(process.execPath, [TSC, '-b'], { timeout: 240_000 });
   check('build: tsc -b', build.ok, build.ok ? '' : tail(build.out));
 
-  // 2. Pack, 3. README.
+  // 2. Pack (the root `pack:all` script, as the READMEs' install sections tell users), 3. README.
   const work = tempDir('upgradeware-pack-');
   const tarballs = join(work, 'tarballs');
   mkdirSync(tarballs);
+  const packAll = npx([...PNPM, 'run', '--silent', 'pack:all'], { env: { PACK_DIR: tarballs }, timeout: 240_000 });
+  const made = existsSync(tarballs) ? readdirSync(tarballs).filter((f) => f.endsWith('.tgz')).sort() : [];
+  const expected = packages.map((p) => tarballName(p.manifest)).sort();
+  check(
+    `pnpm pack:all: one tarball per publishable package (${expected.length}), none for private ones`,
+    packAll.ok && JSON.stringify(made) === JSON.stringify(expected),
+    packAll.ok ? `made ${made.join(', ')}` : tail(packAll.out),
+  );
   const packed = [];
   for (const pkg of packages) {
-    const { name, version } = pkg.manifest;
-    const file = join(tarballs, `${name.replace(/^@/, '').replace('/', '-')}-${version}.tgz`);
-    const r = npx([...PNPM, 'pack', '--pack-destination', tarballs], { cwd: pkg.path });
-    const made = r.ok && existsSync(file);
-    if (!check(`pack ${name}`, made, made ? '' : r.ok ? `no ${file}` : tail(r.out))) continue;
+    const { name } = pkg.manifest;
+    const file = join(tarballs, tarballName(pkg.manifest));
+    if (!check(`pack ${name}`, existsSync(file), `no ${file}`)) continue;
     const problems = inspectTarball(pkg, file);
-    if (check(`pack ${name}: files and manifest`, problems.length === 0, problems.join('; '))) packed.push({ pkg, file });
+    if (check(`pack ${name}: files, LICENSE and manifest`, problems.length === 0, problems.join('; '))) packed.push({ pkg, file });
     const readme = existsSync(join(pkg.path, 'README.md')) ? readFileSync(join(pkg.path, 'README.md'), 'utf8') : null;
-    const head = readme?.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 4) ?? [];
-    check(
-      `README ${name}: starts with its install line`,
-      head.includes(`npm install ${name}`),
-      readme === null ? 'no README.md' : `first lines: ${JSON.stringify(head)}`,
-    );
+    const missing = readme === null ? ['README.md'] : installSectionProblems(readme, pkg.manifest);
+    check(`README ${name}: starts with its install section`, missing.length === 0, missing.join('; '));
   }
   const names = new Set(packed.map((p) => p.pkg.manifest.name));
   if (!names.has('@upgradeware/upgrade-response') || !names.has('@upgradeware/dispatcher')) {
     check('install and consume', false, 'upgrade-response and dispatcher must pack first');
   } else {
     consume(work, packed);
+    installAsReadme(work, packed);
   }
 
   // 6. Versioning.
   versioning();
+}
+
+/** The file name `pnpm pack` gives a package's tarball. */
+function tarballName({ name, version }) {
+  return `${name.replace(/^@/, '').replace('/', '-')}-${version}.tgz`;
+}
+
+/**
+ * What the package READMEs' install section must say (issue 15): nothing is published yet, so the
+ * first `##` section is "Install": tarballs from `pnpm pack:all`, this package's beside
+ * `@upgradeware/upgrade-response`'s, and the npm line for after publishing.
+ */
+function installSectionProblems(readme, manifest) {
+  const problems = [];
+  const lines = readme.split('\n');
+  const first = lines.findIndex((l) => l.startsWith('## '));
+  if (first === -1 || lines[first].trim() !== '## Install') return [`first ## heading is ${JSON.stringify(lines[first] ?? 'none')}, not "## Install"`];
+  const h1 = lines.findIndex((l) => l.startsWith('# '));
+  if (h1 === -1 || h1 > first) problems.push('no # title above the install section');
+  const end = lines.findIndex((l, i) => i > first && l.startsWith('## '));
+  const section = lines.slice(first, end === -1 ? undefined : end).join('\n');
+  const wanted = [
+    'pack:all',
+    tarballName({ name: '@upgradeware/upgrade-response', version: versions.get('@upgradeware/upgrade-response') }),
+    tarballName(manifest),
+    `npm install ${manifest.name}`,
+  ];
+  for (const text of wanted) if (!section.includes(text)) problems.push(`install section does not name ${text}`);
+  return problems;
+}
+
+/** The READMEs' install line, as written: one package's tarball beside upgrade-response's only. */
+function installAsReadme(work, packed) {
+  const probe = packed.find((p) => p.pkg.manifest.name === '@upgradeware/logger') ?? packed.find((p) => p.pkg.manifest.name !== '@upgradeware/upgrade-response');
+  const base = packed.find((p) => p.pkg.manifest.name === '@upgradeware/upgrade-response');
+  if (!probe || !base || probe === base) return;
+  const app = join(work, 'readme-install');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'readme-install', version: '1.0.0', private: true }, null, 2));
+  const install = run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', base.file, probe.file], {
+    cwd: app,
+    timeout: 240_000,
+    env: { npm_config_workspaces: 'false' },
+  });
+  const names = USAGE[probe.pkg.manifest.name]?.names ?? [];
+  const load = install.ok
+    ? run(process.execPath, ['-e', `const m = require(${JSON.stringify(probe.pkg.manifest.name)}); for (const n of ${JSON.stringify(names)}) if (typeof m[n] !== 'function') throw new Error('no ' + n);`], { cwd: app })
+    : install;
+  check(`README install line: ${probe.pkg.manifest.name} beside upgrade-response only installs and loads`, load.ok, tail(load.out));
 }
 
 /** Problems with a tarball's file list and manifest (empty when fine). */
@@ -133,7 +188,7 @@ function inspectTarball(pkg, file) {
   if (!list.ok) return [`tar -t: ${tail(list.out, 3)}`];
   const files = list.out.trim().split('\n').map((f) => f.replace(/^package\//, ''));
   // (README.md is checked on its own: a missing README should not keep the package from installing.)
-  for (const required of ['package.json', 'dist/index.js', 'dist/index.d.ts']) {
+  for (const required of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'LICENSE']) {
     if (!files.includes(required)) problems.push(`missing ${required}`);
   }
   const allowed = /^(package\.json|README\.md|CHANGELOG\.md|LICENSE(\.md)?|dist\/.+\.(js|d\.ts))$/;
@@ -148,6 +203,9 @@ function inspectTarball(pkg, file) {
       else if (versions.has(dep) && range !== `^${versions.get(dep)}`) problems.push(`${field}.${dep} is ${range}, not ^${versions.get(dep)}`);
     }
   }
+  const license = run('tar', ['-xOzf', file, 'package/LICENSE']);
+  if (license.ok && !/^MIT License/.test(license.out)) problems.push('LICENSE is not the MIT license');
+  problems.push(...metadataProblems(pkg, manifest));
   const dot = manifest.exports?.['.'];
   if (!dot || typeof dot !== 'object') problems.push('no exports["."]');
   else {
@@ -155,6 +213,20 @@ function inspectTarball(pkg, file) {
     if (!(dot.require || dot.default)) problems.push('exports["."] serves no require');
     if (!(dot.import || dot.default)) problems.push('exports["."] serves no import');
   }
+  return problems;
+}
+
+/** The published metadata (issue 15): license, repository with its directory, bugs, homepage, keywords, engines. */
+function metadataProblems(pkg, manifest) {
+  const problems = [];
+  const repo = 'https://github.com/upgradeware/upgradeware';
+  if (manifest.license !== 'MIT') problems.push(`license is ${manifest.license}`);
+  const r = manifest.repository;
+  if (r?.type !== 'git' || r?.url !== `git+${repo}.git` || r?.directory !== `packages/${pkg.dir}`) problems.push(`repository is ${JSON.stringify(r)}`);
+  if (manifest.bugs?.url !== `${repo}/issues`) problems.push(`bugs is ${JSON.stringify(manifest.bugs)}`);
+  if (typeof manifest.homepage !== 'string' || !manifest.homepage.startsWith(`${repo}/tree/main/packages/${pkg.dir}`)) problems.push(`homepage is ${JSON.stringify(manifest.homepage)}`);
+  if (!Array.isArray(manifest.keywords) || manifest.keywords.length < 3) problems.push('fewer than 3 keywords');
+  if (manifest.engines?.node !== '>=20') problems.push(`engines.node is ${JSON.stringify(manifest.engines?.node)}`);
   return problems;
 }
 
