@@ -394,6 +394,9 @@ function versioning() {
   const repo = join(dir, 'repo');
   const clone = run('git', ['clone', '--quiet', '--no-hardlinks', root, repo]);
   if (!check('versioning: throw-away clone of HEAD', clone.ok, tail(clone.out))) return;
+  // changesets compares with its baseBranch (main); a clone made from a feature branch or a
+  // worktree has none: there, main is HEAD itself.
+  if (!run('git', ['rev-parse', '--verify', '--quiet', 'refs/heads/main'], { cwd: repo }).ok) run('git', ['branch', 'main'], { cwd: repo });
   // The clone borrows the real install (read-only use) and the dist/ just built.
   symlinkSync(join(root, 'node_modules'), join(repo, 'node_modules'), 'dir');
   const published = [];

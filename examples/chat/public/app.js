@@ -12,6 +12,7 @@
   let retryTimer = null;
   let countdown = null;
   let lastMessageId = null;
+  let loggingOut = false;
 
   $('room').textContent = `#${room}`;
   document.title = `#${room} — upgradeware chat`;
@@ -80,6 +81,9 @@
       if (retries) system('Reconnected.');
       retries = 0;
       status('online', 'connected');
+      // Ready to type: the message box gets the focus, unless the user is busy elsewhere on the page.
+      const active = document.activeElement;
+      if (!active || active === document.body || active === $('text')) $('text').focus();
     };
     ws.onmessage = (e) => {
       let m;
@@ -109,9 +113,10 @@
     };
     ws.onclose = (e) => {
       ws = null;
+      if (loggingOut) return; // this page's own "Log out": the form's answer takes us to /login
       if (e.code === 4001) {
         status('offline', 'logged out');
-        location.href = '/login';
+        location.href = '/login?ended=1';
         return;
       }
       // Still logged in? A refused handshake (401) looks like any other drop to a page.
@@ -119,7 +124,7 @@
         .then((r) => {
           if (r.status === 401) {
             status('offline', 'session ended');
-            location.href = '/login';
+            location.href = '/login?ended=1'; // the login form says the session ended
           } else retry(e);
         })
         .catch(() => retry(e));
@@ -151,6 +156,10 @@
     ws.send(JSON.stringify({ type: 'say', text }));
     $('text').value = '';
     $('text').focus();
+  });
+
+  document.querySelector('form[action="/logout"]').addEventListener('submit', () => {
+    loggingOut = true;
   });
 
   connect();
