@@ -35,6 +35,8 @@ const MAX_ROOMS = 100;
 const FEED_HISTORY = 200;
 const ROOM = /^[a-z0-9-]{1,24}$/;
 const NAME_COOKIE = 'chat.name';
+const SESSION_COOKIE = 'chat.sid';
+const CLEAR_SESSION_COOKIE = `${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`;
 
 const STATIC = {
   '/': ['index.html', 'text/html; charset=utf-8'],
@@ -76,7 +78,7 @@ export async function createChatServer(options = {}) {
   app.use(
     session({
       secret,
-      name: 'chat.sid',
+      name: SESSION_COOKIE,
       resave: false,
       saveUninitialized: false,
       cookie: { httpOnly: true, sameSite: 'lax', path: '/' },
@@ -287,8 +289,7 @@ export async function createChatServer(options = {}) {
     if (path === '/' && !req.session?.user) {
       // A session cookie that no longer loads a session: it ended (logged out elsewhere, expired,
       // or the server restarted with its in-memory store). Say so on the login form.
-      const hadSession = /(?:^|;)\s*chat\.sid=/.test(String(req.headers.cookie ?? ''));
-      return redirect(res, hadSession ? '/login?ended=1' : '/login');
+      return redirect(res, hasSessionCookie(req) ? '/login?ended=1' : '/login');
     }
     res.setHeader('Cache-Control', 'no-store');
     send(res, 200, file.type, file.body);
@@ -336,6 +337,8 @@ export async function createChatServer(options = {}) {
     const remembered = typeof req.signedCookies?.[NAME_COOKIE] === 'string' ? req.signedCookies[NAME_COOKIE] : '';
     const prefill = name || remembered;
     const ended = req.query?.ended === '1';
+    // Said once: the stale session cookie goes, so the next visit is an ordinary one.
+    if (ended && hasSessionCookie(req)) res.setHeader('Set-Cookie', CLEAR_SESSION_COOKIE);
     const rows = Object.entries(users)
       .map(([u, p]) => `<tr><td><code>${esc(u)}</code></td><td><code>${esc(p)}</code></td></tr>`)
       .join('');
@@ -419,6 +422,13 @@ function redirect(res, location) {
 function methodNotAllowed(res, allow) {
   res.setHeader('Allow', allow);
   plain(res, 405, 'Method not allowed\n');
+}
+
+/** Does the request carry a session cookie (loaded or not)? */
+function hasSessionCookie(req) {
+  return String(req.headers.cookie ?? '')
+    .split(';')
+    .some((pair) => pair.trim().startsWith(`${SESSION_COOKIE}=`));
 }
 
 /** The origin of the pages this request's client got from us: scheme and its own Host header. */

@@ -30,8 +30,9 @@
   function item(className) {
     const li = document.createElement('li');
     li.className = className;
-    $('messages').append(li);
-    li.scrollIntoView({ block: 'end' });
+    const list = $('messages');
+    list.append(li);
+    list.scrollTop = list.scrollHeight; // the newest line, whole, just above the message box
     return li;
   }
 

@@ -211,9 +211,11 @@ describe('pages and login', () => {
     const start = await request(`${demo.origin}/`, { headers: { Cookie: 'chat.sid=s%3Agone.c2lnbmF0dXJl' } });
     expect(start.status).toBe(302);
     expect(start.headers.location).toBe('/login?ended=1');
-    const form = await request(`${demo.origin}/login?ended=1`);
+    const form = await request(`${demo.origin}/login?ended=1`, { headers: { Cookie: 'chat.sid=s%3Agone.c2lnbmF0dXJl' } });
     expect(form.status).toBe(200);
     expect(form.body).toContain('Your session ended, please log in again.');
+    // Said once: the stale cookie is cleared, so the next visit is an ordinary one.
+    expect(form.headers['set-cookie']).toEqual(['chat.sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax']);
     expect((await request(`${demo.origin}/login`)).body).not.toContain('Your session ended');
   });
 
