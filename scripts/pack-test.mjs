@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The packaging check (issue 7). Run by scripts/test.mjs as `node scripts/pack-test.mjs --out=<file>`;
-// writes {"passed": N, "failed": M} to <file> and prints one line per check.
+// The packaging check (issue 7). Run by scripts/test.mjs as `node scripts/pack-test.mjs --out=<file> --quiet`;
+// writes {"passed": N, "failed": M} to <file> and prints one line per check and a summary (with
+// --quiet: only the failed checks, test.mjs prints the counts).
 //
 // 1. build:        `tsc -b` at the root, as `pnpm build` does
 // 2. pack:         the root `pnpm pack:all` (what the READMEs tell users to run): one tarball per
@@ -26,6 +27,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outArg = process.argv.find((a) => a.startsWith('--out='));
 const outFile = outArg ? outArg.slice('--out='.length) : null;
 const keep = process.argv.includes('--keep');
+// --quiet (scripts/test.mjs): only failures are printed, and no summary (test.mjs prints the counts).
+const quiet = process.argv.includes('--quiet');
 const PNPM = ['--yes', 'pnpm@10.34.9'];
 const TSC = join(root, 'node_modules/typescript/bin/tsc');
 const CHANGESET = join(root, 'node_modules/@changesets/cli/bin.js');
@@ -37,10 +40,10 @@ let failed = 0;
 function check(name, ok, detail = '') {
   if (ok) passed++;
   else failed++;
-  console.log(`${ok ? 'ok    ' : 'FAIL  '} ${name}${detail && !ok ? ` — ${detail}` : ''}`);
+  if (!ok || !quiet) console.log(`${ok ? 'ok    ' : 'FAIL  '} ${name}${detail && !ok ? ` — ${detail}` : ''}`);
   return ok;
 }
-const note = (text) => console.log(`note   ${text}`);
+const note = (text) => void (quiet || console.log(`note   ${text}`));
 
 /** Run a command, bounded by its own timeout and by what is left of the script's budget. */
 function run(cmd, args, { cwd = root, timeout = 180_000, env = {} } = {}) {
@@ -70,7 +73,7 @@ function tempDir(prefix) {
 function finish() {
   if (!keep) for (const dir of temps) rmSync(dir, { recursive: true, force: true });
   else note(`kept ${temps.join(', ')}`);
-  console.log(`pack: ${passed} passed, ${failed} failed (${Math.round((Date.now() - started) / 1000)} s)`);
+  if (!quiet) console.log(`pack: ${passed} passed, ${failed} failed (${Math.round((Date.now() - started) / 1000)} s)`);
   if (outFile) writeFileSync(outFile, JSON.stringify({ passed, failed }) + '\n');
   process.exitCode = failed === 0 ? 0 : 1;
 }
