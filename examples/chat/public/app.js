@@ -30,15 +30,20 @@
   function item(className) {
     const li = document.createElement('li');
     li.className = className;
-    const list = $('messages');
-    list.append(li);
-    list.scrollTop = list.scrollHeight; // the newest line, whole, just above the message box
+    $('messages').append(li);
     return li;
+  }
+
+  /** Once a line is filled in: the newest line, whole, just above the message box. */
+  function scrollToEnd() {
+    const list = $('messages');
+    list.scrollTop = list.scrollHeight;
   }
 
   function system(text) {
     const li = item('system');
     li.textContent = text;
+    scrollToEnd();
   }
 
   function message(m) {
@@ -58,6 +63,7 @@
     text.textContent = m.text;
     li.append(head, text);
     lastMessageId = m.id;
+    scrollToEnd();
   }
 
   function presence(users) {

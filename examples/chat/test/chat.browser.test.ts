@@ -296,6 +296,12 @@ describe('at a phone-sized viewport (390×760), on a demo of its own', () => {
       await seen(phone, 'line 24');
       const box = await phone.locator('#text').boundingBox();
       expect(box!.y + box!.height).toBeLessThanOrEqual(PHONE.height);
+      // The newest line is shown whole, at the bottom of the list.
+      const list = (await phone.locator('#messages').boundingBox())!;
+      const last = (await phone.locator('#messages li').last().boundingBox())!;
+      expect(await phone.locator('#messages li').last().innerText()).toContain('line 24');
+      expect(last.y).toBeGreaterThanOrEqual(list.y);
+      expect(last.y + last.height).toBeLessThanOrEqual(list.y + list.height + 1);
       await phone.screenshot({ path: path.join(shots, 'phone-chat-full.png') });
     });
   }, 60_000);
