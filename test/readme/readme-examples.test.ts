@@ -13,8 +13,9 @@
  * 2. runs: it is executed in this process against the real packages. Only what ties a program to
  *    a machine is redirected: every `listen()` listens on 127.0.0.1 port 0, the logger writes to a
  *    collector instead of stdout, `process` is a stand-in (environment variables the example reads
- *    get a test value, signal handlers are recorded), `console` is collected. A program that
- *    listens must answer an ordinary request and a WebSocket handshake on `/` (any status: the
+ *    get a test value, signal handlers are recorded), `console` is collected. An example that
+ *    stops short of listening gets its server listened, or its last app served. Every program
+ *    must then answer an ordinary request and a WebSocket handshake on `/` (any status: the
  *    server keeps serving) without an error reaching the stack's end;
  * 3. behaviour: examples this file knows by README and heading are driven further with real
  *    clients (below). The websocket package's examples have their own suite
@@ -43,7 +44,7 @@ import * as queryPkg from '@upgradeware/query';
 import * as vhostPkg from '@upgradeware/vhost';
 import * as sessionPkg from '@upgradeware/session';
 import * as websocketPkg from '@upgradeware/websocket';
-import { HOST, rawRequest, upgradeRequest, wsHandshake } from '../../test-support';
+import { HOST, nextMessage, rawRequest, until, upgradeRequest, wsClose, wsHandshake, wsOpen, WsRefused } from '../../test-support';
 
 const root = join(__dirname, '..', '..');
 
@@ -226,6 +227,7 @@ async function run(block: Block): Promise<Running> {
 
   /** A server of the example: tracked, and its listen() redirected to 127.0.0.1 port 0. */
   const listened = new Set<http.Server>();
+  const apps: dispatcher.App[] = [];
   const adopt = (server: http.Server): http.Server => {
     servers.push(server);
     server.on('connection', (s: Socket) => {
@@ -248,6 +250,7 @@ async function run(block: Block): Promise<Running> {
       ...dispatcher,
       createApp: (...args: Parameters<typeof dispatcher.createApp>) => {
         const app = dispatcher.createApp(...args);
+        apps.push(app);
         // What reaches the end of the stack, recorded (the example's own error handlers run first).
         const use = app.use.bind(app);
         let finalAdded = false;
@@ -304,9 +307,14 @@ async function run(block: Block): Promise<Running> {
     stderr: collector,
   };
   const fakeConsole = { ...console, log: (...a: unknown[]) => void logged.push(a), error: (...a: unknown[]) => void logged.push(a), warn: (...a: unknown[]) => void logged.push(a) };
+  const serveApp = (app: dispatcher.App) => (app.listen as (...a: unknown[]) => http.Server)();
   const assumed = block.assumes.map(() => standIn());
   new Function('require', 'module', 'exports', 'process', 'console', ...block.assumes, js.outputText)(fakeRequire, { exports: {} }, {}, fakeProcess, fakeConsole, ...assumed);
-  for (const server of listened) if (!server.listening) await new Promise((resolve) => server.once('listening', resolve));
+  // An example that stops short of listening (its point is the middleware): its server listens
+  // now, or, when it made none, its last app (the one the others are mounted on) gets one.
+  if (servers.length === 0 && apps.length > 0) serveApp(apps[apps.length - 1]!);
+  for (const server of servers) if (!listened.has(server)) server.listen();
+  for (const server of servers) if (!server.listening) await new Promise((resolve) => server.once('listening', resolve));
   const r: Running = {
     servers,
     lines,
@@ -336,20 +344,21 @@ function standIn(): unknown {
   });
 }
 
-const listens = (b: Block) => /\.listen\(/.test(b.code);
-
-test.each(programs.map((b) => [label(b), b] as const))('%s: runs against the real packages; a server it starts keeps serving', async (_name, block) => {
+test.each(programs.map((b) => [label(b), b] as const))('%s: runs against the real packages and serves', async (_name, block) => {
   const r = await run(block);
-  if (!listens(block)) {
-    expect(r.servers.filter((s) => s.listening)).toEqual([]);
-    return;
-  }
-  expect(r.servers.length).toBeGreaterThan(0);
+  // (An example that makes neither a server nor an app — a Store subclass — has run: that is all.)
   for (let i = 0; i < r.servers.length; i++) {
-    const page = await rawRequest(r.port(i), `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
-    expect(page.status).toBeGreaterThanOrEqual(200);
-    const upgrade = await rawRequest(r.port(i), wsHandshake('/'), { timeoutMs: 1000, untilHead: true });
-    expect(upgrade.status).toBeGreaterThanOrEqual(101);
+    const server = r.servers[i]!;
+    // What the server listens for: ordinary requests, upgrades, or both.
+    expect(server.listenerCount('request') + server.listenerCount('upgrade')).toBeGreaterThan(0);
+    if (server.listenerCount('request') > 0) {
+      const page = await rawRequest(r.port(i), `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
+      expect(page.status).toBeGreaterThanOrEqual(200);
+    }
+    if (server.listenerCount('upgrade') > 0) {
+      const upgrade = await rawRequest(r.port(i), wsHandshake('/'), { timeoutMs: 1000, untilHead: true });
+      expect(upgrade.status).toBeGreaterThanOrEqual(101);
+    }
   }
   expect(r.stackErrors).toEqual([]);
 });
@@ -422,5 +431,65 @@ describe('the root README', () => {
     const plain = await run(withoutOption);
     const echo = await rawRequest(plain.port(), upgradeRequest('/echo', 'echo', auth) + 'x');
     expect(echo.status).toBe(404);
+  });
+});
+
+// The first program of each package README, driven a step further. (When a README's example
+// changes, these follow it; a package README without a test here is covered by the checks above.)
+describe('package READMEs', () => {
+  test('upgrade-response: 401 without the token; the 101 carries X-Hello and echoes the bytes sent with the request', async () => {
+    const r = await run(example('packages/upgrade-response/README.md'));
+    const refused = await rawRequest(r.port(), upgradeRequest('/x', 'echo'));
+    expect([refused.status, refused.body, refused.closed]).toEqual([401, 'who are you?', true]);
+    const switched = await rawRequest(r.port(), upgradeRequest('/x', 'echo', { Authorization: 'Bearer s3cret' }) + 'ping', { timeoutMs: 500 });
+    expect(switched.status).toBe(101);
+    expect(switched.headers['x-hello']).toEqual(['world']);
+    expect(switched.body).toBe('ping');
+    // Its 'finish' line: the real status of both.
+    expect(r.logged).toEqual([
+      ['GET', '/x', 401],
+      ['GET', '/x', 101],
+    ]);
+  });
+
+  test('dispatcher: a page, a Basic-guarded WebSocket feed (401, then 101), all logged', async () => {
+    const r = await run(example('packages/dispatcher/README.md'));
+    const page = await rawRequest(r.port(), `GET /anything HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
+    expect([page.status, page.body]).toEqual([200, 'a page']);
+    const refused = await wsOpen(`ws://${HOST}:${r.port()}/admin/feed`).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(WsRefused);
+    expect((refused as WsRefused).status).toBe(401);
+    const admin = await wsOpen(`ws://admin:s3cret@${HOST}:${r.port()}/admin/feed`);
+    expect(await nextMessage(admin.ws)).toBe('hello admin');
+    await wsClose(admin.ws);
+    await until(() => r.lines.length >= 3);
+    expect(r.lines.map((l) => l.replace(/\x1b\[\d+m/g, '').split(' ').slice(0, 3).join(' '))).toEqual([
+      'GET /anything 200',
+      'GET /admin/feed 401',
+      'GET /admin/feed 101',
+    ]);
+  });
+
+  test('cookie-parser: an upgrade to /chat without a signed sid cookie is a real 403', async () => {
+    const r = await run(example('packages/cookie-parser/README.md'));
+    const refused = await rawRequest(r.port(), wsHandshake('/chat'));
+    expect([refused.status, refused.body]).toEqual([403, 'no session']);
+  });
+
+  test('response-time: both headers on a page and on a refused upgrade', async () => {
+    const r = await run(example('packages/response-time/README.md'));
+    for (const reply of [await rawRequest(r.port(), `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`), await rawRequest(r.port(), wsHandshake('/'))]) {
+      expect(reply.headers['x-response-time']?.[0]).toMatch(/^\d+\.\d{3}ms$/);
+      expect(reply.headers['x-elapsed']?.[0]).toMatch(/^\d+$/);
+    }
+  });
+
+  test('vhost: an upgrade to api.example.com reaches the api app; a tenant host gets its page', async () => {
+    const r = await run(example('packages/vhost/README.md'));
+    const live = await wsOpen(`ws://${HOST}:${r.port()}/live`, { headers: { Host: 'api.example.com' } });
+    expect(await nextMessage(live.ws)).toBe('hello from api.example.com');
+    await wsClose(live.ws);
+    const tenant = await rawRequest(r.port(), `GET / HTTP/1.1\r\nHost: acme.example.com\r\nConnection: close\r\n\r\n`);
+    expect([tenant.status, tenant.body]).toEqual([200, 'tenant acme']);
   });
 });
