@@ -217,6 +217,7 @@ export async function createChatServer(options = {}) {
     req.session.destroy(() => {
       for (const c of connections) if (c.sid === sid) c.ws.close(4001, 'logged out');
       event('logout', { user });
+      res.setHeader('Set-Cookie', CLEAR_SESSION_COOKIE); // a later visit is a new one, not an "ended" session
       redirect(res, '/login');
     });
   });

@@ -313,6 +313,8 @@ describe('the chat socket', () => {
     const out = await request(`${demo.origin}/logout`, { method: 'POST', headers: { Cookie: cookie } });
     expect(out.status).toBe(302);
     expect(out.headers.location).toBe('/login');
+    // The browser drops the session cookie: a later visit is an ordinary one, not an "ended" session.
+    expect(out.headers['set-cookie']).toEqual(['chat.sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax']);
     expect(await code).toBe(4001);
     expect((await open(`${demo.wsOrigin}/chat`, { headers: { Cookie: cookie } })).status).toBe(401);
   });
