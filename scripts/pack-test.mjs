@@ -128,7 +128,7 @@ function main() {
     check('install and consume', false, 'upgrade-response and dispatcher must pack first');
   } else {
     consume(work, packed);
-    installAsReadme(work, packed);
+    installAsReadme(work, tarballs, packed);
   }
 
   // 6. Versioning.
@@ -154,34 +154,46 @@ function installSectionProblems(readme, manifest) {
   if (h1 === -1 || h1 > first) problems.push('no # title above the install section');
   const end = lines.findIndex((l, i) => i > first && l.startsWith('## '));
   const section = lines.slice(first, end === -1 ? undefined : end).join('\n');
+  // Tarballs are named with their version or with a `*` for it (`upgradeware-query-*.tgz`: a
+  // shell glob that survives a version bump).
+  const either = (m) => [tarballName(m), tarballName({ ...m, version: '*' })];
   const wanted = [
-    'pack:all',
-    tarballName({ name: '@upgradeware/upgrade-response', version: versions.get('@upgradeware/upgrade-response') }),
-    tarballName(manifest),
-    `npm install ${manifest.name}`,
+    ['pack:all'],
+    either({ name: '@upgradeware/upgrade-response', version: versions.get('@upgradeware/upgrade-response') }),
+    either(manifest),
+    [`npm install ${manifest.name}`],
   ];
-  for (const text of wanted) if (!section.includes(text)) problems.push(`install section does not name ${text}`);
+  for (const texts of wanted) if (!texts.some((t) => section.includes(t))) problems.push(`install section does not name ${texts.join(' or ')}`);
   return problems;
 }
 
-/** The READMEs' install line, as written: one package's tarball beside upgrade-response's only. */
-function installAsReadme(work, packed) {
+/**
+ * The README's install line, as written: the `npm install …tgz` line of one package's README
+ * (logger's: it has registry dependencies of its own), run by `sh` in a fresh project with the
+ * README's /path/to/upgradeware/tarballs pointing at the tarballs just made. It installs, and the
+ * package loads.
+ */
+function installAsReadme(work, tarballs, packed) {
   const probe = packed.find((p) => p.pkg.manifest.name === '@upgradeware/logger') ?? packed.find((p) => p.pkg.manifest.name !== '@upgradeware/upgrade-response');
-  const base = packed.find((p) => p.pkg.manifest.name === '@upgradeware/upgrade-response');
-  if (!probe || !base || probe === base) return;
+  if (!probe) return;
+  const name = probe.pkg.manifest.name;
+  const readme = readFileSync(join(probe.pkg.path, 'README.md'), 'utf8');
+  const line = readme.split('\n').find((l) => /^npm install \S+\.tgz/.test(l.trim()));
+  if (!check(`README ${name}: has an npm install line for tarballs`, line !== undefined)) return;
+  const command = line.trim().replaceAll('/path/to/upgradeware/tarballs', tarballs);
   const app = join(work, 'readme-install');
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'readme-install', version: '1.0.0', private: true }, null, 2));
-  const install = run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', base.file, probe.file], {
+  const install = run('sh', ['-c', `${command} --no-audit --no-fund --prefer-offline --loglevel=error`], {
     cwd: app,
     timeout: 240_000,
     env: { npm_config_workspaces: 'false' },
   });
-  const names = USAGE[probe.pkg.manifest.name]?.names ?? [];
+  const names = USAGE[name]?.names ?? [];
   const load = install.ok
-    ? run(process.execPath, ['-e', `const m = require(${JSON.stringify(probe.pkg.manifest.name)}); for (const n of ${JSON.stringify(names)}) if (typeof m[n] !== 'function') throw new Error('no ' + n);`], { cwd: app })
+    ? run(process.execPath, ['-e', `const m = require(${JSON.stringify(name)}); for (const n of ${JSON.stringify(names)}) if (typeof m[n] !== 'function') throw new Error('no ' + n);`], { cwd: app })
     : install;
-  check(`README install line: ${probe.pkg.manifest.name} beside upgrade-response only installs and loads`, load.ok, tail(load.out));
+  check(`README ${name}: its install line, as written, installs the package beside upgrade-response and it loads`, load.ok, tail(load.out));
 }
 
 /** Problems with a tarball's file list and manifest (empty when fine). */
