@@ -1,11 +1,15 @@
 #!/usr/bin/env node
-// The packaging check (issue 7). Run by scripts/test.mjs as `node scripts/pack-test.mjs --out=<file>`;
-// writes {"passed": N, "failed": M} to <file> and prints one line per check.
+// The packaging check (issue 7). Run by scripts/test.mjs as `node scripts/pack-test.mjs --out=<file> --quiet`;
+// writes {"passed": N, "failed": M} to <file> and prints one line per check and a summary (with
+// --quiet: only the failed checks, test.mjs prints the counts).
 //
 // 1. build:        `tsc -b` at the root, as `pnpm build` does
-// 2. pack:         `pnpm pack` in every package that has src/index.ts; the tarball's files and its
-//                  package.json (no `workspace:` left, internal ranges `^<version>`, exports)
-// 3. README:       each README starts with its install line
+// 2. pack:         the root `pnpm pack:all` (what the READMEs tell users to run): one tarball per
+//                  publishable package, none for the private ones; each tarball's files (LICENSE
+//                  included) and its package.json (no `workspace:` left, internal ranges
+//                  `^<version>`, exports, real repository/bugs/homepage/keywords/engines/license)
+// 3. README:       each package README's first section is its install section (tarballs today,
+//                  the npm line for later), and its install line works as written
 // 4. install:      the tarballs into a fresh npm project under os.tmpdir() (no workspace links)
 // 5. consume:      a CommonJS script, an ESM script (named imports) and a `tsc --noEmit --strict`
 //                  type check (CommonJS .ts and ESM .mts, module nodenext) against the install
@@ -23,6 +27,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outArg = process.argv.find((a) => a.startsWith('--out='));
 const outFile = outArg ? outArg.slice('--out='.length) : null;
 const keep = process.argv.includes('--keep');
+// --quiet (scripts/test.mjs): only failures are printed, and no summary (test.mjs prints the counts).
+const quiet = process.argv.includes('--quiet');
 const PNPM = ['--yes', 'pnpm@10.34.9'];
 const TSC = join(root, 'node_modules/typescript/bin/tsc');
 const CHANGESET = join(root, 'node_modules/@changesets/cli/bin.js');
@@ -34,10 +40,10 @@ let failed = 0;
 function check(name, ok, detail = '') {
   if (ok) passed++;
   else failed++;
-  console.log(`${ok ? 'ok    ' : 'FAIL  '} ${name}${detail && !ok ? ` — ${detail}` : ''}`);
+  if (!ok || !quiet) console.log(`${ok ? 'ok    ' : 'FAIL  '} ${name}${detail && !ok ? ` — ${detail}` : ''}`);
   return ok;
 }
-const note = (text) => console.log(`note   ${text}`);
+const note = (text) => void (quiet || console.log(`note   ${text}`));
 
 /** Run a command, bounded by its own timeout and by what is left of the script's budget. */
 function run(cmd, args, { cwd = root, timeout = 180_000, env = {} } = {}) {
@@ -67,7 +73,7 @@ function tempDir(prefix) {
 function finish() {
   if (!keep) for (const dir of temps) rmSync(dir, { recursive: true, force: true });
   else note(`kept ${temps.join(', ')}`);
-  console.log(`pack: ${passed} passed, ${failed} failed (${Math.round((Date.now() - started) / 1000)} s)`);
+  if (!quiet) console.log(`pack: ${passed} passed, ${failed} failed (${Math.round((Date.now() - started) / 1000)} s)`);
   if (outFile) writeFileSync(outFile, JSON.stringify({ passed, failed }) + '\n');
   process.exitCode = failed === 0 ? 0 : 1;
 }
@@ -94,36 +100,100 @@ function main() {
   const build = run(process.execPath, [TSC, '-b'], { timeout: 240_000 });
   check('build: tsc -b', build.ok, build.ok ? '' : tail(build.out));
 
-  // 2. Pack, 3. README.
+  // 2. Pack (the root `pack:all` script, as the READMEs' install sections tell users), 3. README.
   const work = tempDir('upgradeware-pack-');
   const tarballs = join(work, 'tarballs');
   mkdirSync(tarballs);
+  const packAll = npx([...PNPM, 'run', '--silent', 'pack:all'], { env: { PACK_DIR: tarballs }, timeout: 240_000 });
+  const made = existsSync(tarballs) ? readdirSync(tarballs).filter((f) => f.endsWith('.tgz')).sort() : [];
+  const expected = packages.map((p) => tarballName(p.manifest)).sort();
+  check(
+    `pnpm pack:all: one tarball per publishable package (${expected.length}), none for private ones`,
+    packAll.ok && JSON.stringify(made) === JSON.stringify(expected),
+    packAll.ok ? `made ${made.join(', ')}` : tail(packAll.out),
+  );
   const packed = [];
   for (const pkg of packages) {
-    const { name, version } = pkg.manifest;
-    const file = join(tarballs, `${name.replace(/^@/, '').replace('/', '-')}-${version}.tgz`);
-    const r = npx([...PNPM, 'pack', '--pack-destination', tarballs], { cwd: pkg.path });
-    const made = r.ok && existsSync(file);
-    if (!check(`pack ${name}`, made, made ? '' : r.ok ? `no ${file}` : tail(r.out))) continue;
+    const { name } = pkg.manifest;
+    const file = join(tarballs, tarballName(pkg.manifest));
+    if (!check(`pack ${name}`, existsSync(file), `no ${file}`)) continue;
     const problems = inspectTarball(pkg, file);
-    if (check(`pack ${name}: files and manifest`, problems.length === 0, problems.join('; '))) packed.push({ pkg, file });
+    if (check(`pack ${name}: files, LICENSE and manifest`, problems.length === 0, problems.join('; '))) packed.push({ pkg, file });
     const readme = existsSync(join(pkg.path, 'README.md')) ? readFileSync(join(pkg.path, 'README.md'), 'utf8') : null;
-    const head = readme?.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 4) ?? [];
-    check(
-      `README ${name}: starts with its install line`,
-      head.includes(`npm install ${name}`),
-      readme === null ? 'no README.md' : `first lines: ${JSON.stringify(head)}`,
-    );
+    const missing = readme === null ? ['README.md'] : installSectionProblems(readme, pkg.manifest);
+    check(`README ${name}: starts with its install section`, missing.length === 0, missing.join('; '));
   }
   const names = new Set(packed.map((p) => p.pkg.manifest.name));
   if (!names.has('@upgradeware/upgrade-response') || !names.has('@upgradeware/dispatcher')) {
     check('install and consume', false, 'upgrade-response and dispatcher must pack first');
   } else {
     consume(work, packed);
+    installAsReadme(work, tarballs, packed);
   }
 
   // 6. Versioning.
   versioning();
+}
+
+/** The file name `pnpm pack` gives a package's tarball. */
+function tarballName({ name, version }) {
+  return `${name.replace(/^@/, '').replace('/', '-')}-${version}.tgz`;
+}
+
+/**
+ * What the package READMEs' install section must say (issue 15): nothing is published yet, so the
+ * first `##` section is "Install": tarballs from `pnpm pack:all`, this package's beside
+ * `@upgradeware/upgrade-response`'s, and the npm line for after publishing.
+ */
+function installSectionProblems(readme, manifest) {
+  const problems = [];
+  const lines = readme.split('\n');
+  const first = lines.findIndex((l) => l.startsWith('## '));
+  if (first === -1 || lines[first].trim() !== '## Install') return [`first ## heading is ${JSON.stringify(lines[first] ?? 'none')}, not "## Install"`];
+  const h1 = lines.findIndex((l) => l.startsWith('# '));
+  if (h1 === -1 || h1 > first) problems.push('no # title above the install section');
+  const end = lines.findIndex((l, i) => i > first && l.startsWith('## '));
+  const section = lines.slice(first, end === -1 ? undefined : end).join('\n');
+  // Tarballs are named with their version or with a `*` for it (`upgradeware-query-*.tgz`: a
+  // shell glob that survives a version bump).
+  const either = (m) => [tarballName(m), tarballName({ ...m, version: '*' })];
+  const wanted = [
+    ['pack:all'],
+    either({ name: '@upgradeware/upgrade-response', version: versions.get('@upgradeware/upgrade-response') }),
+    either(manifest),
+    [`npm install ${manifest.name}`],
+  ];
+  for (const texts of wanted) if (!texts.some((t) => section.includes(t))) problems.push(`install section does not name ${texts.join(' or ')}`);
+  return problems;
+}
+
+/**
+ * The README's install line, as written: the `npm install …tgz` line of one package's README
+ * (logger's: it has registry dependencies of its own), run by `sh` in a fresh project with the
+ * README's /path/to/upgradeware/tarballs pointing at the tarballs just made. It installs, and the
+ * package loads.
+ */
+function installAsReadme(work, tarballs, packed) {
+  const probe = packed.find((p) => p.pkg.manifest.name === '@upgradeware/logger') ?? packed.find((p) => p.pkg.manifest.name !== '@upgradeware/upgrade-response');
+  if (!probe) return;
+  const name = probe.pkg.manifest.name;
+  const readme = readFileSync(join(probe.pkg.path, 'README.md'), 'utf8');
+  const line = readme.split('\n').find((l) => /^npm install \S+\.tgz/.test(l.trim()));
+  if (!check(`README ${name}: has an npm install line for tarballs`, line !== undefined)) return;
+  const command = line.trim().replaceAll('/path/to/upgradeware/tarballs', tarballs);
+  const app = join(work, 'readme-install');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'readme-install', version: '1.0.0', private: true }, null, 2));
+  const install = run('sh', ['-c', `${command} --no-audit --no-fund --prefer-offline --loglevel=error`], {
+    cwd: app,
+    timeout: 240_000,
+    env: { npm_config_workspaces: 'false' },
+  });
+  const names = USAGE[name]?.names ?? [];
+  const load = install.ok
+    ? run(process.execPath, ['-e', `const m = require(${JSON.stringify(name)}); for (const n of ${JSON.stringify(names)}) if (typeof m[n] !== 'function') throw new Error('no ' + n);`], { cwd: app })
+    : install;
+  check(`README ${name}: its install line, as written, installs the package beside upgrade-response and it loads`, load.ok, tail(load.out));
 }
 
 /** Problems with a tarball's file list and manifest (empty when fine). */
@@ -133,7 +203,7 @@ function inspectTarball(pkg, file) {
   if (!list.ok) return [`tar -t: ${tail(list.out, 3)}`];
   const files = list.out.trim().split('\n').map((f) => f.replace(/^package\//, ''));
   // (README.md is checked on its own: a missing README should not keep the package from installing.)
-  for (const required of ['package.json', 'dist/index.js', 'dist/index.d.ts']) {
+  for (const required of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'LICENSE']) {
     if (!files.includes(required)) problems.push(`missing ${required}`);
   }
   const allowed = /^(package\.json|README\.md|CHANGELOG\.md|LICENSE(\.md)?|dist\/.+\.(js|d\.ts))$/;
@@ -148,6 +218,9 @@ function inspectTarball(pkg, file) {
       else if (versions.has(dep) && range !== `^${versions.get(dep)}`) problems.push(`${field}.${dep} is ${range}, not ^${versions.get(dep)}`);
     }
   }
+  const license = run('tar', ['-xOzf', file, 'package/LICENSE']);
+  if (license.ok && !/^MIT License/.test(license.out)) problems.push('LICENSE is not the MIT license');
+  problems.push(...metadataProblems(pkg, manifest));
   const dot = manifest.exports?.['.'];
   if (!dot || typeof dot !== 'object') problems.push('no exports["."]');
   else {
@@ -155,6 +228,20 @@ function inspectTarball(pkg, file) {
     if (!(dot.require || dot.default)) problems.push('exports["."] serves no require');
     if (!(dot.import || dot.default)) problems.push('exports["."] serves no import');
   }
+  return problems;
+}
+
+/** The published metadata (issue 15): license, repository with its directory, bugs, homepage, keywords, engines. */
+function metadataProblems(pkg, manifest) {
+  const problems = [];
+  const repo = 'https://github.com/upgradeware/upgradeware';
+  if (manifest.license !== 'MIT') problems.push(`license is ${manifest.license}`);
+  const r = manifest.repository;
+  if (r?.type !== 'git' || r?.url !== `git+${repo}.git` || r?.directory !== `packages/${pkg.dir}`) problems.push(`repository is ${JSON.stringify(r)}`);
+  if (manifest.bugs?.url !== `${repo}/issues`) problems.push(`bugs is ${JSON.stringify(manifest.bugs)}`);
+  if (typeof manifest.homepage !== 'string' || !manifest.homepage.startsWith(`${repo}/tree/main/packages/${pkg.dir}`)) problems.push(`homepage is ${JSON.stringify(manifest.homepage)}`);
+  if (!Array.isArray(manifest.keywords) || manifest.keywords.length < 3) problems.push('fewer than 3 keywords');
+  if (manifest.engines?.node !== '>=20') problems.push(`engines.node is ${JSON.stringify(manifest.engines?.node)}`);
   return problems;
 }
 
@@ -322,6 +409,9 @@ function versioning() {
   const repo = join(dir, 'repo');
   const clone = run('git', ['clone', '--quiet', '--no-hardlinks', root, repo]);
   if (!check('versioning: throw-away clone of HEAD', clone.ok, tail(clone.out))) return;
+  // changesets compares with its baseBranch (main); a clone made from a feature branch or a
+  // worktree has none: there, main is HEAD itself.
+  if (!run('git', ['rev-parse', '--verify', '--quiet', 'refs/heads/main'], { cwd: repo }).ok) run('git', ['branch', 'main'], { cwd: repo });
   // The clone borrows the real install (read-only use) and the dist/ just built.
   symlinkSync(join(root, 'node_modules'), join(repo, 'node_modules'), 'dir');
   const published = [];

@@ -33,7 +33,7 @@ const steps = [
   {
     name: 'pack',
     script: join(root, 'scripts/pack-test.mjs'),
-    cmd: [process.execPath, [join(root, 'scripts/pack-test.mjs'), `--out=${join(results, 'pack.json')}`]],
+    cmd: [process.execPath, [join(root, 'scripts/pack-test.mjs'), `--out=${join(results, 'pack.json')}`, '--quiet']],
     count: (file) => JSON.parse(readFileSync(file, 'utf8')),
   },
 ];

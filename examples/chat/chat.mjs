@@ -6,6 +6,7 @@
 // createChatServer({ port, host, log }) starts it; server.mjs is the command-line entry.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,6 +35,8 @@ const MAX_ROOMS = 100;
 const FEED_HISTORY = 200;
 const ROOM = /^[a-z0-9-]{1,24}$/;
 const NAME_COOKIE = 'chat.name';
+const SESSION_COOKIE = 'chat.sid';
+const CLEAR_SESSION_COOKIE = `${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`;
 
 const STATIC = {
   '/': ['index.html', 'text/html; charset=utf-8'],
@@ -66,7 +69,6 @@ export async function createChatServer(options = {}) {
   const { port = 3000, host = '127.0.0.1', log = process.stdout, secret = randomBytes(32).toString('base64url') } = options;
   const users = options.users ?? DEMO_USERS;
   const admin = options.admin ?? DEMO_ADMIN;
-  let origins = new Set(); // filled in once the port is known
 
   const app = createApp();
   app.use(logger('dev', { stream: log }));
@@ -76,7 +78,7 @@ export async function createChatServer(options = {}) {
   app.use(
     session({
       secret,
-      name: 'chat.sid',
+      name: SESSION_COOKIE,
       resave: false,
       saveUninitialized: false,
       cookie: { httpOnly: true, sameSite: 'lax', path: '/' },
@@ -85,7 +87,9 @@ export async function createChatServer(options = {}) {
   app.use(supportsUpgrade(securityHeaders));
 
   // ---- Who may open a socket: a session user, from one of our own pages -------------------
-  const isOwnOrigin = (origin) => origin === undefined || origins.has(origin.toLowerCase());
+  // "Our own pages" are those served from the address this request came to (its Host header):
+  // 127.0.0.1, localhost, the machine's LAN address when HOST=0.0.0.0, a name in /etc/hosts …
+  const isOwnOrigin = (origin, req) => origin === undefined || origin.toLowerCase() === ownOrigin(req);
 
   // The admin feed: every connection event of the chat, live.
   const feedLog = [];
@@ -185,7 +189,7 @@ export async function createChatServer(options = {}) {
   app.use('/login', (req, res) => {
     if (req.method === 'GET' || req.method === 'HEAD') return loginPage(req, res);
     if (req.method !== 'POST') return methodNotAllowed(res, 'GET, HEAD, POST');
-    if (!sameOriginPost(req, origins)) return plain(res, 403, 'Cross-site form refused\n');
+    if (!isOwnOrigin(req.headers.origin, req)) return plain(res, 403, 'Cross-site form refused\n');
     readForm(req, res, (form) => {
       const name = typeof form.user === 'string' ? form.user.trim().toLowerCase() : '';
       const password = typeof form.password === 'string' ? form.password : '';
@@ -206,13 +210,14 @@ export async function createChatServer(options = {}) {
 
   app.use('/logout', (req, res) => {
     if (req.method !== 'POST') return methodNotAllowed(res, 'POST');
-    if (!sameOriginPost(req, origins)) return plain(res, 403, 'Cross-site form refused\n');
+    if (!isOwnOrigin(req.headers.origin, req)) return plain(res, 403, 'Cross-site form refused\n');
     const user = req.session?.user;
     const sid = req.sessionID;
     if (!user || !req.session) return redirect(res, '/login');
     req.session.destroy(() => {
       for (const c of connections) if (c.sid === sid) c.ws.close(4001, 'logged out');
       event('logout', { user });
+      res.setHeader('Set-Cookie', CLEAR_SESSION_COOKIE); // a later visit is a new one, not an "ended" session
       redirect(res, '/login');
     });
   });
@@ -262,7 +267,7 @@ export async function createChatServer(options = {}) {
   app.use('/admin/drop', (req, res) => {
     // Close every chat socket with 1012 (service restart): the pages show it and reconnect.
     if (req.method !== 'POST') return methodNotAllowed(res, 'POST');
-    if (!sameOriginPost(req, origins)) return plain(res, 403, 'Cross-site form refused\n');
+    if (!isOwnOrigin(req.headers.origin, req)) return plain(res, 403, 'Cross-site form refused\n');
     let n = 0;
     for (const c of connections) {
       c.ws.close(1012, 'dropped by admin');
@@ -282,7 +287,11 @@ export async function createChatServer(options = {}) {
     const path = req.url.split('?')[0];
     const file = files[path];
     if (!file) return next();
-    if (path === '/' && !req.session?.user) return redirect(res, '/login');
+    if (path === '/' && !req.session?.user) {
+      // A session cookie that no longer loads a session: it ended (logged out elsewhere, expired,
+      // or the server restarted with its in-memory store). Say so on the login form.
+      return redirect(res, hasSessionCookie(req) ? '/login?ended=1' : '/login');
+    }
     res.setHeader('Cache-Control', 'no-store');
     send(res, 200, file.type, file.body);
   });
@@ -301,14 +310,14 @@ export async function createChatServer(options = {}) {
     server.once('error', reject);
   });
   const actual = server.address().port;
-  origins = new Set([`http://127.0.0.1:${actual}`, `http://localhost:${actual}`]);
-  const url = `http://${host}:${actual}/`;
+  const { url, others } = urlsOf(host, actual);
 
   let closing = null;
   return {
     server,
     port: actual,
     url,
+    others,
     chat,
     feed,
     close() {
@@ -328,6 +337,9 @@ export async function createChatServer(options = {}) {
     if (req.session?.user && status === 200) return redirect(res, '/');
     const remembered = typeof req.signedCookies?.[NAME_COOKIE] === 'string' ? req.signedCookies[NAME_COOKIE] : '';
     const prefill = name || remembered;
+    const ended = req.query?.ended === '1';
+    // Said once: the stale session cookie goes, so the next visit is an ordinary one.
+    if (ended && hasSessionCookie(req)) res.setHeader('Set-Cookie', CLEAR_SESSION_COOKIE);
     const rows = Object.entries(users)
       .map(([u, p]) => `<tr><td><code>${esc(u)}</code></td><td><code>${esc(p)}</code></td></tr>`)
       .join('');
@@ -340,6 +352,7 @@ export async function createChatServer(options = {}) {
         `<main class="narrow">
   <h1>upgradeware chat</h1>
   ${remembered && !error ? `<p class="muted">Welcome back, ${esc(remembered)}.</p>` : ''}
+  ${!error && ended ? '<p class="notice" role="alert">Your session ended, please log in again.</p>' : ''}
   ${error ? `<p class="error" role="alert">${esc(error)}</p>` : ''}
   <form method="post" action="/login" class="card">
     <label>User <input name="user" autocomplete="username" required value="${esc(prefill)}" ${prefill ? '' : 'autofocus'}></label>
@@ -412,10 +425,37 @@ function methodNotAllowed(res, allow) {
   plain(res, 405, 'Method not allowed\n');
 }
 
-/** A POST from a page of ours, or from a non-browser client (no Origin): not a cross-site form. */
-function sameOriginPost(req, origins) {
-  const origin = req.headers.origin;
-  return origin === undefined || origins.has(origin.toLowerCase());
+/** Does the request carry a session cookie (loaded or not)? */
+function hasSessionCookie(req) {
+  return String(req.headers.cookie ?? '')
+    .split(';')
+    .some((pair) => pair.trim().startsWith(`${SESSION_COOKIE}=`));
+}
+
+/** The origin of the pages this request's client got from us: scheme and its own Host header. */
+function ownOrigin(req) {
+  const host = req.headers.host;
+  if (typeof host !== 'string' || host === '') return null;
+  return `${req.socket.encrypted ? 'https' : 'http'}://${host.toLowerCase()}`;
+}
+
+/**
+ * Where to open the demo. Bound to every interface (0.0.0.0 or ::), a browser cannot open
+ * `http://0.0.0.0:3000/`: the URL is the loopback one, and `others` lists the machine's LAN
+ * addresses (for a phone on the same network).
+ */
+export function urlsOf(host, port) {
+  const at = (address) => `http://${address.includes(':') ? `[${address}]` : address}:${port}/`;
+  if (host !== '0.0.0.0' && host !== '::' && host !== '') return { url: at(host), others: [] };
+  const others = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (a.internal || (a.family !== 'IPv4' && host === '0.0.0.0')) continue;
+      if (a.family === 'IPv6' && a.address.toLowerCase().startsWith('fe80')) continue; // link-local: needs a zone id
+      others.push(at(a.address));
+    }
+  }
+  return { url: at('127.0.0.1'), others };
 }
 
 /**

@@ -22,6 +22,7 @@ process.stdout.write(
   [
     '',
     `upgradeware chat listening on ${chat.url}`,
+    ...(chat.others.length ? [`  bound to ${host}; from another device on your network: ${chat.others.join('  ')}`] : []),
     `  log in as:  ${users}`,
     `  admin area: ${chat.url}admin  (${DEMO_ADMIN.user} / ${DEMO_ADMIN.password})`,
     '  Ctrl-C stops it.',

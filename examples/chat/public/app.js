@@ -12,6 +12,7 @@
   let retryTimer = null;
   let countdown = null;
   let lastMessageId = null;
+  let loggingOut = false;
 
   $('room').textContent = `#${room}`;
   document.title = `#${room} — upgradeware chat`;
@@ -30,13 +31,19 @@
     const li = document.createElement('li');
     li.className = className;
     $('messages').append(li);
-    li.scrollIntoView({ block: 'end' });
     return li;
+  }
+
+  /** Once a line is filled in: the newest line, whole, just above the message box. */
+  function scrollToEnd() {
+    const list = $('messages');
+    list.scrollTop = list.scrollHeight;
   }
 
   function system(text) {
     const li = item('system');
     li.textContent = text;
+    scrollToEnd();
   }
 
   function message(m) {
@@ -56,6 +63,7 @@
     text.textContent = m.text;
     li.append(head, text);
     lastMessageId = m.id;
+    scrollToEnd();
   }
 
   function presence(users) {
@@ -80,6 +88,9 @@
       if (retries) system('Reconnected.');
       retries = 0;
       status('online', 'connected');
+      // Ready to type: the message box gets the focus, unless the user is busy elsewhere on the page.
+      const active = document.activeElement;
+      if (!active || active === document.body || active === $('text')) $('text').focus();
     };
     ws.onmessage = (e) => {
       let m;
@@ -109,9 +120,10 @@
     };
     ws.onclose = (e) => {
       ws = null;
+      if (loggingOut) return; // this page's own "Log out": the form's answer takes us to /login
       if (e.code === 4001) {
         status('offline', 'logged out');
-        location.href = '/login';
+        location.href = '/login?ended=1';
         return;
       }
       // Still logged in? A refused handshake (401) looks like any other drop to a page.
@@ -119,7 +131,7 @@
         .then((r) => {
           if (r.status === 401) {
             status('offline', 'session ended');
-            location.href = '/login';
+            location.href = '/login?ended=1'; // the login form says the session ended
           } else retry(e);
         })
         .catch(() => retry(e));
@@ -151,6 +163,10 @@
     ws.send(JSON.stringify({ type: 'say', text }));
     $('text').value = '';
     $('text').focus();
+  });
+
+  document.querySelector('form[action="/logout"]').addEventListener('submit', () => {
+    loggingOut = true;
   });
 
   connect();

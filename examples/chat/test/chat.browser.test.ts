@@ -14,6 +14,8 @@ import WebSocket from 'ws';
 import { build, request, root, startDemo, type Demo } from './demo';
 
 const WAIT = 10_000;
+const OTHER_NAME = 'chat.test';
+const PHONE = { width: 390, height: 760 };
 const shots = path.join(root, 'test-results/browser');
 
 let demo: Demo;
@@ -42,6 +44,9 @@ beforeAll(async () => {
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // Another name for this machine, as a LAN address or a hosts entry would be: the demo must
+      // accept its own pages at any address it is reached by.
+      `--host-resolver-rules=MAP ${OTHER_NAME} 127.0.0.1`,
     ],
   });
   // The admin feed, to see what the server made of each handshake.
@@ -93,15 +98,18 @@ async function newPage(label: string, context: BrowserContext, watch = true): Pr
   return page;
 }
 
-async function loginAs(page: Page, user: string, password: string): Promise<void> {
-  await page.goto(`${demo.origin}/`);
-  await page.waitForURL(`${demo.origin}/login`);
+async function loginAs(page: Page, user: string, password: string, origin = demo.origin): Promise<void> {
+  await page.goto(`${origin}/`);
+  await page.waitForURL(`${origin}/login`);
   await page.fill('input[name="user"]', user);
   await page.fill('input[name="password"]', password);
   await page.click('button[type="submit"]');
-  await page.waitForURL(`${demo.origin}/`);
+  await page.waitForURL(`${origin}/`);
   await page.locator('#status[data-state="online"]').waitFor();
 }
+
+/** The id of the element that has the focus in `page`. */
+const focused = (page: Page) => page.evaluate('document.activeElement ? document.activeElement.id : null') as Promise<string | null>;
 
 async function say(page: Page, text: string): Promise<void> {
   await page.fill('#text', text);
@@ -150,6 +158,9 @@ test('two users log in through the form and chat both ways, with names, times an
     expect(await online(alice)).toEqual(['alice', 'bob']);
     expect(await online(bob)).toEqual(['alice', 'bob']);
     expect(await alice.locator('#me').innerText()).toBe('signed in as alice');
+    // Ready to type: the message box has the focus.
+    expect(await focused(alice)).toBe('text');
+    expect(await focused(bob)).toBe('text');
   });
 
   await step('alice writes, bob reads', async () => {
@@ -250,4 +261,76 @@ test('the chat pages had no script errors, and the server log has the 101s with 
   expect(log).toMatch(/^GET \/chat 403 /m);
   expect(log).toMatch(/^GET \/ 200 /m);
   expect(log).toMatch(/^POST \/login 302 /m);
+});
+
+describe('at a phone-sized viewport (390×760), on a demo of its own', () => {
+  let phoneDemo: Demo;
+  let phone: Page;
+  let port: number;
+  afterAll(async () => {
+    await phone?.context().close();
+    await phoneDemo?.close();
+  }, 30_000);
+
+  test('the message box is on screen and has the focus after login; a message goes out', async () => {
+    phoneDemo = await startDemo();
+    port = phoneDemo.port;
+    phone = await newPage('phone', await browser.newContext({ viewport: PHONE, isMobile: true, hasTouch: true }));
+    await step('carol logs in on a phone', () => loginAs(phone, 'carol', 'singer', phoneDemo.origin));
+    await step('the composer is in the viewport, nothing scrolls sideways', async () => {
+      for (const selector of ['#text', '#send', '#status']) {
+        const box = await phone.locator(selector).boundingBox();
+        expect(box).not.toBeNull();
+        expect([selector, box!.y >= 0, box!.y + box!.height <= PHONE.height, box!.x >= 0, box!.x + box!.width <= PHONE.width]).toEqual([selector, true, true, true, true]);
+      }
+      expect(await phone.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(PHONE.width);
+      expect(await focused(phone)).toBe('text');
+      fs.mkdirSync(shots, { recursive: true });
+      await phone.screenshot({ path: path.join(shots, 'phone-chat.png') });
+    });
+    await step('a message typed right away goes out and stays above the box', async () => {
+      await phone.keyboard.type('typed without tapping anything');
+      await phone.keyboard.press('Enter');
+      await seen(phone, 'typed without tapping anything');
+      for (let i = 0; i < 25; i++) await say(phone, `line ${i}`);
+      await seen(phone, 'line 24');
+      const box = await phone.locator('#text').boundingBox();
+      expect(box!.y + box!.height).toBeLessThanOrEqual(PHONE.height);
+      // The newest line is shown whole, at the bottom of the list.
+      const list = (await phone.locator('#messages').boundingBox())!;
+      const last = (await phone.locator('#messages li').last().boundingBox())!;
+      expect(await phone.locator('#messages li').last().innerText()).toContain('line 24');
+      expect(last.y).toBeGreaterThanOrEqual(list.y);
+      expect(last.y + last.height).toBeLessThanOrEqual(list.y + list.height + 1);
+      await phone.screenshot({ path: path.join(shots, 'phone-chat-full.png') });
+    });
+  }, 60_000);
+
+  test('after a server restart the page says the session ended, on the login form', async () => {
+    await step('the server restarts on the same port (its in-memory sessions are gone)', async () => {
+      await phoneDemo.close();
+      await phone.locator('#status[data-state="offline"]').waitFor();
+      phoneDemo = await startDemo({ PORT: String(port) });
+    });
+    await step('the page goes to the login form and says why', async () => {
+      await phone.waitForURL(`${phoneDemo.origin}/login?ended=1`, { timeout: 20_000 });
+      await phone.locator('text=Your session ended, please log in again.').waitFor();
+      const note = await phone.locator('.notice').boundingBox();
+      expect(note!.y + note!.height).toBeLessThanOrEqual(PHONE.height);
+      await phone.screenshot({ path: path.join(shots, 'phone-session-ended.png') });
+    });
+    await step('logging in again brings the chat back', () => loginAs(phone, 'carol', 'singer', phoneDemo.origin));
+  }, 60_000);
+
+  test(`opened at another address of the machine (${OTHER_NAME}), login and the socket work: the origin follows the Host`, async () => {
+    const other = `http://${OTHER_NAME}:${port}`;
+    const page = await newPage('other-name', await browser.newContext({ viewport: PHONE }));
+    await step('log in at the other address', () => loginAs(page, 'alice', 'wonderland', other));
+    await step('the chat works there', async () => {
+      await say(page, 'from the other address');
+      expect((await seen(page, 'from the other address')).name).toBe('alice');
+      expect(phoneDemo.log()).not.toMatch(/^POST \/login 403 /m);
+    });
+    await page.context().close();
+  }, 60_000);
 });

@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
-import { build, login, request, startDemo, type Demo } from './demo';
+import { build, login, request, root, startDemo, type Demo } from './demo';
 
 let demo: Demo;
 const sockets = new Set<WebSocket>();
@@ -175,6 +175,50 @@ describe('pages and login', () => {
     expect(reply.status).toBe(403);
   });
 
+  test('the allowed origin follows the address the page is served from (HOST=0.0.0.0, a LAN address): no 403', async () => {
+    const form = (host: string, origin: string) =>
+      request(`${demo.origin}/login`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded', Host: host, Origin: origin },
+        body: 'user=alice&password=wonderland',
+      });
+    // What a browser sends when the page was opened at the machine's LAN address, or at another name.
+    for (const host of [`192.168.1.20:${demo.port}`, `[fd00::20]:${demo.port}`, `Chat.Test:${demo.port}`]) {
+      const reply = await form(host, `http://${host.toLowerCase()}`);
+      expect([host, reply.status, reply.headers.location]).toEqual([host, 302, '/']);
+    }
+    // A form from a page of another address (another port, another host) is still cross-site.
+    expect((await form(`192.168.1.20:${demo.port}`, `http://192.168.1.20:${demo.port + 1}`)).status).toBe(403);
+    expect((await form(`192.168.1.20:${demo.port}`, `http://127.0.0.1:${demo.port}`)).status).toBe(403);
+    expect((await form(`192.168.1.20:${demo.port}`, 'null')).status).toBe(403);
+  });
+
+  test('bound to 0.0.0.0 the demo prints a URL a browser can open (127.0.0.1), and the LAN addresses', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const script = `import('./examples/chat/chat.mjs').then((m) => process.stdout.write(JSON.stringify([m.urlsOf('0.0.0.0', 3000), m.urlsOf('::', 3000), m.urlsOf('127.0.0.1', 3000), m.urlsOf('::1', 3000)])))`;
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', timeout: 15_000 });
+    expect(run.stderr).toBe('');
+    const [any4, any6, loop4, loop6] = JSON.parse(run.stdout);
+    expect(any4.url).toBe('http://127.0.0.1:3000/');
+    expect(any6.url).toBe('http://127.0.0.1:3000/');
+    for (const other of [...any4.others, ...any6.others]) expect(other).toMatch(/^http:\/\/(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]+\]):3000\/$/);
+    expect(any4.others.every((u: string) => !u.includes('['))).toBe(true);
+    expect(loop4).toEqual({ url: 'http://127.0.0.1:3000/', others: [] });
+    expect(loop6).toEqual({ url: 'http://[::1]:3000/', others: [] });
+  });
+
+  test('a session cookie that no longer loads a session (logout elsewhere, restart) leads to a login form that says so', async () => {
+    const start = await request(`${demo.origin}/`, { headers: { Cookie: 'chat.sid=s%3Agone.c2lnbmF0dXJl' } });
+    expect(start.status).toBe(302);
+    expect(start.headers.location).toBe('/login?ended=1');
+    const form = await request(`${demo.origin}/login?ended=1`, { headers: { Cookie: 'chat.sid=s%3Agone.c2lnbmF0dXJl' } });
+    expect(form.status).toBe(200);
+    expect(form.body).toContain('Your session ended, please log in again.');
+    // Said once: the stale cookie is cleared, so the next visit is an ordinary one.
+    expect(form.headers['set-cookie']).toEqual(['chat.sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax']);
+    expect((await request(`${demo.origin}/login`)).body).not.toContain('Your session ended');
+  });
+
   test('an ordinary GET /chat is told to upgrade (426)', async () => {
     const reply = await request(`${demo.origin}/chat`);
     expect(reply.status).toBe(426);
@@ -252,8 +296,9 @@ describe('the chat socket', () => {
     const otherPort = await open(`${demo.wsOrigin}/chat`, { headers: { Cookie: cookie }, origin: `http://127.0.0.1:${demo.port + 1}` });
     expect(otherPort.status).toBe(403);
     await demo.waitForLog(/GET \/chat 403 /);
-    for (const origin of [demo.origin, `http://localhost:${demo.port}`]) {
-      const own = await open(`${demo.wsOrigin}/chat`, { headers: { Cookie: cookie }, origin });
+    // Our own origin is the address the page came from: a browser sends it as both Host and Origin.
+    for (const host of [`127.0.0.1:${demo.port}`, `localhost:${demo.port}`, `192.168.1.20:${demo.port}`, `chat.test:${demo.port}`]) {
+      const own = await open(`${demo.wsOrigin}/chat`, { headers: { Cookie: cookie, Host: host }, origin: `http://${host}` });
       expect(own.status).toBe(101);
       own.ws!.close();
       await closed(own.ws!);
@@ -268,6 +313,8 @@ describe('the chat socket', () => {
     const out = await request(`${demo.origin}/logout`, { method: 'POST', headers: { Cookie: cookie } });
     expect(out.status).toBe(302);
     expect(out.headers.location).toBe('/login');
+    // The browser drops the session cookie: a later visit is an ordinary one, not an "ended" session.
+    expect(out.headers['set-cookie']).toEqual(['chat.sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax']);
     expect(await code).toBe(4001);
     expect((await open(`${demo.wsOrigin}/chat`, { headers: { Cookie: cookie } })).status).toBe(401);
   });

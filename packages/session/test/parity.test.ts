@@ -4,6 +4,7 @@
  * status, body (what the handler saw of req.session), every Set-Cookie attribute, and what the
  * store holds after every step.
  */
+import './quiet-deprecations';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import expressSession from 'express-session';
 import { createRequire } from 'node:module';
@@ -16,9 +17,6 @@ import { setCookieFor } from './helpers';
 const { sign: cookieSign } = createRequire(require.resolve('express-session'))('cookie-signature') as {
   sign(value: string, secret: string): string;
 };
-
-// express-session prints deprecation notices for some of the option sets compared here.
-process.noDeprecation = true;
 
 type Impl = 'express' | 'ours';
 
