@@ -193,7 +193,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   }
 
   const endpoint = supportsUpgrade(function websocketEndpoint(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
-    if (!isUpgradeResponse(res) || res.isConnect || !atRoot(req.url)) return next();
+    if (!isUpgradeResponse(res) || res.isConnect || !(atRoot(req.url) || inRoute(req))) return next();
     const upgrade = req.headers.upgrade;
     if (upgrade === undefined) return next();
     if (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
@@ -338,6 +338,15 @@ function onSocketError(this: WebSocket, err: Error): void {
 }
 
 /** Is the URL left after the mount path exactly '/' (query allowed)? */
+/**
+ * A route handler of Express's router (`app.get('/chat', …, websocket(…))`): the route matched the
+ * whole path and leaves `req.url` as it was; the router marks the request with `req.route`.
+ */
+function inRoute(req: IncomingMessage): boolean {
+  const route = (req as IncomingMessage & { route?: { path?: unknown } }).route;
+  return typeof route === 'object' && route !== null && route.path !== undefined;
+}
+
 function atRoot(url: string | undefined): boolean {
   if (url === undefined) return false;
   return url === '/' || (url.charCodeAt(0) === 47 && (url.charCodeAt(1) === 63 /* ? */ || url.charCodeAt(1) === 35));
