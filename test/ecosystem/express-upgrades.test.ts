@@ -235,8 +235,10 @@ describe.each(versions)('%s: attachUpgrades(server, app) — a login-protected c
     expect(response.headers['access-control-allow-origin']).toBe('https://chat.example'); // cors
     expect(response.headers['ratelimit-policy']).toBe('1000;w=60'); // express-rate-limit
     expect(await ask(ws, 'hi')).toBe('alice: hi');
-    await wsClose(ws);
+    // The response ended with 'finish' at the switch (not when the connection closes), although
+    // express-session wrapped res.end after Express had swapped the prototype.
     await until(() => log.lines.includes('GET /chat 101'));
+    await wsClose(ws);
     // countChats changed the session before the handshake: express-session saved it with the 101.
     expect((await sessionOf(cookie))?.chats).toBe(1);
     const again = await wsOpen(`${s.wsUrl}/chat`, { headers: { Cookie: cookie } });
