@@ -10,13 +10,13 @@
 import * as net from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createApp, type AppOptions } from '@upgradeware/dispatcher';
-import { supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { isUpgradeResponse, supportsUpgrade, type Middleware, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 
 /**
  * What is needed of an Express 4 or 5 application (or `express.Router()`): a request handler that
  * takes a `next` to call when nothing in it answered.
  */
-export type ExpressHandler = (req: IncomingMessage, res: ServerResponse, next: NextFunction) => unknown;
+export type ExpressHandler = Middleware;
 
 /** The layer `upgradable()` returns: usable in any upgradeware (Connect-style) stack. */
 export type ExpressLayer = UpgradeAware<(req: IncomingMessage, res: ServerResponse, next: NextFunction) => void>;
@@ -66,4 +66,23 @@ export function attachUpgrades<S extends net.Server>(server: S, app: ExpressHand
   // The dispatcher's attach() is typed for http.Server; an https.Server has the same events.
   upgrades.attach(server as unknown as Parameters<typeof upgrades.attach>[0]);
   return server;
+}
+
+/**
+ * Run `middleware` for ordinary requests only: on an upgrade it is passed over, as if it had
+ * called `next()`. Inside an Express app every middleware also runs for upgrades; this is how to
+ * keep one that must not (e.g. `express.static` on a path where a WebSocket lives) away from them.
+ *
+ * ```js
+ * app.use(skipUpgrades(express.static('public')));
+ * ```
+ */
+export function skipUpgrades<F extends Middleware>(middleware: F): F {
+  if (typeof middleware !== 'function') {
+    throw new TypeError('@upgradeware/express: skipUpgrades(middleware) needs a middleware function');
+  }
+  return function skipUpgrades(req: IncomingMessage, res: ServerResponse, next: NextFunction): unknown {
+    if (isUpgradeResponse(res)) return next();
+    return middleware(req, res, next);
+  } as F;
 }
