@@ -62,6 +62,8 @@ test('the two suites really run two Express majors', () => {
 describe.each(versions)('%s: the upgrade response survives the prototype swap', (_name, express) => {
   let s: TestServer;
   const seen: Array<Record<string, unknown>> = [];
+  const protos: object[] = [];
+  const old = new WebSocketServer({ noServer: true });
   const echo = websocket((ws) => {
     ws.on('message', (m) => ws.send(`echo ${String(m)}`));
   });
@@ -77,6 +79,7 @@ describe.each(versions)('%s: the upgrade response survives the prototype swap', 
         switchProtocols: typeof (res as unknown as UpgradeResponse).switchProtocols,
         isConnect: (res as unknown as UpgradeResponse).isConnect,
       });
+      protos.push(Object.getPrototypeOf(res) as object);
       next();
     });
     // A protocol of our own, switched by hand inside an Express route.
@@ -97,12 +100,32 @@ describe.each(versions)('%s: the upgrade response survives the prototype swap', 
     });
     s = await start(null, (server) => {
       server.on('request', web);
+      // An 'upgrade' listener the server had before: it gets the upgrades Express did not answer.
+      server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        old.handleUpgrade(req, socket, head, (ws) => ws.send('the old listener'));
+      });
       attachUpgrades(server, web, { upgradeProtocols: ['websocket', 'raw'] });
     });
   });
   afterAll(async () => {
     await echo.close();
+    for (const c of old.clients) c.terminate();
+    old.close();
     await s.close();
+  });
+
+  test('the prototype that carries the switch methods is made once per Express app and reused', async () => {
+    protos.length = 0;
+    await rawRequest(s.port, wsHandshake('/refuse'));
+    await rawRequest(s.port, wsHandshake('/refuse'));
+    expect(protos).toHaveLength(2);
+    expect(protos[0]).toBe(protos[1]);
+  });
+
+  test('an upgrade no route of the Express app answers goes to the listener the server already had', async () => {
+    const { ws } = await wsOpen(`${s.wsUrl}/not-routed`);
+    expect(await nextMessage(ws)).toBe('the old listener');
+    await wsClose(ws);
   });
 
   test('inside Express, isUpgradeResponse() is true and puts the switch methods back next to Express’s', async () => {
@@ -241,9 +264,9 @@ describe.each(versions)('%s: attachUpgrades(server, app) — a login-protected c
     await wsClose(ws);
     // countChats changed the session before the handshake: express-session saved it with the 101.
     expect((await sessionOf(cookie))?.chats).toBe(1);
-    const again = await wsOpen(`${s.wsUrl}/chat`, { headers: { Cookie: cookie } });
+    const again = await wsOpen(`${s.wsUrl}/chat?room=lobby`, { headers: { Cookie: cookie } });
     await wsClose(again.ws);
-    await until(() => log.lines.filter((l) => l === 'GET /chat 101').length === 2);
+    await until(() => log.lines.includes('GET /chat?room=lobby 101'));
     expect((await sessionOf(cookie))?.chats).toBe(2);
   });
 
