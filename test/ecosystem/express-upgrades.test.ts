@@ -8,6 +8,10 @@
  * - `createApp().use(upgradable(app))`: layers after the Express app see the request as it came.
  */
 import * as http from 'node:http';
+import * as https from 'node:https';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express5 from 'express';
 import expressSession from 'express-session';
@@ -397,6 +401,25 @@ describe.each(versions)('%s: createApp().use(upgradable(app)) and supportsUpgrad
     expect(await firstMessage('/wrapped/after')).toBe('after express');
     expect(seenAfter).toEqual([true]);
     expect(await firstMessage('/wrapped/nobody')).toBe('the old listener');
+  });
+
+  test('attachUpgrades() on an https server: wss handshakes routed by Express', async () => {
+    const fixtures = join(__dirname, '../../test-support/fixtures');
+    const web = express();
+    web.get('/secure', inside);
+    const server = https.createServer({ key: readFileSync(join(fixtures, 'localhost-key.pem')), cert: readFileSync(join(fixtures, 'localhost-cert.pem')) }, web);
+    expect(attachUpgrades(server, web)).toBe(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const { ws, response } = await wsOpen(`wss://127.0.0.1:${port}/secure`, { rejectUnauthorized: false });
+      expect(response.statusCode).toBe(101);
+      expect(await nextMessage(ws)).toBe('inside express');
+      await wsClose(ws);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   test('options are checked when the factory is called', () => {
