@@ -429,3 +429,81 @@ describe.each(versions)('%s: createApp().use(upgradable(app)) and supportsUpgrad
     expect(() => attachUpgrades({} as http.Server, express())).toThrow(/@upgradeware\/express: server must be/);
   });
 });
+
+describe.each(versions)('%s: failures and nesting inside the Express app', (_name, express) => {
+  let s: TestServer;
+  const endpoint = websocket((ws) => ws.send('sub'));
+  let release: (() => void) | null = null;
+
+  beforeAll(async () => {
+    const sub = express();
+    sub.get('/ws', endpoint);
+    const app = express();
+    // A dependency that never answers (a session store, an auth service …).
+    app.get('/hang', (_req, _res, next) => {
+      release = () => next();
+    });
+    app.get('/fail', (_req, _res, next) => next(Object.assign(new Error('nope'), { code: 'E_NOPE' })));
+    app.use('/sub', sub);
+    app.get('/sub/late', endpoint);
+    app.get('/after-sub', endpoint);
+    // Express's own error handler answers upgrade errors the Express way.
+    app.use((err: { code?: string }, _req: express5.Request, res: express5.Response, next: express5.NextFunction) => {
+      if (err.code !== 'E_NOPE') return next(err);
+      res.status(418).json({ error: err.code });
+    });
+    s = await start(null, (server) => {
+      server.on('request', app);
+      attachUpgrades(server, app, { upgradeTimeout: 200 });
+    });
+  });
+  afterAll(async () => {
+    release?.();
+    await endpoint.close();
+    await s.close();
+  });
+
+  test('a middleware that hangs: the dispatcher’s upgradeTimeout answers 503 and closes; a late next() is harmless', async () => {
+    const r = await rawRequest(s.port, wsHandshake('/hang'));
+    expect(r.status).toBe(503);
+    expect(r.closed).toBe(true);
+    release?.();
+    release = null;
+    const { ws } = await wsOpen(`${s.wsUrl}/after-sub`);
+    expect(await nextMessage(ws)).toBe('sub');
+    await wsClose(ws);
+  });
+
+  test('an error handled by Express’s own error middleware: its status and JSON body, connection closed', async () => {
+    const r = await rawRequest(s.port, wsHandshake('/fail'));
+    expect(r.status).toBe(418);
+    expect(JSON.parse(r.body)).toEqual({ error: 'E_NOPE' });
+    expect(r.headers['connection']).toEqual(['close']);
+    expect(r.closed).toBe(true);
+  });
+
+  test('a mounted sub-app routes its upgrades; after leaving it the parent app’s routes still switch', async () => {
+    const inner = await wsOpen(`${s.wsUrl}/sub/ws`);
+    expect(await nextMessage(inner.ws)).toBe('sub');
+    await wsClose(inner.ws);
+    const missed = await rawRequest(s.port, wsHandshake('/sub/nothing'));
+    expect(missed.status).toBe(404);
+    // Through the sub-app (no route there: Express puts the parent's prototype back) to the parent.
+    const outer = await wsOpen(`${s.wsUrl}/sub/late`);
+    expect(await nextMessage(outer.ws)).toBe('sub');
+    await wsClose(outer.ws);
+  });
+
+  test('a client that resets while Express waits: nothing crashes, the next handshake is served', async () => {
+    const c = await rawConnect(s.port);
+    c.socket.write(wsHandshake('/hang'));
+    await until(() => release !== null);
+    c.socket.resetAndDestroy();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    release?.();
+    release = null;
+    const { ws } = await wsOpen(`${s.wsUrl}/sub/ws`);
+    expect(await nextMessage(ws)).toBe('sub');
+    await wsClose(ws);
+  });
+});
