@@ -294,6 +294,15 @@ describe.each(versions)('%s: attachUpgrades(server, app) — a login-protected c
     expect((await request(`${s.url}/`)).body).toBe('home');
   });
 
+  test('a CONNECT request: Express’s router needs a path and runs nothing for it, so it gets our 404 and is closed', async () => {
+    const r = await rawRequest(s.port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+    expect(r.status).toBe(404);
+    expect(r.closed).toBe(true);
+    expect((await request(`${s.url}/?after-connect`)).body).toBe('home');
+    await until(() => log.lines.includes('GET /?after-connect 200'));
+    expect(log.lines.filter((l) => l.startsWith('CONNECT'))).toEqual([]);
+  });
+
   test('ordinary requests are Express’s as before (helmet, cors, its 404)', async () => {
     const home = await request(`${s.url}/`, { headers: { Origin: 'https://chat.example' } });
     expect([home.status, home.body]).toEqual([200, 'home']);
