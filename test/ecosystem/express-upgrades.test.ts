@@ -274,6 +274,21 @@ describe.each(versions)('%s: attachUpgrades(server, app) — a login-protected c
     expect((await sessionOf(cookie))?.chats).toBe(2);
   });
 
+  test('a handshake and a first frame in one packet: the frame waits through session loading and reaches the chat', async () => {
+    const cookie = await login('dora');
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const payload = Buffer.from('early');
+    const frame = Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
+    const c = await rawConnect(s.port);
+    try {
+      c.socket.write(Buffer.concat([Buffer.from(wsHandshake('/chat', { Cookie: cookie }), 'latin1'), frame]));
+      const got = (await c.waitFor('dora: early')).toString('latin1');
+      expect(got).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/);
+    } finally {
+      c.socket.destroy();
+    }
+  });
+
   test('app.get() does not match other paths or methods: 404 for /chat/x, 405 for a HEAD handshake', async () => {
     const cookie = await login('bob');
     const other = await rawRequest(s.port, wsHandshake('/chat/x', { Cookie: cookie }));
