@@ -68,7 +68,9 @@ describe.each(versions)('%s: the upgrade response survives the prototype swap', 
   const seen: Array<Record<string, unknown>> = [];
   const protos: object[] = [];
   const old = new WebSocketServer({ noServer: true });
-  const echo = websocket((ws) => {
+  let held: (http.IncomingMessage & { res?: unknown; next?: unknown }) | null = null;
+  const echo = websocket((ws, req) => {
+    held = req;
     ws.on('message', (m) => ws.send(`echo ${String(m)}`));
   });
 
@@ -166,6 +168,16 @@ describe.each(versions)('%s: the upgrade response survives the prototype swap', 
     expect(response.statusCode).toBe(101);
     expect(response.headers['x-powered-by']).toBe('Express');
     expect(await ask(ws, 'x')).toBe('echo x');
+    await wsClose(ws);
+  });
+
+  test('an open WebSocket’s req no longer links to the finished response or the router (req.res, req.next)', async () => {
+    held = null;
+    const { ws } = await wsOpen(`${s.wsUrl}/echo`);
+    expect(await ask(ws, 'h')).toBe('echo h');
+    expect(held).not.toBeNull();
+    expect([held!.res, held!.next]).toEqual([undefined, undefined]);
+    expect(held!.originalUrl).toBe('/echo');
     await wsClose(ws);
   });
 

@@ -36,12 +36,25 @@ export function upgradable(app: ExpressHandler): ExpressLayer {
   return supportsUpgrade(function expressApp(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
     const reqProto = Object.getPrototypeOf(req) as object | null;
     const resProto = Object.getPrototypeOf(res) as object | null;
+    if (isUpgradeResponse(res)) res.on('close', forgetExpressLinks);
     app(req, res, (err?: unknown) => {
       Object.setPrototypeOf(req, reqProto);
       Object.setPrototypeOf(res, resProto);
       next(err);
     });
   });
+}
+
+/**
+ * Express links `req.res` and `req.next` (the router's continuation) to the request. A WebSocket
+ * handler keeps `req` for as long as the connection is open, and with it the finished response and
+ * the router's state: several kilobytes per open connection. Once the upgrade response has closed
+ * (switched, refused or gone) nothing may use them any more, so the links are cut.
+ */
+function forgetExpressLinks(this: ServerResponse): void {
+  const req = this.req as IncomingMessage & { res?: unknown; next?: unknown };
+  if (req.res === this) req.res = undefined;
+  if (typeof req.next === 'function') req.next = undefined;
 }
 
 /**
