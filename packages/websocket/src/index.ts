@@ -338,6 +338,11 @@ function onSocketError(this: WebSocket, err: Error): void {
 }
 
 /** Is the URL left after the mount path exactly '/' (query allowed)? */
+function atRoot(url: string | undefined): boolean {
+  if (url === undefined) return false;
+  return url === '/' || (url.charCodeAt(0) === 47 && (url.charCodeAt(1) === 63 /* ? */ || url.charCodeAt(1) === 35));
+}
+
 /**
  * A route handler of Express's router (`app.get('/chat', …, websocket(…))`): the route matched the
  * whole path and leaves `req.url` as it was; the router marks the request with `req.route`.
@@ -345,11 +350,6 @@ function onSocketError(this: WebSocket, err: Error): void {
 function inRoute(req: IncomingMessage): boolean {
   const route = (req as IncomingMessage & { route?: { path?: unknown } }).route;
   return typeof route === 'object' && route !== null && route.path !== undefined;
-}
-
-function atRoot(url: string | undefined): boolean {
-  if (url === undefined) return false;
-  return url === '/' || (url.charCodeAt(0) === 47 && (url.charCodeAt(1) === 63 /* ? */ || url.charCodeAt(1) === 35));
 }
 
 function originCheck<Req extends IncomingMessage>(origins: WebSocketOptions<Req>['origins']): OriginCheck<Req> | null {
