@@ -4,8 +4,8 @@
  *   go through our stack;
  * - the reverse: an Express app mounted as a layer of our dispatcher for ordinary requests;
  * - our middleware used as plain Express middleware on ordinary requests;
- * - an Express Router (not an app) marked with supportsUpgrade() serves upgrades; an Express app
- *   cannot (it replaces the response's prototype) and fails safe with a clean 404.
+ * - an Express Router and an Express app marked with supportsUpgrade() serve upgrades (the app
+ *   replaces the response's prototype; issue 18 made the response survive that).
  */
 import * as http from 'node:http';
 import express from 'express';
@@ -215,13 +215,15 @@ describe('Express routing on upgrades', () => {
     await wsClose(ws);
   });
 
-  test('an Express app cannot switch (it replaces the response prototype): a clean 404, then service goes on', async () => {
-    const r = await rawRequest(s.port, wsHandshake('/app/ws'));
+  test('an Express app marked with supportsUpgrade() switches too (issue 18: the response survives its prototype swap)', async () => {
+    const { ws, response } = await wsOpen(`${s.wsUrl}/app/ws`);
+    expect(response.statusCode).toBe(101);
+    expect(response.headers['x-powered-by']).toBe('Express');
+    expect(await ask(ws, 'y')).toBe('router: y');
+    await wsClose(ws);
+    const r = await rawRequest(s.port, wsHandshake('/app/elsewhere'));
     expect(r.status).toBe(404);
     expect(r.headers['connection']).toEqual(['close']);
     expect(r.closed).toBe(true);
-    const { ws } = await wsOpen(`${s.wsUrl}/router/ws`);
-    expect(await ask(ws, 'y')).toBe('router: y');
-    await wsClose(ws);
   });
 });

@@ -72,6 +72,8 @@ const EXTERNAL = 2;
 const RELEASED = 3;
 
 const kBrand = Symbol.for('upgradeware.UpgradeResponse');
+/** `#onSwitch in value`, set by UpgradeResponse's static block. */
+let hasOwnBrand: (value: object) => boolean;
 /** Node's own `end()`, called with the arguments as given (no array per call). */
 const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => ServerResponse;
 
@@ -127,7 +129,21 @@ export class SocketResponse extends ServerResponse {
  * with `switchProtocols(cb)`, or with `externalSwitch()` when a library writes the 101 itself.
  */
 export class UpgradeResponse extends SocketResponse {
-  private onSwitch: SwitchCallback | null = null;
+  // A private field lives on the instance: `#onSwitch in res` is the brand that survives a
+  // prototype swap (Express's `Object.setPrototypeOf(res, app.response)`), at no extra cost.
+  #onSwitch: SwitchCallback | null = null;
+
+  static {
+    hasOwnBrand = (value) => #onSwitch in value;
+  }
+
+  constructor(req: IncomingMessage, socket: Duplex, head?: Buffer) {
+    super(req, socket, head);
+    // Own, so that it survives a prototype swap: middleware that run after Express's swap and
+    // before anything restores our methods (express-session, compression) keep `res.end` and
+    // call it from their wrappers — it must still be the one that knows about external switches.
+    (this as UpgradeResponse).end = UpgradeResponse.prototype.end;
+  }
 
   /** True for a CONNECT request: a switch answers `200 Connection Established`. */
   get isConnect(): boolean {
@@ -169,7 +185,7 @@ export class UpgradeResponse extends SocketResponse {
       throw err;
     }
     this._upgradeState = SWITCHING;
-    this.onSwitch = cb;
+    this.#onSwitch = cb;
     this.on('finish', handOver);
     this.end();
     return true;
@@ -223,9 +239,9 @@ export class UpgradeResponse extends SocketResponse {
   /** @internal: the response's 'finish' listener, once the switch is flushed. */
   static handOver(res: UpgradeResponse): void {
     const socket = res.socket;
-    const cb = res.onSwitch;
+    const cb = res.#onSwitch;
     const head = res.upgradeHead;
-    res.onSwitch = null;
+    res.#onSwitch = null;
     res.upgradeHead = EMPTY;
     res._upgradeState = RELEASED;
     if (!socket || !cb) return;
@@ -307,9 +323,43 @@ function destroySocket(socket: Duplex): void {
   socket.destroy();
 }
 
-/** True when `res` is an `UpgradeResponse`: the request is an upgrade or CONNECT being dispatched. */
+/**
+ * True when `res` is an `UpgradeResponse`: the request is an upgrade or CONNECT being dispatched.
+ * Also after a framework replaced the response's prototype (Express does, with its own response
+ * object): the switch methods are then put back on the chain, above the framework's, so
+ * `res.switchProtocols()`, `res.externalSwitch()` and the framework's `res.status()` all work.
+ */
 export function isUpgradeResponse(res: unknown): res is UpgradeResponse {
-  return typeof res === 'object' && res !== null && (res as Record<symbol, unknown>)[kBrand] === true;
+  if (typeof res !== 'object' || res === null) return false;
+  if ((res as Record<symbol, unknown>)[kBrand] === true) return true;
+  if (!hasOwnBrand(res)) return false;
+  restoreMethods(res);
+  return true;
+}
+
+/** For each foreign prototype seen on an UpgradeResponse: that prototype plus our methods. */
+const blended = new WeakMap<object, object>();
+
+/**
+ * An UpgradeResponse whose prototype was replaced: give it a prototype that inherits from the
+ * replacement and carries UpgradeResponse's (and SocketResponse's) methods, accessors and brand.
+ * One such prototype per replacement, made once: per request this is a lookup and a swap.
+ */
+function restoreMethods(res: object): void {
+  const proto = Object.getPrototypeOf(res) as object | null;
+  let blend = proto === null ? UpgradeResponse.prototype : blended.get(proto);
+  if (blend === undefined) {
+    const methods: Record<PropertyKey, PropertyDescriptor> = {};
+    for (const source of [SocketResponse.prototype, UpgradeResponse.prototype]) {
+      for (const key of Reflect.ownKeys(source)) {
+        if (key !== 'constructor') methods[key] = Object.getOwnPropertyDescriptor(source, key)!;
+      }
+    }
+    blend = Object.create(proto, methods) as object;
+    blended.set(proto!, blend);
+  }
+  Object.setPrototypeOf(res, blend);
+  debug('restored the upgrade methods after a prototype swap');
 }
 
 /**

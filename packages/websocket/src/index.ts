@@ -202,7 +202,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   }
 
   const endpoint = supportsUpgrade(function websocket(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
-    if (!isUpgradeResponse(res) || res.isConnect || !atRoot(req.url)) return next();
+    if (!isUpgradeResponse(res) || res.isConnect || !(atRoot(req.url) || inRoute(req))) return next();
     const upgrade = req.headers.upgrade;
     if (upgrade === undefined) return next();
     if (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
@@ -363,6 +363,15 @@ function onSocketError(this: WebSocket, err: Error): void {
 function atRoot(url: string | undefined): boolean {
   if (url === undefined) return false;
   return url === '/' || (url.charCodeAt(0) === 47 && (url.charCodeAt(1) === 63 /* ? */ || url.charCodeAt(1) === 35));
+}
+
+/**
+ * A route handler of Express's router (`app.get('/chat', …, websocket(…))`): the route matched the
+ * whole path and leaves `req.url` as it was; the router marks the request with `req.route`.
+ */
+function inRoute(req: IncomingMessage): boolean {
+  const route = (req as IncomingMessage & { route?: { path?: unknown } }).route;
+  return typeof route === 'object' && route !== null && route.path !== undefined;
 }
 
 function originCheck<Req extends IncomingMessage>(origins: WebSocketOptions<Req>['origins']): OriginCheck<Req> | null {
