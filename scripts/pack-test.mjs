@@ -258,6 +258,8 @@ const USAGE = {
   '@upgradeware/query': { names: ['query'], use: 'app.use(query());' },
   '@upgradeware/vhost': { names: ['vhost'], use: "app.use(vhost('other.invalid', (req, res) => res.end('other')));" },
   '@upgradeware/session': { names: ['session', 'Store', 'MemoryStore', 'Session', 'Cookie'], use: "app.use(session({ secret: 's3cret', resave: false, saveUninitialized: true }));" },
+  // An adapter for Express apps; Express itself is the user's (an optional peer), so only its exports are checked here.
+  '@upgradeware/express': { names: ['attachUpgrades', 'upgradable', 'skipUpgrades'] },
   '@upgradeware/websocket': { names: ['websocket'], use: "const endpoint = websocket((ws) => ws.on('message', (m) => ws.send('ws:' + m)));\napp.use('/ws', endpoint);" },
 };
 
