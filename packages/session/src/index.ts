@@ -570,7 +570,10 @@ export function session(options?: SessionOptions): SessionMiddleware {
         } else if (external) {
           // The 101 is on the wire and the connection is open: close it as an internal error.
           debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
-          abortSwitched(req, socket);
+          // A store failure comes after ws wrote its 101; a session that could not be judged
+          // fails inside ws's 'headers' event, before the 101 is written: close after it.
+          if (op) abortSwitched(req, socket);
+          else setImmediate(abortSwitched, req, socket);
           finishLater();
         } else if (op || res.headersSent) {
           // As express-session: the response goes out as the application made it.

@@ -4,6 +4,7 @@
  * status, body (what the handler saw of req.session), every Set-Cookie attribute, and what the
  * store holds after every step.
  */
+import './quiet-deprecations';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import expressSession from 'express-session';
 import { createRequire } from 'node:module';
@@ -17,8 +18,8 @@ const { sign: cookieSign } = createRequire(require.resolve('express-session'))('
   sign(value: string, secret: string): string;
 };
 
-// express-session prints deprecation notices for some of the option sets compared here.
-process.noDeprecation = true;
+// express-session prints deprecation notices for some of the option sets compared here: see
+// ./quiet-deprecations, imported first.
 
 type Impl = 'express' | 'ours';
 
