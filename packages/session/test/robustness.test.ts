@@ -229,3 +229,23 @@ describe('debug output', () => {
     }
   });
 });
+
+describe('return values of end()', () => {
+  test('the first end() returns the response, as Node\'s does, also while the store works; a repeat returns false', async () => {
+    const seen: unknown[] = [];
+    const app = createApp();
+    app.use(session({ secret: 's', resave: false, saveUninitialized: true, store: new MemoryStore({ checkPeriod: 0 }) }));
+    app.use((_req: IncomingMessage, res: ServerResponse) => {
+      seen.push(res.end('x') === res, res.end('y'));
+    });
+    const server = await start(app);
+    try {
+      const r = await request(server.url);
+      expect([r.status, r.body]).toEqual([200, 'x']);
+      expect(r.headers['set-cookie']).toBeDefined();
+      expect(seen).toEqual([true, false]);
+    } finally {
+      await server.close();
+    }
+  });
+});
