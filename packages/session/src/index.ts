@@ -589,11 +589,14 @@ export function session(options?: SessionOptions): SessionMiddleware {
       const thenEnd = (what: string, op: (done: (err?: unknown) => void) => void): ServerResponse => {
         const box: Pending = { done: undefined };
         const abandon = (): void => {
-          // The connection is gone while the store works (one that never answers, cut off by the
-          // dispatcher's time limit): a late answer has nobody to answer, and holds nothing.
+          // The connection is gone while the store works (a store that never answers, cut off by
+          // the dispatcher's time limit; a client reset): the response ends now ('finish' and
+          // 'close' fire, a logger logs it) instead of waiting for the store, whose late answer
+          // then has nothing to do and holds nothing of the request.
           debug('%s: connection closed during the session %s', label(req), what);
           box.done = undefined;
           release();
+          finishLater();
         };
         box.done = (err?: unknown): void => {
           socket?.removeListener('close', abandon);

@@ -12,8 +12,8 @@ import { format } from 'node:util';
 import { createApp } from '@upgradeware/dispatcher';
 import { isUpgradeResponse, supportsUpgrade, type NextFunction } from '@upgradeware/upgrade-response';
 import { session, MemoryStore, type SessionOptions } from '@upgradeware/session';
-import { rawRequest, request, start, wsHandshake, wsOpen, type TestServer } from '../../../test-support';
-import { cookiePairs, once, wsEndpoint } from './helpers';
+import { delay, rawRequest, request, start, until, wsHandshake, wsOpen, type TestServer } from '../../../test-support';
+import { SilentStore, cookiePairs, once, wsEndpoint } from './helpers';
 
 declare module '@upgradeware/session' {
   interface SessionData {
@@ -245,6 +245,51 @@ describe('return values of end()', () => {
       expect(r.headers['set-cookie']).toBeDefined();
       expect(seen).toEqual([true, false]);
     } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('the connection closes while the store saves', () => {
+  test("after ws's 101: the response still ends ('finish', 'close'), and a late answer does nothing", async () => {
+    const store = new SilentStore();
+    store.hangGet = false;
+    const held: Array<() => void> = [];
+    // set() holds its callback until the test lets it go.
+    store.set = (_sid, _session, cb) => {
+      if (cb) held.push(cb);
+    };
+    const events: string[] = [];
+    const app = createApp({ upgradeTimeout: 0 });
+    app.use(
+      supportsUpgrade((_req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
+        res.on('finish', () => events.push(`finish ${res.statusCode}`));
+        res.on('close', () => events.push('close'));
+        next();
+      }),
+    );
+    app.use(session({ secret: 's', resave: false, saveUninitialized: true, store }));
+    const endpoint = wsEndpoint(() => undefined);
+    app.use(endpoint.handle);
+    const errors: unknown[] = [];
+    app.use(supportsUpgrade((err: unknown, _req: IncomingMessage, _res: ServerResponse, next: NextFunction) => {
+      errors.push(err);
+      next(err);
+    }));
+    const server = await start(app);
+    try {
+      const { ws } = await wsOpen(server.wsUrl);
+      await until(() => held.length === 1);
+      expect(events).toEqual([]);
+      ws.terminate();
+      await until(() => events.length === 2);
+      expect(events).toEqual(['finish 101', 'close']);
+      held[0]!();
+      await delay(20);
+      expect(events).toEqual(['finish 101', 'close']);
+      expect(errors).toEqual([]);
+    } finally {
+      endpoint.close();
       await server.close();
     }
   });
