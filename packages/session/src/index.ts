@@ -593,6 +593,9 @@ export function session(options?: SessionOptions): SessionMiddleware {
           // the dispatcher's time limit; a client reset): the response ends now ('finish' and
           // 'close' fire, a logger logs it) instead of waiting for the store, whose late answer
           // then has nothing to do and holds nothing of the request.
+          // Only while the store works: a listener left behind (a socket proxy whose
+          // removeListener misses, as HTTP/2's compatibility socket may) must not end twice.
+          if (box.done === undefined) return;
           debug('%s: connection closed during the session %s', label(req), what);
           box.done = undefined;
           release();
@@ -615,6 +618,8 @@ export function session(options?: SessionOptions): SessionMiddleware {
         } catch (err) {
           done(err);
         }
+        // Gone before the store was asked (its 'close' has already been emitted): same as above.
+        if ((socket as { closed?: boolean } | null)?.closed === true) abandon();
         // As express-session on an ordinary request while the store works: the head is made now
         // (on-headers listeners run, later header changes throw, the body goes out chunked); the
         // body and the end wait for the store. An upgrade's answer waits whole, so that a refusal
