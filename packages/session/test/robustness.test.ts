@@ -294,3 +294,57 @@ describe('the connection closes while the store saves', () => {
     }
   });
 });
+
+describe('README differences, checked', () => {
+  test("regenerate() makes the new session with the request's cookie options: the cookie function runs once per request", async () => {
+    let calls = 0;
+    const app = createApp();
+    const store = new MemoryStore({ checkPeriod: 0 });
+    app.use(
+      session({
+        secret: 's',
+        resave: false,
+        saveUninitialized: false,
+        store,
+        cookie: () => {
+          calls++;
+          return { maxAge: 60_000, sameSite: 'strict' };
+        },
+      }),
+    );
+    app.use((req: IncomingMessage, res: ServerResponse) => {
+      req.session!.regenerate((err) => {
+        req.session!.views = 1;
+        res.end(err ? 'error' : String(req.session!.cookie.originalMaxAge));
+      });
+    });
+    const server = await start(app);
+    try {
+      const r = await request(server.url);
+      expect(r.body).toBe('60000');
+      expect(r.headers['set-cookie']?.[0]).toMatch(/; Expires=.*; SameSite=Strict$/);
+      expect(calls).toBe(1);
+    } finally {
+      await server.close();
+      store.close();
+    }
+  });
+
+  test('nothing is written to the console for a MemoryStore under NODE_ENV=production', () => {
+    const env = process.env.NODE_ENV;
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    const error = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    process.env.NODE_ENV = 'production';
+    try {
+      const mw = session({ secret: 's', resave: false, saveUninitialized: false });
+      expect(typeof mw).toBe('function');
+      expect([warn.mock.calls, log.mock.calls, error.mock.calls]).toEqual([[], [], []]);
+    } finally {
+      process.env.NODE_ENV = env;
+      warn.mockRestore();
+      log.mockRestore();
+      error.mockRestore();
+    }
+  });
+});
