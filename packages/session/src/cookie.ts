@@ -2,6 +2,7 @@
  * The session cookie: its attributes, its expiry, and how it is written into `Set-Cookie`.
  */
 import { serialize, type SerializeOptions } from 'cookie';
+import { deprecate } from './deprecate';
 
 export type SameSite = boolean | 'lax' | 'strict' | 'none';
 export type Priority = 'low' | 'medium' | 'high';
@@ -66,7 +67,7 @@ export class Cookie {
     this.maxAge = null;
     this.httpOnly = true;
     if (options !== undefined && options !== null) {
-      if (typeof options !== 'object') throw new TypeError('@upgradeware/session: Cookie options must be an object');
+      if (typeof options !== 'object') throw new TypeError('@upgradeware/session: argument options must be an object');
       const self = this as unknown as Record<string, unknown>;
       for (const key of Object.keys(options)) {
         if (key === 'data') continue;
@@ -100,8 +101,9 @@ export class Cookie {
       return;
     }
     if (ms !== null && ms !== undefined && !(ms instanceof Date)) {
-      throw new TypeError('@upgradeware/session: cookie maxAge must be a number of milliseconds');
+      throw new TypeError('@upgradeware/session: maxAge must be a number or Date');
     }
+    if (ms instanceof Date) deprecate('maxAge as Date; pass number of milliseconds instead');
     this.expires = ms;
   }
 
@@ -133,7 +135,11 @@ export class Cookie {
 /** Cookie attributes in the shape the `cookie` package takes. */
 export function toSerializeOptions(data: CookieData): SerializeOptions {
   const out: SerializeOptions = {};
-  if (data.expires instanceof Date) out.expires = data.expires;
+  if (data.expires instanceof Date) {
+    // The message express-session's cookie library gives (and its own tests check).
+    if (Number.isNaN(data.expires.getTime())) throw new TypeError('option expires is invalid');
+    out.expires = data.expires;
+  }
   if (data.domain !== undefined) out.domain = data.domain;
   if (data.path !== undefined) out.path = data.path;
   if (data.httpOnly) out.httpOnly = true;

@@ -14,7 +14,8 @@ import onHeaders from 'on-headers';
 import { abortSwitched, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 import { Cookie, toSerializeOptions, type CookieData, type CookieOptions } from './cookie';
 import { MemoryStore } from './memory';
-import { Session, createSession, setHooks, type SessionData, type StoredSession } from './session';
+import { deprecate } from './deprecate';
+import { Session, createSession, setHooks, type RequestHooks, type SessionData, type StoredSession } from './session';
 import type { SessionStoreLike, Store } from './store';
 
 export { Cookie, type CookieData, type CookieOptions, type Priority, type SameSite, type StoredCookie } from './cookie';
@@ -42,6 +43,8 @@ export interface SessionOptions {
   genid?: (req: IncomingMessage) => string;
   /** Name of the session cookie (default `'connect.sid'`). */
   name?: string;
+  /** @deprecated express-session's old name for `name` (honoured, with a deprecation notice). */
+  key?: string;
   /** Trust `X-Forwarded-Proto` (`true`), never (`false`), or follow `req.secure` (default). */
   proxy?: boolean;
   /** Save the session at the end of every request, even unchanged (default `true`). */
@@ -51,16 +54,19 @@ export interface SessionOptions {
   /** Save (and send the cookie of) a new session nobody changed (default `true`). */
   saveUninitialized?: boolean;
   /**
-   * Signs the cookie; an array signs with the first and accepts any. Without it, each request's
-   * `req.secret` (set by cookie-parser) is used, as express-session does; a request without one
-   * goes to `next(err)`.
+   * Signs the cookie (a string or a Buffer); an array signs with the first and accepts any.
+   * Without it, each request's `req.secret` (set by cookie-parser) is used, as express-session
+   * does; a request without one goes to `next(err)`.
    */
-  secret?: string | readonly string[];
+  secret?: Secret | readonly Secret[];
   /** Where sessions live (default: a new `MemoryStore`). */
   store?: SessionStoreLike;
   /** What to do when `req.session` is deleted or set to null: `'keep'` (default) or `'destroy'`. */
   unset?: 'destroy' | 'keep';
 }
+
+/** A signing key: a string or bytes (a `Buffer`), as express-session takes. */
+export type Secret = string | Uint8Array;
 
 export type SessionMiddleware = UpgradeAware<(req: IncomingMessage, res: ServerResponse, next: NextFunction) => void>;
 
@@ -71,6 +77,74 @@ const PRIORITY = new Set<unknown>(['low', 'medium', 'high']);
 
 function optionError(message: string): TypeError {
   return new TypeError(`${PACKAGE}: ${message}`);
+}
+
+/** express-session's options (every one it reads; anything else is a mistake). */
+const KNOWN_OPTIONS = ['cookie', 'genid', 'key', 'name', 'proxy', 'resave', 'rolling', 'saveUninitialized', 'secret', 'store', 'unset'];
+
+/** The known option closest to a misspelt one (at most two edits away), for the error message. */
+function closestOption(given: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const known of KNOWN_OPTIONS) {
+    const d = editDistance(given.toLowerCase(), known.toLowerCase());
+    if (d < bestDistance) {
+      best = known;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 2) return 3;
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length]!;
+}
+
+/** `GET /path` for debug lines. */
+function label(req: IncomingMessage): string {
+  return `${req.method ?? ''} ${(req as { originalUrl?: string }).originalUrl ?? req.url ?? ''}`;
+}
+
+/** The start of a session id, enough to follow one session through a debug trace. */
+function shortId(id: unknown): string {
+  return typeof id === 'string' ? `${id.slice(0, 6)}…` : String(id);
+}
+
+/** A store operation's callback, emptied when the connection goes away. */
+interface Pending {
+  done: ((err?: unknown) => void) | undefined;
+}
+
+/**
+ * The callback handed to the store: it holds only the box, so a store that never answers holds
+ * nothing of the request once the box is emptied.
+ */
+function relay(box: Pending): (err?: unknown) => void {
+  return (err?: unknown) => {
+    const done = box.done;
+    box.done = undefined;
+    if (done) done(err);
+  };
+}
+
+function ignoreSaved(): void {}
+
+/**
+ * The request's hooks once the response is over: `regenerate()` on a live socket still makes a
+ * session with the request's cookie options; nothing else of the chain (res, next) is held.
+ * Made here, outside the middleware, so the closure captures only its arguments.
+ */
+function liveHooks(req: IncomingMessage, cookieOptions: CookieOptions, make: (req: IncomingMessage, options: CookieOptions) => void): RequestHooks {
+  return { generate: () => make(req, cookieOptions), saved: ignoreSaved };
 }
 
 const ID_BYTES = 24;
@@ -92,16 +166,16 @@ function generateId(): string {
 }
 
 /** `s:` + value + `.` + HMAC-SHA256 in base64 without padding: cookie-signature's format. */
-function sign(value: string, secret: string): string {
+function sign(value: string, secret: Secret): string {
   return `s:${value}.${mac(value, secret)}`;
 }
 
-function mac(value: string, secret: string): string {
+function mac(value: string, secret: Secret): string {
   return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
 }
 
 /** The session id in a signed cookie value (without its `s:`), or undefined when no secret signed it. */
-function unsign(signed: string, secrets: readonly string[]): string | undefined {
+function unsign(signed: string, secrets: readonly Secret[]): string | undefined {
   const dot = signed.lastIndexOf('.');
   if (dot < 0) return undefined;
   const value = signed.slice(0, dot);
@@ -175,15 +249,15 @@ function pathnameOf(url: string): string {
 }
 
 /** The session id from the request's cookie (also from cookie-parser's `req.cookies`). */
-function readSessionId(req: IncomingMessage, name: string, secrets: readonly string[]): string | undefined {
+function readSessionId(req: IncomingMessage, name: string, secrets: readonly Secret[]): string | undefined {
   const fromRaw = (raw: string | undefined): string | undefined => {
     if (!raw) return undefined;
     if (!raw.startsWith('s:')) {
-      debug('cookie %s is not signed', name);
+      if (debug.enabled) debug('%s: cookie %s is not signed', label(req), name);
       return undefined;
     }
     const id = unsign(raw.slice(2), secrets);
-    if (id === undefined) debug('cookie %s has a bad signature', name);
+    if (id === undefined && debug.enabled) debug('%s: cookie %s has a bad signature', label(req), name);
     return id;
   };
   let id: string | undefined;
@@ -194,8 +268,14 @@ function readSessionId(req: IncomingMessage, name: string, secrets: readonly str
     id = fromRaw(raw);
   }
   const parsed = req as { signedCookies?: Record<string, unknown>; cookies?: Record<string, unknown> };
-  if (!id && parsed.signedCookies && typeof parsed.signedCookies[name] === 'string') id = parsed.signedCookies[name] as string;
-  if (!id && parsed.cookies && typeof parsed.cookies[name] === 'string') id = fromRaw(parsed.cookies[name] as string);
+  if (!id && parsed.signedCookies && typeof parsed.signedCookies[name] === 'string') {
+    id = parsed.signedCookies[name] as string;
+    if (id) deprecate('cookie should be available in req.headers.cookie');
+  }
+  if (!id && parsed.cookies && typeof parsed.cookies[name] === 'string') {
+    id = fromRaw(parsed.cookies[name] as string);
+    if (id) deprecate('cookie should be available in req.headers.cookie');
+  }
   return id || undefined;
 }
 
@@ -226,7 +306,7 @@ function checkBoolean(name: string, value: unknown): void {
 }
 
 /** The secret cookie-parser left on the request (`req.secret`), as a one-element list. */
-function requestSecrets(req: IncomingMessage): readonly string[] | undefined {
+function requestSecrets(req: IncomingMessage): readonly Secret[] | undefined {
   const secret = (req as { secret?: unknown }).secret;
   return typeof secret === 'string' && secret.length !== 0 ? [secret] : undefined;
 }
@@ -235,17 +315,25 @@ function requestSecrets(req: IncomingMessage): readonly string[] | undefined {
 export function session(options?: SessionOptions): SessionMiddleware {
   if (options !== undefined && options !== null && typeof options !== 'object') throw optionError('options must be an object');
   const opts = (options ?? {}) as Partial<SessionOptions>;
+  for (const key of Object.keys(opts)) {
+    if (KNOWN_OPTIONS.includes(key)) continue;
+    const hint = closestOption(key);
+    throw optionError(`unknown option ${key}${hint ? ` (did you mean ${hint}?)` : ''}`);
+  }
 
   const secret = opts.secret;
-  let configuredSecrets: readonly string[] | undefined;
+  let configuredSecrets: readonly Secret[] | undefined;
   if (secret === undefined || secret === null) {
-    debug('option secret not given: each request needs a req.secret (cookie-parser), as in express-session');
+    deprecate('req.secret; provide secret option');
   } else {
-    const list: readonly unknown[] = typeof secret === 'string' ? [secret] : Array.isArray(secret) ? [...(secret as unknown[])] : [];
-    if (list.length === 0 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
-      throw optionError('option secret must be a non-empty string or a non-empty array of non-empty strings');
+    if (Array.isArray(secret) && secret.length === 0) throw optionError('secret option array must contain one or more strings');
+    const list: readonly unknown[] = Array.isArray(secret) ? [...(secret as unknown[])] : [secret];
+    const usable = (s: unknown): boolean => (typeof s === 'string' || s instanceof Uint8Array) && s.length !== 0;
+    if (!list.every(usable)) {
+      throw optionError('option secret must be a non-empty string or Buffer, or a non-empty array of them');
     }
-    configuredSecrets = list as readonly string[];
+    // Buffers are copied: a caller reusing its buffer cannot change the key afterwards.
+    configuredSecrets = list.map((s) => (typeof s === 'string' ? s : Buffer.from(s as Uint8Array)));
   }
 
   const cookieOption = opts.cookie ?? {};
@@ -254,7 +342,8 @@ export function session(options?: SessionOptions): SessionMiddleware {
   const genid = opts.genid ?? generateId;
   if (typeof genid !== 'function') throw optionError('option genid must be a function');
 
-  const name = opts.name ?? 'connect.sid';
+  if (opts.key !== undefined) deprecate('key option; use name option');
+  const name = opts.name || opts.key || 'connect.sid';
   if (typeof name !== 'string' || !COOKIE_NAME.test(name)) throw optionError('option name must be a valid cookie name');
 
   checkBoolean('proxy', opts.proxy);
@@ -265,8 +354,8 @@ export function session(options?: SessionOptions): SessionMiddleware {
   const resave = opts.resave ?? true;
   const rolling = opts.rolling ?? false;
   const saveUninitialized = opts.saveUninitialized ?? true;
-  if (opts.resave === undefined) debug('option resave not given: defaulting to true, as express-session does');
-  if (opts.saveUninitialized === undefined) debug('option saveUninitialized not given: defaulting to true, as express-session does');
+  if (opts.resave === undefined) deprecate('undefined resave option; provide resave option');
+  if (opts.saveUninitialized === undefined) deprecate('undefined saveUninitialized option; provide saveUninitialized option');
 
   const unset = opts.unset ?? 'keep';
   if (unset !== 'destroy' && unset !== 'keep') throw optionError("option unset must be 'destroy' or 'keep'");
@@ -316,13 +405,14 @@ export function session(options?: SessionOptions): SessionMiddleware {
     storeReady = true;
   });
 
-  function sessionMiddleware(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
+  // Named as express-session names it: the dispatcher's trace shows "session".
+  function session(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
     if (req.session) {
       next();
       return;
     }
     if (!storeReady) {
-      debug('store is disconnected: no session for %s', req.url);
+      if (debug.enabled) debug('%s: store is disconnected: no session', label(req));
       next();
       return;
     }
@@ -335,7 +425,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
     }
     const path = pathnameOf((req as { originalUrl?: string }).originalUrl ?? req.url ?? '/');
     if (!path.startsWith(cookieOptions.path ?? '/')) {
-      debug('path %s is outside the cookie path', path);
+      if (debug.enabled) debug('%s: path %s is outside the cookie path', label(req), path);
       next();
       return;
     }
@@ -376,7 +466,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
     const isSaved = (s: Session): boolean => originalId === s.id && savedHash === fingerprint(s);
     const bogusId = (): boolean => {
       if (typeof req.sessionID === 'string') return false;
-      debug('req.sessionID is not a string: session ignored');
+      if (debug.enabled) debug('%s: req.sessionID is not a string: session ignored', label(req));
       return true;
     };
     const shouldSave = (s: Session): boolean => {
@@ -390,27 +480,32 @@ export function session(options?: SessionOptions): SessionMiddleware {
       return rolling || (s.cookie.expires != null && isModified(s));
     };
 
-    /** A store failure as the response ends: the request's error handlers hear of it. */
+    /** A failure as (or after) the response ends: the request's error handlers hear of it. */
     const reportLater = (err: unknown): void => {
-      debug('store error as the response ended: %o', err);
+      if (debug.enabled) debug('%s: session error as the response ended: %o', label(req), err);
       if (deferredNextCalled) return;
       deferredNextCalled = true;
       setImmediate(next, err);
     };
 
+    // Set when the session cannot be judged at the end of the response (its data cannot be
+    // serialised: a BigInt, a cycle; a broken cookie): it is neither saved nor given a cookie.
+    let failed = false;
+
     onHeaders(res, () => {
+      if (failed) return;
       const current = req.session;
       if (!current) return;
-      if (!shouldSetCookie(current)) return;
-      if (current.cookie.secure && !isSecure(req, proxy)) {
-        debug('secure cookie not sent over an insecure connection');
-        return;
-      }
-      if (!touched) {
-        current.touch();
-        touched = true;
-      }
       try {
+        if (!shouldSetCookie(current)) return;
+        if (current.cookie.secure && !isSecure(req, proxy)) {
+          debug('%s: secure cookie not sent over an insecure connection', label(req));
+          return;
+        }
+        if (!touched) {
+          current.touch();
+          touched = true;
+        }
         // From the cookie's `data`, as express-session does: a `cookie` the application replaced
         // with a plain object is written without attributes rather than failing.
         const data = (current.cookie as { data?: unknown }).data;
@@ -420,18 +515,30 @@ export function session(options?: SessionOptions): SessionMiddleware {
         const list = previous === undefined ? [] : Array.isArray(previous) ? previous : [String(previous)];
         res.setHeader('Set-Cookie', [...list, value]);
       } catch (err) {
+        // As express-session: the response goes on without the cookie; next(err) hears of it.
         reportLater(err);
       }
     });
 
-    const originalEnd = res.end;
+    /** The session's work at the end of the response is over: drop every hold on the chain. */
+    const release = (): void => {
+      setHooks(req, liveHooks(req, cookieOptions, newSession));
+    };
+
+    const originalEnd = res.end as (...a: unknown[]) => ServerResponse;
+    // From the first end() until the response has ended; reset when Node's end() throws (an
+    // on-headers listener threw) or when the session could not be judged, so that the error
+    // handler's end() is not swallowed as a repeat.
     let ending = false;
+    // The session's part is done (or failed): later end() calls go straight to the response.
+    let settled = false;
     res.end = function end(this: ServerResponse, ...args: unknown[]): ServerResponse {
-      if (ending) return res;
+      // As express-session: a repeated end() writes nothing and returns false.
+      if (ending) return false as unknown as ServerResponse;
       ending = true;
       const finish = (): ServerResponse => {
         try {
-          return (originalEnd as (...a: unknown[]) => ServerResponse).apply(res, args);
+          return originalEnd.apply(res, args);
         } catch (err) {
           // The response did not end (an on-headers listener threw as the head was written): a
           // later end() — the error handler's answer — must not be swallowed as a repeat.
@@ -439,6 +546,8 @@ export function session(options?: SessionOptions): SessionMiddleware {
           throw err;
         }
       };
+      if (settled) return finish();
+      settled = true;
       /** After an asynchronous store operation nobody can catch a throw: it goes to the stack. */
       const finishLater = (): void => {
         try {
@@ -448,66 +557,119 @@ export function session(options?: SessionOptions): SessionMiddleware {
         }
       };
 
+      /** Where the response stands now: has ws already written its own 101 (external switch)? */
+      const external = upgrade && res.headersSent && res.socket === null;
+      const switching = upgrade && res.headersSent && !external && (res.statusCode === 101 || res.statusCode === 200);
+
+      /** The session's part failed (`op`: a store operation; otherwise it could not be judged). */
+      const failEnd = (err: unknown, op: boolean): void => {
+        if (switching) {
+          // The 101 has not left yet: better no switch than a switch over a session that was not saved.
+          debug('%s: session failed before the switch: closing the connection', label(req));
+          if (socket && !socket.destroyed) socket.destroy();
+        } else if (external) {
+          // The 101 is on the wire and the connection is open: close it as an internal error.
+          debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
+          // A store failure comes after ws wrote its 101; a session that could not be judged
+          // fails inside ws's 'headers' event, before the 101 is written: close after it.
+          if (op) abortSwitched(req, socket);
+          else setImmediate(abortSwitched, req, socket);
+          finishLater();
+        } else if (op || res.headersSent) {
+          // As express-session: the response goes out as the application made it.
+          finishLater();
+        } else {
+          // Nothing was written: the error handler answers (its end() goes straight through).
+          ending = false;
+        }
+        reportLater(err);
+      };
+
       /** Run a store operation, then end the response (see "On upgrades" in the README for errors). */
       const thenEnd = (what: string, op: (done: (err?: unknown) => void) => void): ServerResponse => {
-        // Where the response stands now: has ws already written its own 101 (external switch)?
-        const external = upgrade && res.headersSent && res.socket === null;
-        const switching = upgrade && res.headersSent && !external && (res.statusCode === 101 || res.statusCode === 200);
-        let called = false;
-        const done = (err?: unknown): void => {
-          if (called) return;
-          called = true;
+        const box: Pending = { done: undefined };
+        const abandon = (): void => {
+          // The connection is gone while the store works (a store that never answers, cut off by
+          // the dispatcher's time limit; a client reset): the response ends now ('finish' and
+          // 'close' fire, a logger logs it) instead of waiting for the store, whose late answer
+          // then has nothing to do and holds nothing of the request.
+          // Only while the store works: a listener left behind (a socket proxy whose
+          // removeListener misses, as HTTP/2's compatibility socket may) must not end twice.
+          if (box.done === undefined) return;
+          debug('%s: connection closed during the session %s', label(req), what);
+          box.done = undefined;
+          release();
+          finishLater();
+        };
+        box.done = (err?: unknown): void => {
+          socket?.removeListener('close', abandon);
+          release();
           if (!err) {
-            debug('%s done', what);
+            if (debug.enabled) debug('%s: session %s done', label(req), what);
             finishLater();
             return;
           }
-          if (switching) {
-            // The 101 has not left yet: better no switch than a switch over a session that was not saved.
-            debug('%s failed before the switch: closing the connection', what);
-            if (socket && !socket.destroyed) socket.destroy();
-          } else if (external) {
-            // The 101 is on the wire and the connection is open: close it as an internal error.
-            debug('%s failed after the switch: closing the WebSocket with 1011', what);
-            abortSwitched(req, socket);
-            finishLater();
-          } else {
-            finishLater();
-          }
-          reportLater(err);
+          failEnd(err, true);
         };
+        socket?.once('close', abandon);
+        const done = relay(box);
         try {
           op(done);
         } catch (err) {
           done(err);
         }
+        // Gone before the store was asked (its 'close' has already been emitted): same as above.
+        if ((socket as { closed?: boolean } | null)?.closed === true) abandon();
+        // As express-session on an ordinary request while the store works: the head is made now
+        // (on-headers listeners run, later header changes throw, the body goes out chunked); the
+        // body and the end wait for the store. An upgrade's answer waits whole, so that a refusal
+        // keeps its Content-Length and a switch can still be called off.
+        if (!upgrade && box.done !== undefined && !res.headersSent) {
+          try {
+            res.writeHead(res.statusCode);
+          } catch (err) {
+            // Thrown again, and handled, when the response ends.
+            debug('%s: writing the head threw: %o', label(req), err);
+          }
+        }
         return res;
       };
 
+      let plan: 'destroy' | 'save' | 'touch' | undefined;
       const current = req.session;
-      if (req.sessionID && unsetDestroy && (current === undefined || current === null)) {
-        const id = req.sessionID;
+      try {
+        if (req.sessionID && unsetDestroy && (current === undefined || current === null)) plan = 'destroy';
+        else if (current) {
+          if (!touched) {
+            current.touch();
+            touched = true;
+          }
+          if (shouldSave(current)) plan = 'save';
+          else if (storeTouches && shouldTouch(current)) plan = 'touch';
+        }
+      } catch (err) {
+        failed = true;
+        release();
+        failEnd(err, false);
+        return res;
+      }
+      if (plan === 'destroy') {
+        const id = req.sessionID as string;
         return thenEnd('destroy', (done) => store.destroy(id, done));
       }
-      if (!current) return finish();
-      if (!touched) {
-        current.touch();
-        touched = true;
-      }
-      if (shouldSave(current)) {
-        return thenEnd('save', (done) => current.save(done));
-      }
-      if (storeTouches && shouldTouch(current)) {
+      if (plan === 'save') return thenEnd('save', (done) => current!.save(done));
+      if (plan === 'touch') {
         const id = req.sessionID as string;
         return thenEnd('touch', (done) => store.touch!(id, current as unknown as StoredSession, done));
       }
+      release();
       return finish();
     } as ServerResponse['end'];
 
     if (!cookieId) {
-      debug('no session cookie: new session');
       try {
         generate();
+        if (debug.enabled) debug('%s: no session cookie: new session %s', label(req), shortId(req.sessionID));
       } catch (err) {
         next(err);
         return;
@@ -517,20 +679,20 @@ export function session(options?: SessionOptions): SessionMiddleware {
     }
 
     const sid = cookieId;
-    debug('loading session %s', sid);
+    if (debug.enabled) debug('%s: loading session %s', label(req), shortId(sid));
     let answered = false;
     const loaded = (err: unknown, data?: StoredSession | null): void => {
       if (answered) return;
       answered = true;
       if (err && (err as { code?: unknown }).code !== 'ENOENT') {
-        debug('store error while loading: %o', err);
+        if (debug.enabled) debug('%s: store error while loading session %s: %o', label(req), shortId(sid), err);
         next(err);
         return;
       }
       try {
         if (err || !data) {
-          debug('no such session: new session');
           generate();
+          if (debug.enabled) debug('%s: no session %s in the store: new session %s', label(req), shortId(sid), shortId(req.sessionID));
         } else {
           createSession(req, data);
           originalId = req.sessionID;
@@ -552,5 +714,5 @@ export function session(options?: SessionOptions): SessionMiddleware {
     }
   }
 
-  return supportsUpgrade(sessionMiddleware);
+  return supportsUpgrade(session);
 }

@@ -78,8 +78,7 @@ export class MemoryStore extends Store {
   }
 
   override set(sid: string, session: StoredSession, callback?: SessionCallback): void {
-    const json = JSON.stringify(session);
-    this.entries.set(sid, { json, expiresAt: this.expiryOf(JSON.parse(json) as StoredSession) });
+    this.write(sid, session);
     later(callback);
   }
 
@@ -92,7 +91,8 @@ export class MemoryStore extends Store {
     const current = this.read(sid);
     if (current) {
       current.cookie = session.cookie;
-      this.set(sid, current);
+      // Not through this.set(): a subclass or wrapper counting writes sees a touch as a touch.
+      this.write(sid, current);
     }
     later(callback);
   }
@@ -113,6 +113,11 @@ export class MemoryStore extends Store {
   override clear(callback?: SessionCallback): void {
     this.entries.clear();
     later(callback);
+  }
+
+  private write(sid: string, session: StoredSession): void {
+    const json = JSON.stringify(session);
+    this.entries.set(sid, { json, expiresAt: this.expiryOf(JSON.parse(json) as StoredSession) });
   }
 
   private read(sid: string): StoredSession | undefined {

@@ -1,4 +1,4 @@
-// Imported before express-session: depd decides when a module loads whether its deprecation
-// notices (undefined resave / saveUninitialized, req.secret — option sets compared on purpose
-// in parity.test.ts) are printed.
+// Imported first by suites that load express-session: depd decides whether to print when the
+// package is loaded, so --no-deprecation has to be in force before that import runs.
 process.noDeprecation = true;
+export {};
