@@ -347,7 +347,7 @@ describe('over TLS', () => {
       const port = (server.address() as net.AddressInfo).port;
       const text = await new Promise<string>((resolve, reject) => {
         const socket = tls.connect({ port, host: HOST, rejectUnauthorized: false }, () => {
-          socket.write('POST /tls HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nContent-Length: 3\r\n\r\nabc');
+          socket.write('POST /tls HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, close\r\nContent-Length: 3\r\n\r\nabc');
         });
         let out = '';
         const timer = setTimeout(() => {
