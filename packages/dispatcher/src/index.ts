@@ -321,7 +321,7 @@ function traceSkipped(req: http.IncomingMessage, skipped: string[]): void {
     const reason = entry.slice(entry.lastIndexOf('(') + 1, -1);
     reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
   }
-  const counts = [...reasons].map(([reason, n]) => `${n} ${reason}`).join(', ');
+  const counts = [...reasons].map(([reason, n]) => `${n}× ${reason}`).join(', ');
   debug('%s %s: passed over %d layers (%s)', req.method, req.originalUrl, skipped.length, counts);
 }
 
