@@ -75,6 +75,31 @@ describe('whenSocketFree: an upgrade pipelined behind ordinary requests', () => 
     }
   });
 
+  test('without it, a response cannot be bound to a socket an earlier response owns', async () => {
+    let code: unknown;
+    const server = await start(
+      (_req, res) => setTimeout(() => res.end('page'), 20),
+      (s) =>
+        s.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+          try {
+            new UpgradeResponse(req, socket, head);
+          } catch (err) {
+            code = (err as { code?: unknown }).code;
+          }
+          socket.destroy();
+        }),
+    );
+    const conn = await rawConnect(server.port);
+    try {
+      conn.socket.write(get('/') + upgradeRequest('/up', 'echo'));
+      await until(() => code !== undefined);
+      expect(code).toBe('ERR_HTTP_SOCKET_ASSIGNED');
+    } finally {
+      conn.close();
+      await server.close();
+    }
+  });
+
   test('a free socket is served at once (synchronously)', async () => {
     let sync = false;
     const server = await start(null, (s) =>
