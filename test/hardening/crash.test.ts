@@ -300,6 +300,12 @@ describe('HTTP/2 on app.attach(http2.createSecureServer({ allowHTTP1: true }))',
   });
 });
 
+test('an HTTP/1 head that says HTTP/2.0 is not taken for HTTP/2: answered on its socket (fuzz finding)', async () => {
+  const text = await exchange(ports.echo, wsHead().replace('HTTP/1.1', 'HTTP/2.0'), /^HTTP\/1\.1 \d{3} [^]*\r\n\r\n/);
+  expect(text).toMatch(/^HTTP\/1\.1 101 /);
+  alive();
+});
+
 describe('errors at the end of the stack are printed (NODE_ENV is not test)', () => {
   test('for a request, an upgrade and a CONNECT, with their stacks', async () => {
     await exchange(ports.errors, getHead('Connection: close\r\n'), /HTTP\/1\.1 500/);

@@ -145,7 +145,10 @@ export function createApp(options: AppOptions = {}): App {
     fallback: Fallback | null,
     connect: boolean,
   ): void {
-    if (req.httpVersionMajor === 2) {
+    // An HTTP/2 request on a server with `allowHTTP1`: Node passes (Http2ServerRequest,
+    // Http2ServerResponse), not a socket. (An HTTP/1 head that says `HTTP/2.0` comes with a
+    // socket and is served as usual.)
+    if (req.httpVersionMajor === 2 && typeof (socket as { writeHead?: unknown }).writeHead === 'function') {
       refuseHttp2(req, socket);
       return;
     }
