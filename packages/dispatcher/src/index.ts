@@ -281,8 +281,9 @@ function dispatch(
         skipped?.push(`${nameOf(layer)} (no supportsUpgrade)`);
         continue;
       }
-      // An error goes to error layers only, and an error layer runs only for an error.
-      if ((layer.handle.length === 4) !== hasError) {
+      // As in Connect, by arity: an error goes to error layers (4 arguments) only, and a request
+      // without one to layers of fewer than 4.
+      if (hasError ? layer.handle.length !== 4 : layer.handle.length >= 4) {
         skipped?.push(`${nameOf(layer)} (${hasError ? 'not an error layer' : 'error layer'})`);
         continue;
       }
