@@ -347,6 +347,8 @@ describe('over TLS', () => {
       app,
     );
     app.attach(server);
+    let secureConnections = 0;
+    server.on('secureConnection', () => secureConnections++);
     await new Promise<void>((r) => server.listen(0, HOST, r));
     try {
       const port = (server.address() as net.AddressInfo).port;
@@ -369,6 +371,8 @@ describe('over TLS', () => {
       expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
       expect(text).toContain('\r\nConnection: close\r\n');
       expect(text.endsWith('POST /tls body=abc upgrade=h2c')).toBe(true);
+      // One TLS connection, one 'secureConnection' event: the replay does not announce it again.
+      expect(secureConnections).toBe(1);
     } finally {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
