@@ -23,6 +23,7 @@ const WebSocket = require(${JSON.stringify(paths.ws)});
 
 const app = createApp({ upgradeProtocols: ['websocket', 'echo'], upgradeTimeout: 200 });
 app.use(function plainOnly(req, res, next) { next(); });
+for (let i = 0; i < 10; i++) app.use(function plainMany(req, res, next) { next(); });
 app.use(supportsUpgrade(function tagAll(req, res, next) { res.setHeader('X-Tag', '1'); next(); }));
 app.use('/deny', supportsUpgrade(function denyAll(req, res) { res.statusCode = 401; res.end('no'); }));
 app.use('/slow', supportsUpgrade(function neverAnswers() {}));
@@ -59,6 +60,7 @@ const server = app.listen(0, '127.0.0.1', async () => {
     ws.on('close', resolve);
   });
   mark('missing'); await raw(port, hs('/missing'));
+  mark('page'); await raw(port, 'GET /page HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n');
   mark('done');
   await endpoint.close();
   server.close(() => process.exit(0));
@@ -116,9 +118,21 @@ test('the child ran to the end', () => {
 test('an upgrade is named, with layers run and passed over', () => {
   const deny = section('deny');
   expect(deny).toMatch(/upgradeware:dispatcher upgrade GET \/deny/);
-  expect(deny).toMatch(/upgradeware:dispatcher GET \/deny: passed over plainOnly \(no supportsUpgrade\)/);
+  // Layers passed over in a row make one line: named when few, counted when many.
+  expect(deny).toMatch(/upgradeware:dispatcher GET \/deny: passed over 11 layers \(11× no supportsUpgrade\)$/m);
+  expect(deny).not.toMatch(/passed over plainMany/);
   expect(deny).toMatch(/upgradeware:dispatcher GET \/deny: run tagAll/);
   expect(deny).toMatch(/upgradeware:dispatcher GET \/deny: run denyAll at \/deny/);
+});
+
+test('one line at the start of a request and one at its end, with its status', () => {
+  expect(section('deny').match(/upgradeware:dispatcher upgrade GET \/deny$/gm)).toHaveLength(1);
+  expect(section('deny')).toMatch(/upgradeware:dispatcher end GET \/deny: 401$/m);
+  expect(section('echo')).toMatch(/upgradeware:dispatcher end GET \/echo: 101$/m);
+  expect(section('missing')).toMatch(/upgradeware:dispatcher end GET \/missing: 404$/m);
+  expect(section('page')).toMatch(/upgradeware:dispatcher request GET \/page$/m);
+  expect(section('page')).toMatch(/upgradeware:dispatcher GET \/page: run plainOnly$/m);
+  expect(section('page')).toMatch(/upgradeware:dispatcher end GET \/page: 404$/m);
 });
 
 test('a rejection is traced with its status', () => {

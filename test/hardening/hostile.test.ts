@@ -110,9 +110,12 @@ const cases: Case[] = [
   c('Upgrade: WebSocket (case-insensitive)', () => hs('/open', { Upgrade: 'WebSocket' }), switched),
   c('Upgrade: websocket, h2c (a list with websocket)', () => hs('/open', { Upgrade: 'websocket, h2c' }), wsRefusal(400, 'Invalid Upgrade header')),
   c('Upgrade header twice', () => hs('/open', { Upgrade: ['websocket', 'websocket'] }), wsRefusal(400, 'Invalid Upgrade header')),
-  c('Upgrade: websocket2 (unknown protocol): an ordinary request', () => hs('/open', { Upgrade: 'websocket2' }), { ...notFound('/open'), headers: { connection: 'close', upgrade: null }, allow: ['open'] }),
-  c('Upgrade: h2c to /: served as ordinary, Connection: close', () => hs('/', { Upgrade: 'h2c', Connection: 'Upgrade, HTTP2-Settings', 'HTTP2-Settings': 'AAMAAABkAARAAAAAAAIAAAAA' }), { status: 200, body: 'home', headers: { connection: 'close', upgrade: null } }),
-  c('Upgrade: foo/1.0 to the admin area: ordinary, the guard still answers', () => hs('/admin/ws', { Upgrade: 'foo/1.0' }), unauthorized),
+  // An unknown protocol is served as Node serves it without an 'upgrade' listener: an ordinary
+  // HTTP/1.1 request, keep-alive until the client ends (rule 7).
+  c('Upgrade: websocket2 (unknown protocol): an ordinary request', () => hs('/open', { Upgrade: 'websocket2' }), { ...notFound('/open'), headers: { upgrade: null }, halfClose: true, allow: ['open'] }),
+  c('Upgrade: h2c to /: served as ordinary, keep-alive', () => hs('/', { Upgrade: 'h2c', Connection: 'Upgrade, HTTP2-Settings', 'HTTP2-Settings': 'AAMAAABkAARAAAAAAAIAAAAA' }), { status: 200, body: 'home', halfClose: true, stopAt: 'home', headers: { connection: 'keep-alive', upgrade: null } }),
+  c('Upgrade: h2c, Connection: Upgrade, close: served as ordinary, closed', () => hs('/', { Upgrade: 'h2c', Connection: 'Upgrade, close' }), { status: 200, body: 'home', stopAt: 'home', headers: { connection: 'close', upgrade: null } }),
+  c('Upgrade: foo/1.0 to the admin area: ordinary, the guard still answers', () => hs('/admin/ws', { Upgrade: 'foo/1.0' }), { ...unauthorized, halfClose: true }),
   c('Upgrade without Connection: upgrade: an ordinary request (Connection: close)', () => hs('/open', { Connection: 'close' }), { ...notFound('/open'), headers: { connection: 'close' }, allow: ['open'] }),
   c('no Connection header: ordinary, keep-alive until the client ends', () => hs('/open', { Connection: null }), { ...notFound('/open'), halfClose: true, allow: ['open'] }),
   c('Connection: Upgrade without Upgrade: ordinary', () => hs('/open', { Upgrade: null }), { ...notFound('/open'), halfClose: true, allow: ['open'] }),

@@ -56,6 +56,8 @@ export interface Stack {
   port: number;
   echoPort: number;
   logs: string[];
+  /** Errors that reached the end of the stack (the app's `onError`). */
+  errors: unknown[];
   ran: Record<'admin' | 'adminWs' | 'ws' | 'wsConn' | 'open' | 'openConn' | 'tunnel' | 'login', number>;
   endpoints: WebSocketEndpoint[];
   /** Log in through /login and return the `Cookie` header value of the session. */
@@ -79,7 +81,11 @@ export async function buildStack(options: StackOptions = {}): Promise<Stack> {
   await new Promise<void>((r) => echo.listen(0, HOST, r));
   const echoPort = (echo.address() as net.AddressInfo).port;
 
-  const app = createApp(options.upgradeTimeout === undefined ? {} : { upgradeTimeout: options.upgradeTimeout });
+  // Errors that reach the end of the stack are collected, not printed (some suites run with
+  // NODE_ENV=production, where the dispatcher would print them to stderr).
+  const errors: unknown[] = [];
+  const onError = (err: unknown): void => void errors.push(err);
+  const app = createApp(options.upgradeTimeout === undefined ? { onError } : { upgradeTimeout: options.upgradeTimeout, onError });
   app.use(logger(LOG_FORMAT, { stream: { write: (line: string) => logs.push(line) } }));
   if (hooks.first) {
     const first = hooks.first;
@@ -207,6 +213,7 @@ export async function buildStack(options: StackOptions = {}): Promise<Stack> {
     port: srv.port,
     echoPort,
     logs,
+    errors,
     ran,
     endpoints,
     async login(user = 'alice') {

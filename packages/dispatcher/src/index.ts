@@ -5,6 +5,7 @@
  * Upgrade requests (WebSocket) and CONNECT. See DESIGN.md, "Rules of the stack".
  */
 import * as http from 'node:http';
+import type * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 import {
@@ -12,6 +13,7 @@ import {
   UpgradeResponse,
   isUpgradeResponse,
   replayAsRequest,
+  whenSocketFree,
   type ErrorMiddleware,
   type Middleware,
   type NextFunction,
@@ -42,7 +44,16 @@ export interface AppOptions {
    * `503` and closed (default 30 000; `0` or `Infinity` for no limit).
    */
   upgradeTimeout?: number;
+  /**
+   * Receives every error that reaches the end of the stack (ordinary requests, upgrades and
+   * CONNECT), instead of stderr. Default: print its stack to stderr unless `NODE_ENV=test`, as
+   * Connect's finalhandler does. The error is still answered with its status.
+   */
+  onError?: (err: unknown, req: http.IncomingMessage) => void;
 }
+
+/** The options `createApp()` knows: any other is a mistake, reported at once. */
+const KNOWN_OPTIONS: ReadonlySet<string> = new Set(['upgradeProtocols', 'upgradeTimeout', 'onError']);
 
 /** A request handler usable with `http.createServer()` and as a layer of another app. */
 export interface App {
@@ -71,9 +82,22 @@ export interface App {
    * Returns the server.
    */
   attach<S extends http.Server>(server: S): S;
-  /** `http.createServer(app)`, attached, listening: the arguments of `server.listen()`. */
-  listen(...args: Parameters<http.Server['listen']>): http.Server;
+  /** `http.createServer(app)`, attached, listening: every form of `server.listen()`. */
+  listen(port?: number, hostname?: string, backlog?: number, listeningListener?: () => void): http.Server;
+  listen(port?: number, hostname?: string, listeningListener?: () => void): http.Server;
+  listen(port?: number, backlog?: number, listeningListener?: () => void): http.Server;
+  listen(port?: number, listeningListener?: () => void): http.Server;
+  listen(path: string, backlog?: number, listeningListener?: () => void): http.Server;
+  listen(path: string, listeningListener?: () => void): http.Server;
+  listen(options: net.ListenOptions, listeningListener?: () => void): http.Server;
+  listen(handle: ListenHandle, backlog?: number, listeningListener?: () => void): http.Server;
+  listen(handle: ListenHandle, listeningListener?: () => void): http.Server;
 }
+
+/** What `server.listen(handle)` accepts: a server, a socket, or `{ fd }`. */
+export type ListenHandle = net.Server | net.Socket | { fd: number };
+
+type ErrorReporter = (err: unknown, req: http.IncomingMessage) => void;
 
 type SocketListener = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
 
@@ -83,6 +107,8 @@ interface Fallback {
 }
 
 const DEFAULT_TIMEOUT = 30_000;
+/** Node's parser keeps this many `rawHeaders` entries (1,000 lines) when maxHeadersCount is unset. */
+const DEFAULT_MAX_HEADER_ENTRIES = 2000;
 const kDeadline = Symbol('upgradeware.deadline');
 
 /** Create an app. */
@@ -90,8 +116,17 @@ export function createApp(options: AppOptions = {}): App {
   if (options === null || typeof options !== 'object') {
     throw new TypeError('@upgradeware/dispatcher: options must be an object');
   }
+  for (const name of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(name)) {
+      throw new TypeError(`@upgradeware/dispatcher: unknown option ${name} (known: ${[...KNOWN_OPTIONS].join(', ')})`);
+    }
+  }
   const protocols = protocolSet(options.upgradeProtocols);
   const timeout = timeoutOf(options.upgradeTimeout);
+  if (options.onError !== undefined && typeof options.onError !== 'function') {
+    throw new TypeError('@upgradeware/dispatcher: option onError must be a function (err, req)');
+  }
+  const report: ErrorReporter = options.onError ?? printError;
   const stack: Layer[] = [];
 
   const app = function app(req: http.IncomingMessage, res: http.ServerResponse, next?: NextFunction): void {
@@ -99,7 +134,8 @@ export function createApp(options: AppOptions = {}): App {
   } as App;
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, out?: NextFunction): void {
-    dispatch(stack, req, res, out ?? null, null);
+    if (out === undefined && debug.enabled && !isUpgradeResponse(res)) traceRequest('request', req, res);
+    dispatch(stack, req, res, out ?? null, null, report);
   }
 
   function dispatchSocket(
@@ -109,13 +145,39 @@ export function createApp(options: AppOptions = {}): App {
     fallback: Fallback | null,
     connect: boolean,
   ): void {
+    // An HTTP/2 request on a server with `allowHTTP1`: Node passes (Http2ServerRequest,
+    // Http2ServerResponse), not a socket. (An HTTP/1 head that says `HTTP/2.0` comes with a
+    // socket and is served as usual.)
+    if (req.httpVersionMajor === 2 && typeof (socket as { writeHead?: unknown }).writeHead === 'function') {
+      refuseHttp2(req, socket);
+      return;
+    }
+    // A pipelined request's response may still own the socket: answer after it, in order.
+    whenSocketFree(socket, () => serveSocket(req, socket, head, fallback, connect), timeout);
+  }
+
+  function serveSocket(
+    req: http.IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    fallback: Fallback | null,
+    connect: boolean,
+  ): void {
     const served = connect || servesProtocol(protocols, req.headers.upgrade);
     // Rule 7: another protocol is an ordinary request. Node's server parses it again, body and
-    // all, and its request handler (this app, or Express …) answers it.
-    if (!served && replayAsRequest(req, socket, head, fallback?.server)) return;
+    // all, and its request handler (this app, or Express …) answers it — unless Node dropped
+    // some of its header lines (past `maxHeadersCount`): a request rebuilt without them could
+    // lose its framing, so it is refused with 431 instead.
+    const complete = served || headersComplete(req, fallback?.server ?? (socket as { server?: unknown }).server);
+    if (!served && complete && replayAsRequest(req, socket, head, fallback?.server)) return;
     // Synchronously, before anything else: the response adds the socket's 'error' listener.
     const res = served ? new UpgradeResponse(req, socket, head) : new SocketResponse(req, socket, head);
-    if (debug.enabled) debug('%s %s %s', served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req.method, req.url);
+    if (debug.enabled) traceRequest(served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req, res);
+    if (!complete) {
+      req.originalUrl = req.url;
+      sendError(req, res, 431, null);
+      return;
+    }
     if (req.headers.host === undefined && req.httpVersion === '1.1') {
       // Node answers 400 to an ordinary HTTP/1.1 request without Host (RFC 9112 §3.2) but lets
       // an upgrade through: answer it the same way.
@@ -124,7 +186,7 @@ export function createApp(options: AppOptions = {}): App {
       return;
     }
     if (timeout > 0) armDeadline(req, res, timeout);
-    dispatch(stack, req, res, null, fallback);
+    dispatch(stack, req, res, null, fallback, report);
   }
 
   Object.defineProperty(app, 'supportsUpgrade', { value: true, enumerable: true });
@@ -166,10 +228,10 @@ export function createApp(options: AppOptions = {}): App {
     return server;
   };
 
-  app.listen = function listen(...args: Parameters<http.Server['listen']>): http.Server {
+  app.listen = function listen(...args: unknown[]): http.Server {
     const server = app.attach(http.createServer(app));
-    return server.listen(...args);
-  };
+    return (server.listen as (...a: unknown[]) => http.Server)(...args);
+  } as App['listen'];
 
   return app;
 }
@@ -184,6 +246,7 @@ function dispatch(
   res: http.ServerResponse,
   out: NextFunction | null,
   fallback: Fallback | null,
+  report: ErrorReporter,
 ): void {
   const upgrade = isUpgradeResponse(res);
   const protohost = protohostOf(req.url ?? '/');
@@ -202,16 +265,26 @@ function dispatch(
       req.url = protohost + removed + req.url!.slice(protohost.length);
       removed = '';
     }
+    const hasError = err !== undefined && err !== null && err !== false;
+    // The layers passed over on the way to the next one run, for one summary line of the trace.
+    const skipped: string[] | null = debug.enabled ? [] : null;
     for (;;) {
       const layer = stack[index++];
       if (layer === undefined) {
+        if (skipped !== null) traceSkipped(req, skipped);
         if (out !== null) out(err);
-        else finalHandler(req, res, fallback, err);
+        else finalHandler(req, res, fallback, err, report);
         return;
       }
       // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in.
       if (upgrade && layer.handle.supportsUpgrade !== true) {
-        if (debug.enabled) debug('%s %s: passed over %s (no supportsUpgrade)', req.method, req.originalUrl, nameOf(layer));
+        skipped?.push(`${nameOf(layer)} (no supportsUpgrade)`);
+        continue;
+      }
+      // As in Connect, by arity: an error goes to error layers (4 arguments) only, and a request
+      // without one to layers of fewer than 4.
+      if (hasError ? layer.handle.length !== 4 : layer.handle.length >= 4) {
+        skipped?.push(`${nameOf(layer)} (${hasError ? 'not an error layer' : 'error layer'})`);
         continue;
       }
       const route = layer.route;
@@ -219,7 +292,7 @@ function dispatch(
         const url = req.url!;
         const path = pathnameOf(url, protohost.length);
         if (!matchesRoute(path, route)) {
-          if (debug.enabled) debug('%s %s: passed over %s (path)', req.method, req.originalUrl, nameOf(layer));
+          skipped?.push(`${nameOf(layer)} (path)`);
           continue;
         }
         removed = route;
@@ -229,7 +302,10 @@ function dispatch(
           slashAdded = true;
         }
       }
-      if (debug.enabled) debug('%s %s: %s', req.method, req.originalUrl, describeCall(layer, err));
+      if (skipped !== null) {
+        traceSkipped(req, skipped);
+        debug('%s %s: %s %s', req.method, req.originalUrl, hasError ? 'error to' : 'run', nameOf(layer));
+      }
       call(layer.handle, err, req, res, next);
       return;
     }
@@ -237,11 +313,31 @@ function dispatch(
   next();
 }
 
-function describeCall(layer: Layer, err: unknown): string {
-  const hasError = err !== undefined && err !== null && err !== false;
-  const errorLayer = layer.handle.length === 4;
-  if (hasError === errorLayer) return `${hasError ? 'error to' : 'run'} ${nameOf(layer)}`;
-  return `passed over ${nameOf(layer)} (${hasError ? 'not an error layer' : 'error layer'})`;
+/** Layers passed over in a row, as one trace line: named when few, counted by reason when many. */
+function traceSkipped(req: http.IncomingMessage, skipped: string[]): void {
+  if (skipped.length === 0) return;
+  if (skipped.length <= 3) {
+    debug('%s %s: passed over %s', req.method, req.originalUrl, skipped.join(', '));
+    return;
+  }
+  const reasons = new Map<string, number>();
+  for (const entry of skipped) {
+    const reason = entry.slice(entry.lastIndexOf('(') + 1, -1);
+    reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+  }
+  const counts = [...reasons].map(([reason, n]) => `${n}× ${reason}`).join(', ');
+  debug('%s %s: passed over %d layers (%s)', req.method, req.originalUrl, skipped.length, counts);
+}
+
+/** The trace's first line of a request, and its last one, with the status it ended with. */
+function traceRequest(kind: string, req: http.IncomingMessage, res: http.ServerResponse): void {
+  debug('%s %s %s', kind, req.method, req.url);
+  const method = req.method;
+  const url = req.url;
+  res.once('close', function traceEnd(this: http.ServerResponse) {
+    if (this.writableFinished) debug('end %s %s: %d', method, url, this.statusCode);
+    else debug('end %s %s: closed before the response finished', method, url);
+  });
 }
 
 function nameOf(layer: Layer): string {
@@ -361,6 +457,14 @@ function ownsSocket(res: http.ServerResponse): boolean {
   return (res.socket as { _httpMessage?: unknown } | null)?._httpMessage === res;
 }
 
+/** How long the 503 of the time limit is given to go out before the connection is cut. */
+const DEADLINE_GRACE_MS = 1000;
+
+/**
+ * The time limit ran out. The response is answered 503 if it has not started; whatever `end()`
+ * does then (a wrapper that throws, or holds the response for a store that never answers), the
+ * connection is closed: at once if the 503 could not be sent, else after a short grace.
+ */
 function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
   res[kDeadline] = undefined;
   const socket = res.socket;
@@ -375,15 +479,42 @@ function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
     return;
   }
   debug('time limit: 503 for %s %s', req.method, req.originalUrl);
-  sendError(req, res, 503, null);
+  try {
+    sendError(req, res, 503, null);
+  } catch (err) {
+    debug('time limit: the 503 failed (%s); closing', err instanceof Error ? err.message : String(err));
+    socket.destroy();
+    return;
+  }
+  if (!res.writableFinished && !socket.destroyed) setTimeout(closeUnfinished, DEADLINE_GRACE_MS, req, res).unref();
+}
+
+function closeUnfinished(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const socket = res.socket;
+  if (!socket || socket.destroyed || res.writableFinished || !ownsSocket(res)) return;
+  debug('time limit: the 503 to %s %s never went out; closing', req.method, req.originalUrl);
+  socket.destroy();
 }
 
 // ---- Final handler -------------------------------------------------------------------------
 
 /** What happens to a request that went through the whole stack (Connect's finalhandler). */
-function finalHandler(req: http.IncomingMessage, res: http.ServerResponse, fallback: Fallback | null, err: unknown): void {
+function finalHandler(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  fallback: Fallback | null,
+  err: unknown,
+  report: ErrorReporter,
+): void {
   const hasError = err !== undefined && err !== null && err !== false;
-  if (hasError) debug('error on %s %s: %o', req.method, req.originalUrl, err);
+  if (hasError) {
+    debug('error on %s %s: %o', req.method, req.originalUrl, err);
+    try {
+      report(err, req);
+    } catch (e) {
+      debug('onError threw: %o', e);
+    }
+  }
   if (res.headersSent) {
     // Too late for a status: close the connection, if it is still ours.
     if (res.socket && !res.socket.destroyed && ownsSocket(res)) res.socket.destroy();
@@ -400,11 +531,55 @@ function finalHandler(req: http.IncomingMessage, res: http.ServerResponse, fallb
       return;
     }
   }
-  if (!hasError) {
-    sendError(req, res, 404, null);
-    return;
+  try {
+    sendError(req, res, hasError ? statusOf(err) : 404, hasError ? err : null);
+  } catch (e) {
+    // A hook or an end() wrapper threw while the error was answered: nobody is left to answer,
+    // so the connection is closed rather than left hanging.
+    debug('answering %s %s failed: %o', req.method, req.originalUrl, e);
+    if (res.socket && !res.socket.destroyed && ownsSocket(res)) res.socket.destroy();
   }
-  sendError(req, res, statusOf(err), err);
+}
+
+/**
+ * Where errors that reach the end of the stack go by default: their stack on stderr, unless
+ * `NODE_ENV=test` (Connect's finalhandler does the same). Replaced by the `onError` option.
+ */
+function printError(err: unknown): void {
+  if (process.env.NODE_ENV === 'test') return;
+  const text = err instanceof Error ? (err.stack ?? String(err)) : String(err);
+  process.stderr.write(`${text}\n`);
+}
+
+/**
+ * An HTTP/2 CONNECT (or extended CONNECT) on a server that also speaks HTTP/1.1 (`allowHTTP1`):
+ * Node emits `'connect'` with `(Http2ServerRequest, Http2ServerResponse)`, not a socket. HTTP/2 is
+ * not served here yet: answer 501 on the stream, and keep serving.
+ */
+function refuseHttp2(req: http.IncomingMessage, response: unknown): void {
+  debug('HTTP/2 %s %s: not served, 501', req.method, req.url);
+  const res = response as Partial<http.ServerResponse> | null;
+  try {
+    if (res && typeof res.writeHead === 'function' && typeof res.end === 'function' && !res.headersSent) {
+      res.writeHead(501);
+      res.end();
+      return;
+    }
+  } catch (err) {
+    debug('HTTP/2 refusal failed: %o', err);
+  }
+  const stream = (res as { stream?: { destroy?: () => void } } | null)?.stream;
+  stream?.destroy?.();
+}
+
+/**
+ * Did Node keep every header line of the request? Past the server's `maxHeadersCount` it drops
+ * the rest, so a request rebuilt from `rawHeaders` could lose its framing (`Content-Length`).
+ */
+function headersComplete(req: http.IncomingMessage, server: unknown): boolean {
+  const count = (server as { maxHeadersCount?: unknown } | undefined)?.maxHeadersCount;
+  const limit = typeof count === 'number' ? count * 2 : DEFAULT_MAX_HEADER_ENTRIES;
+  return limit <= 0 || req.rawHeaders.length < limit;
 }
 
 function statusOf(err: unknown): number {

@@ -39,6 +39,8 @@ function build(use: Use, makeSub: () => { use: Use; handler: unknown }): void {
   use('/handled', (_req: IncomingMessage, _res: ServerResponse, next: (err?: unknown) => void) => {
     next(new Error('to be handled'));
   });
+  // A layer of five arguments is never called, with or without an error.
+  use('/five', (_a: unknown, _b: unknown, res: ServerResponse, _d: unknown, _e: unknown) => res.end('five ran'));
   // A three-argument layer is passed over while there is an error.
   use((_req: IncomingMessage, res: ServerResponse) => {
     if (_req.url === '/never') res.end('should not run on errors');
@@ -98,6 +100,7 @@ describe('ordinary requests: parity with connect 3', () => {
     '/next-err',
     '/handled/x',
     '/elsewhere?q=1',
+    '/five',
   ];
   test.each(paths)('%s', async (path) => {
     const [a, b] = await Promise.all([request(ours.url + path), request(theirs.url + path)]);

@@ -261,19 +261,26 @@ describe('upgrades through one stack', () => {
     expect(res.headers['connection']).toEqual(['Upgrade']);
   });
 
-  test('an upgrade to a protocol the app does not serve (h2c) is an ordinary request with Connection: close', async () => {
-    const res = await rawRequest(server.port, upgradeRequest('/page', 'h2c', { 'HTTP2-Settings': 'AAMAAABkAARAAAAAAAIAAAAA' }));
+  test('an upgrade to a protocol the app does not serve (h2c) is an ordinary request, on a connection kept as the client asked', async () => {
+    // As Node serves it without an 'upgrade' listener: HTTP/1.1 keeps the connection alive…
+    const kept = await rawRequest(server.port, upgradeRequest('/page', 'h2c', { 'HTTP2-Settings': 'AAMAAABkAARAAAAAAAIAAAAA' }), {
+      untilHead: true,
+    });
+    expect(kept.status).toBe(200);
+    expect(kept.headers['connection']).toEqual(['keep-alive']);
+    expect(seen).toEqual(['plain /page', 'aware /page']);
+    // … and a client's own `close` token is kept.
+    const res = await rawRequest(server.port, upgradeRequest('/page', 'h2c', { Connection: 'Upgrade, close' }));
     expect(res.status).toBe(200);
     expect(res.body).toBe('an ordinary page');
     expect(res.headers['connection']).toEqual(['close']);
     expect(res.closed).toBe(true);
-    expect(seen).toEqual(['plain /page', 'aware /page']);
   });
 
   test('an h2c POST is served as an ordinary request with its whole body, even bytes sent later', async () => {
     const conn = await rawConnect(server.port);
     conn.socket.write(
-      'POST /body HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 11\r\n\r\nhello',
+      'POST /body HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings, close\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 11\r\n\r\nhello',
     );
     await delay(30);
     conn.socket.write(' world');

@@ -11,6 +11,7 @@
  * - `res.externalSwitch()` lets a library that writes its own 101 (ws) account for it.
  */
 import { EventEmitter } from 'node:events';
+import * as http from 'node:http';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -56,6 +57,8 @@ const SWITCHING_PROTOCOLS = 101;
 const CONNECT_ESTABLISHED = 200;
 /** How long a rejected socket may stay half-open, waiting for the client to close its side. */
 const LINGER_MS = 5000;
+/** How many unread bytes are drained from a rejected socket before it is cut. */
+const LINGER_MAX_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
 /** Headers that describe a body or a connection: meaningless, or harmful, on a switch. */
 const FRAMING = ['content-length', 'transfer-encoding'];
@@ -74,6 +77,11 @@ const RELEASED = 3;
 const kBrand = Symbol.for('upgradeware.UpgradeResponse');
 /** `#onSwitch in value`, set by UpgradeResponse's static block. */
 let hasOwnBrand: (value: object) => boolean;
+/** On a socket: our 'error' listener is on it. */
+const kGuarded = Symbol('upgradeware.guarded');
+/** On a socket being closed after a refusal: the hard deadline, and the bytes drained so far. */
+const kLinger = Symbol('upgradeware.linger');
+type GuardedSocket = Duplex & { [kGuarded]?: boolean; [kLinger]?: { timer: NodeJS.Timeout; bytes: number } };
 /** Node's own `end()`, called with the arguments as given (no array per call). */
 const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => ServerResponse;
 
@@ -93,8 +101,9 @@ export class SocketResponse extends ServerResponse {
   constructor(req: IncomingMessage, socket: Duplex, head: Buffer = EMPTY) {
     super(req);
     // Node removed its own 'error' listener before it emitted the socket: without one, a
-    // client reset during asynchronous middleware would kill the process.
-    socket.on('error', onSocketError);
+    // client reset during asynchronous middleware would kill the process. It stays for the
+    // socket's whole life, also after a switch (see `guard`).
+    guard(socket);
     this.upgradeHead = head;
     this.shouldKeepAlive = false;
     this.on('finish', onResponseFinish);
@@ -113,7 +122,7 @@ export class SocketResponse extends ServerResponse {
     if (this._upgradeState !== OPEN || this.headersSent || !socket || socket.destroyed) return false;
     this._upgradeState = RELEASED;
     this.detachSocket(socket);
-    socket.removeListener('error', onSocketError);
+    unguard(socket);
     this.upgradeHead = EMPTY;
     debug('released %s %s', this.req.method, urlOf(this.req));
     return true;
@@ -207,7 +216,6 @@ export class UpgradeResponse extends SocketResponse {
     const socket = this.socket;
     if (socket) {
       this.detachSocket(socket);
-      letGo(socket);
       this.upgradeHead = EMPTY;
     }
     if (debug.enabled) debug('switched %s %s (%d, written by another library)', this.req.method, urlOf(this.req), statusCode);
@@ -259,9 +267,7 @@ export class UpgradeResponse extends SocketResponse {
       debug('switch callback threw: %o', err);
       socket.destroy();
       process.emitWarning(err instanceof Error ? err : new Error(String(err)), 'UpgradewareSwitchError');
-      return;
     }
-    letGo(socket);
   }
 }
 
@@ -269,11 +275,16 @@ Object.defineProperty(UpgradeResponse.prototype, kBrand, { value: true });
 
 /**
  * Serve an upgrade request as an ordinary one, through the HTTP server's own request handling:
- * the request head is written back in front of the socket's unread bytes (without its
- * `Connection: upgrade`, with `Connection: close`) and the socket is handed to the server as a
- * new connection. Node parses it again — body included, however slowly it arrives — and emits
- * `'request'`. This is how an upgrade to a protocol the app does not speak (`h2c` …) still gets
+ * the request head is written back in front of the socket's unread bytes, without the `upgrade`
+ * token of its `Connection` header, and the socket is given back to the server's own connection
+ * handling. Node parses it again — body included, however slowly it arrives — and emits
+ * `'request'`; requests the client pipelined behind it are served after it, as on any
+ * connection. This is how an upgrade to a protocol the app does not speak (`h2c` …) still gets
  * its page (RFC 9110 §7.8 lets a server ignore Upgrade).
+ *
+ * The socket is given to Node's own connection listener, not announced again with a second
+ * `'connection'` event (listeners counting connections see one per TCP connection); on a server
+ * without it, `'connection'` (`'secureConnection'` for TLS) is emitted, the documented way.
  *
  * `server` defaults to the server that accepted the socket. Returns false, touching nothing, when
  * there is no such server with a `'request'` listener.
@@ -284,16 +295,84 @@ export function replayAsRequest(req: IncomingMessage, socket: Duplex, head: Buff
   let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() !== 'connection') text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    const name = raw[i]!;
+    let value = raw[i + 1]!;
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      // Without its `upgrade` token the request is an ordinary one to the parser; `close` or
+      // `keep-alive` keep their meaning.
+      value = value
+        .split(',')
+        .map((token) => token.trim())
+        .filter((token) => token.length !== 0 && token.toLowerCase() !== 'upgrade')
+        .join(', ');
+      if (value.length === 0) continue;
+    }
+    text += `${name}: ${value}\r\n`;
   }
-  text += 'Connection: close\r\n\r\n';
+  text += '\r\n';
   const bytes = Buffer.from(text, 'latin1');
   socket.unshift(head.length === 0 ? bytes : Buffer.concat([bytes, head]));
   debug('replaying %s %s as an ordinary request', req.method, req.url);
-  // 'connection' is the documented way to hand a socket to a server; a TLS server's HTTP
-  // handling listens on 'secureConnection'.
-  target.emit((socket as Duplex & { encrypted?: boolean }).encrypted ? 'secureConnection' : 'connection', socket);
+  const event = (socket as Duplex & { encrypted?: boolean }).encrypted ? 'secureConnection' : 'connection';
+  const own = (http as unknown as { _connectionListener?: (this: EventEmitter, socket: Duplex) => void })._connectionListener;
+  if (own !== undefined && target.listeners(event).includes(own)) own.call(target, socket);
+  else target.emit(event, socket);
   return true;
+}
+
+/**
+ * Wait until no response of an earlier, pipelined request owns `socket`, then call `then()`.
+ *
+ * A client may send an ordinary request and an upgrade (or CONNECT) in one packet: Node emits
+ * `'upgrade'` while the first request's response still owns the socket, and a response bound to
+ * the socket now would interleave with it (Node refuses: `ERR_HTTP_SOCKET_ASSIGNED`). Like a plain
+ * `ws` server, the upgrade is answered after the earlier responses: `then()` runs synchronously
+ * when the socket is free, otherwise once the earlier responses have finished. Meanwhile our
+ * 'error' listener is on the socket. If the socket closes first, or the earlier responses take
+ * longer than `limitMs` (0: no limit), `then()` is never called and the socket is destroyed.
+ */
+export function whenSocketFree(socket: Duplex, then: () => void, limitMs = 0): void {
+  if (ownerOf(socket) === null) {
+    then();
+    return;
+  }
+  guard(socket);
+  debug('an earlier response owns the socket: waiting for it to finish');
+  let timer: NodeJS.Timeout | undefined;
+  const done = (): void => {
+    clearTimeout(timer);
+    socket.removeListener('close', done);
+  };
+  const check = (): void => {
+    if (socket.destroyed) return done();
+    const owner = ownerOf(socket);
+    if (owner !== null) {
+      owner.once('finish', check);
+      return;
+    }
+    done();
+    // A response that asked to close the connection (HTTP/1.0, `Connection: close`) ends it.
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // Node armed its keep-alive timer when the earlier response finished; the socket is ours now.
+    (socket as Duplex & { setTimeout?: (ms: number) => void }).setTimeout?.(0);
+    then();
+  };
+  socket.once('close', done);
+  if (limitMs > 0) {
+    timer = setTimeout(() => {
+      debug('time limit: an earlier response never finished; closing');
+      done();
+      socket.destroy();
+    }, limitMs);
+  }
+  ownerOf(socket)!.once('finish', check);
+}
+
+function ownerOf(socket: Duplex): ServerResponse | null {
+  return (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage ?? null;
 }
 
 /** A WebSocket close frame from a server: code 1011 (internal error). */
@@ -435,12 +514,20 @@ function handOver(this: UpgradeResponse): void {
 }
 
 /**
- * After a switch the socket belongs to its new owner: our 'error' listener goes once the owner
- * has one of its own (ws always adds one). A callback that adds none keeps ours, so a reset
- * still cannot crash the process.
+ * Put our 'error' listener on a socket, once. It stays for the socket's whole life, a switch
+ * included: whatever the new owner does (`socket.pipe(socket)` adds an 'error' listener that
+ * re-emits the error when it finds itself alone), a reset can never become an uncaught
+ * exception. The listener is a plain function: it holds nothing of the request or response.
  */
-function letGo(socket: Duplex): void {
-  if (socket.listenerCount('error') > 1) socket.removeListener('error', onSocketError);
+function guard(socket: GuardedSocket): void {
+  if (socket[kGuarded] === true) return;
+  socket[kGuarded] = true;
+  socket.on('error', onSocketError);
+}
+
+function unguard(socket: GuardedSocket): void {
+  socket[kGuarded] = false;
+  socket.removeListener('error', onSocketError);
 }
 
 function onSocketError(this: Duplex, err: Error): void {
@@ -463,8 +550,27 @@ function finishExternal(res: UpgradeResponse): void {
   emitClose(res);
 }
 
-function onLingerTimeout(this: Duplex): void {
-  this.destroy();
+function lingerTimeout(socket: GuardedSocket): void {
+  debug('closing a refused connection that was not closed by its client in time');
+  socket.destroy();
+}
+
+/** Unread bytes of a refused connection are counted and dropped; past the limit, it is cut. */
+function onLingerData(this: GuardedSocket, chunk: Buffer | string): void {
+  const linger = this[kLinger];
+  if (linger === undefined) return;
+  linger.bytes += chunk.length;
+  if (linger.bytes > LINGER_MAX_BYTES) {
+    debug('closing a refused connection that sent more than %d bytes', LINGER_MAX_BYTES);
+    this.destroy();
+  }
+}
+
+function onLingerClose(this: GuardedSocket): void {
+  const linger = this[kLinger];
+  if (linger !== undefined) clearTimeout(linger.timer);
+  this[kLinger] = undefined;
+  this.removeListener('data', onLingerData);
 }
 
 /**
@@ -482,9 +588,23 @@ function onResponseFinish(this: SocketResponse): void {
   process.nextTick(emitClose, this);
   if (debug.enabled) debug('answered %d to %s %s; closing', this.statusCode, this.req.method, urlOf(this.req));
   if (socket.destroyed) return;
+  linger(socket);
+}
+
+/**
+ * Close a socket after a refusal. The client's unread bytes are drained rather than answered with
+ * a reset, which could make the client drop the response it has not read yet — but only up to
+ * `LINGER_MAX_BYTES` and until a hard deadline (`LINGER_MS` after the refusal, however the client
+ * trickles its bytes), then the socket is destroyed.
+ */
+function linger(socket: GuardedSocket): void {
   socket.end();
-  socket.resume();
-  if ('setTimeout' in socket && typeof socket.setTimeout === 'function') {
-    (socket as Duplex & { setTimeout(ms: number, cb: () => void): void }).setTimeout(LINGER_MS, onLingerTimeout);
+  if (socket[kLinger] === undefined) {
+    const timer = setTimeout(lingerTimeout, LINGER_MS, socket);
+    timer.unref();
+    socket[kLinger] = { timer, bytes: 0 };
+    socket.on('data', onLingerData);
+    socket.once('close', onLingerClose);
   }
+  socket.resume();
 }
