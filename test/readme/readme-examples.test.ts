@@ -419,17 +419,20 @@ describe('the root README', () => {
     expect(ws.status).toBe(401);
   });
 
-  test('a protocol upgradeProtocols does not name is served as an ordinary request: 404, Connection: close', async () => {
+  test('a protocol upgradeProtocols does not name is served as an ordinary request: a 404, no switch', async () => {
     const r = await run(example('README.md', 'upgradeware'));
-    const other = await rawRequest(r.port(), upgradeRequest('/echo', 'other', auth));
+    // As any ordinary request, the connection follows the client's own Connection tokens (here:
+    // close after the answer); the Upgrade is ignored (RFC 9110 §7.8).
+    const other = await rawRequest(r.port(), upgradeRequest('/echo', 'other', auth).replace('Connection: Upgrade', 'Connection: Upgrade, close'));
     expect(other.status).toBe(404);
+    expect(other.headers.upgrade).toBeUndefined();
     expect(other.headers.connection).toEqual(['close']);
     // The same example without `upgradeProtocols`: `Upgrade: echo` is not served as an upgrade.
     const withoutOption = { ...example('README.md', 'upgradeware') };
     withoutOption.code = withoutOption.code.replace(/createApp\(\{[^)]*\}\)/, 'createApp()');
     expect(withoutOption.code).toContain('createApp()');
     const plain = await run(withoutOption);
-    const echo = await rawRequest(plain.port(), upgradeRequest('/echo', 'echo', auth) + 'x');
+    const echo = await rawRequest(plain.port(), upgradeRequest('/echo', 'echo', auth).replace('Connection: Upgrade', 'Connection: Upgrade, close'));
     expect(echo.status).toBe(404);
   });
 });
