@@ -5,11 +5,17 @@
  * Upgrade requests (WebSocket) and CONNECT. See DESIGN.md, "Rules of the stack".
  */
 import * as http from 'node:http';
+import type * as http2 from 'node:http2';
+import type { ListenOptions } from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
+import { createHttp2Server, type AttachableServer } from './http2';
 import {
+  Http2UpgradeResponse,
   SocketResponse,
   UpgradeResponse,
+  isHttp2Request,
+  isHttp2UpgradeResponse,
   isUpgradeResponse,
   replayAsRequest,
   type ErrorMiddleware,
@@ -18,6 +24,7 @@ import {
 } from '@upgradeware/upgrade-response';
 
 export type { ErrorMiddleware, Middleware, NextFunction } from '@upgradeware/upgrade-response';
+export type { AttachableServer } from './http2';
 
 const debug = createDebug('upgradeware:dispatcher');
 
@@ -70,9 +77,16 @@ export interface App {
    * already had keep working: a request that no layer answers is handed to them untouched.
    * Returns the server.
    */
-  attach<S extends http.Server>(server: S): S;
+  attach<S extends AttachableServer>(server: S): S;
   /** `http.createServer(app)`, attached, listening: the arguments of `server.listen()`. */
   listen(...args: Parameters<http.Server['listen']>): http.Server;
+  /**
+   * `http2.createSecureServer(options, app)` with `allowHTTP1: true` and
+   * `settings.enableConnectProtocol: true` (RFC 8441 WebSockets), attached, listening: then the
+   * arguments of `server.listen()`.
+   */
+  listenHttp2(options: http2.SecureServerOptions, port?: number, hostname?: string, listeningListener?: () => void): http2.Http2SecureServer;
+  listenHttp2(options: http2.SecureServerOptions, listenOptions: ListenOptions, listeningListener?: () => void): http2.Http2SecureServer;
 }
 
 type SocketListener = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
@@ -150,17 +164,38 @@ export function createApp(options: AppOptions = {}): App {
   app.handleUpgrade = (req, socket, head) => dispatchSocket(req, socket, head, null, false);
   app.handleConnect = (req, socket, head) => dispatchSocket(req, socket, head, null, true);
 
-  const attached = new WeakSet<http.Server>();
-  app.attach = function attach<S extends http.Server>(server: S): S {
+  /** An HTTP/2 CONNECT (`'connect'` with Node's compat request and response). */
+  function dispatchHttp2(req: http2.Http2ServerRequest): void {
+    const res = new Http2UpgradeResponse(req);
+    const request = req as unknown as http.IncomingMessage;
+    const response = res as unknown as http.ServerResponse;
+    // A plain CONNECT has no :path: its target is :authority, as an HTTP/1.1 CONNECT's URL is.
+    if (req.headers[':path'] === undefined) req.url = req.headers[':authority'] ?? '';
+    const protocol = res.protocol;
+    if (debug.enabled) debug('h2 %s %s %s', protocol === undefined ? 'connect' : `connect (${protocol})`, req.method, req.url);
+    if (protocol !== undefined && !protocols.has(protocol.toLowerCase())) {
+      // An extended CONNECT to a protocol the app does not serve: nothing to fall back to.
+      request.originalUrl = req.url;
+      sendError(request, response, 501, null);
+      return;
+    }
+    if (timeout > 0) armDeadline(request, response, timeout);
+    dispatch(stack, request, response, null, null);
+  }
+
+  const attached = new WeakSet<AttachableServer>();
+  app.attach = function attach<S extends AttachableServer>(server: S): S {
     // Twice would make the first attachment a "listener the server already had".
     if (attached.has(server)) return server;
     attached.add(server);
     for (const event of ['upgrade', 'connect'] as const) {
-      const fallback: Fallback = { server, listeners: server.listeners(event) as SocketListener[] };
+      const fallback: Fallback = { server: server as http.Server, listeners: server.listeners(event) as SocketListener[] };
       server.removeAllListeners(event);
       const connect = event === 'connect';
       server.on(event, (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-        dispatchSocket(req, socket, head, fallback, connect);
+        // An HTTP/2 server (allowHTTP1) emits 'connect' as (req, res) for HTTP/2 streams.
+        if (connect && isHttp2Request(req)) dispatchHttp2(req as unknown as http2.Http2ServerRequest);
+        else dispatchSocket(req, socket, head, fallback, connect);
       });
     }
     return server;
@@ -170,6 +205,11 @@ export function createApp(options: AppOptions = {}): App {
     const server = app.attach(http.createServer(app));
     return server.listen(...args);
   };
+
+  app.listenHttp2 = function listenHttp2(options: http2.SecureServerOptions, ...args: unknown[]): http2.Http2SecureServer {
+    const server = app.attach(createHttp2Server(options, app as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void));
+    return (server.listen as (...a: unknown[]) => http2.Http2SecureServer)(...args);
+  } as App['listenHttp2'];
 
   return app;
 }
@@ -358,6 +398,7 @@ function clearDeadline(this: Deadlined): void {
 
 /** Is the response still the one its socket serves (not handed over, not replaced)? */
 function ownsSocket(res: http.ServerResponse): boolean {
+  if (isHttp2UpgradeResponse(res)) return res.socket !== null;
   return (res.socket as { _httpMessage?: unknown } | null)?._httpMessage === res;
 }
 
@@ -442,7 +483,8 @@ function sendError(req: http.IncomingMessage, res: http.ServerResponse, status: 
   }
   const body = `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n</head>\n<body>\n<pre>${escapeHtml(message).replace(/\n/g, '<br>').replace(/ {2}/g, ' &nbsp;')}</pre>\n</body>\n</html>\n`;
   res.statusCode = status;
-  res.statusMessage = http.STATUS_CODES[status] ?? 'Error';
+  // HTTP/2 has no reason phrase (Node warns when one is set on its HTTP/2 responses).
+  if (req.httpVersionMajor !== 2) res.statusMessage = http.STATUS_CODES[status] ?? 'Error';
   res.removeHeader('Content-Encoding');
   res.removeHeader('Content-Language');
   res.removeHeader('Content-Range');
