@@ -4,6 +4,7 @@
  */
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
+import { closeHttp2Session } from '@upgradeware/upgrade-response';
 
 /** Anything `app.attach()` accepts: an HTTP/1.1 server, or an HTTP/2 server (TLS or not). */
 export type AttachableServer = http.Server | http2.Http2SecureServer | http2.Http2Server;
@@ -30,4 +31,29 @@ export function createHttp2Server(
     { ...options, allowHTTP1: true, settings: { ...options.settings, enableConnectProtocol: true } },
     onRequest,
   );
+}
+
+/** Is `server` an HTTP/2 server (it emits `'session'`)? */
+export function isHttp2Server(server: AttachableServer): server is http2.Http2SecureServer | http2.Http2Server {
+  // Node exports no HTTP/2 server class: `updateSettings()` is theirs alone.
+  return !(server instanceof http.Server) && typeof (server as { updateSettings?: unknown }).updateSettings === 'function';
+}
+
+/**
+ * On Node 20, `server.close()` of an HTTP/2 server leaves its sessions open (the callback waits
+ * for clients to leave) and switched streams run on. After this, `server.close()` also shuts
+ * every open session down (`closeHttp2Session`: GOAWAY, and h2 WebSockets close with 1001).
+ */
+export function closeSessionsOnClose(server: http2.Http2SecureServer | http2.Http2Server): void {
+  const open = new Set<http2.ServerHttp2Session>();
+  server.on('session', (session: http2.ServerHttp2Session) => {
+    open.add(session);
+    session.once('close', () => open.delete(session));
+  });
+  const close = server.close;
+  server.close = function closeWithSessions(this: typeof server, ...args: Parameters<typeof close>) {
+    const ret = close.apply(this, args);
+    for (const session of open) closeHttp2Session(session);
+    return ret;
+  } as typeof close;
 }

@@ -9,7 +9,7 @@ import type * as http2 from 'node:http2';
 import type { ListenOptions } from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
-import { createHttp2Server, type AttachableServer } from './http2';
+import { closeSessionsOnClose, createHttp2Server, isHttp2Server, type AttachableServer } from './http2';
 import {
   Http2UpgradeResponse,
   SocketResponse,
@@ -188,6 +188,7 @@ export function createApp(options: AppOptions = {}): App {
     // Twice would make the first attachment a "listener the server already had".
     if (attached.has(server)) return server;
     attached.add(server);
+    if (isHttp2Server(server)) closeSessionsOnClose(server);
     for (const event of ['upgrade', 'connect'] as const) {
       const fallback: Fallback = { server: server as http.Server, listeners: server.listeners(event) as SocketListener[] };
       server.removeAllListeners(event);

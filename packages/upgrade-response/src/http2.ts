@@ -435,3 +435,45 @@ export function abortSwitchedHttp2(req: Http2ConnectRequest): void {
     if (!stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);
   }, ABORT_GRACE_MS).unref();
 }
+
+// ---- shutdown ----------------------------------------------------------------------------------
+
+const shutdownHooks = new WeakMap<http2.Http2Session, Set<() => void>>();
+
+/**
+ * Run `fn` when the server shuts the stream's session down with `closeHttp2Session()` (a switched
+ * stream, e.g. a WebSocket, can then say goodbye: GOAWAY alone never ends an open stream). Returns
+ * a function that unregisters `fn`; it is unregistered when the stream closes.
+ */
+export function onHttp2Shutdown(stream: http2.Http2Stream, fn: () => void): () => void {
+  const session = stream.session;
+  if (!session) return () => undefined;
+  let hooks = shutdownHooks.get(session);
+  if (hooks === undefined) shutdownHooks.set(session, (hooks = new Set()));
+  const set = hooks;
+  const off = (): void => {
+    set.delete(fn);
+    stream.removeListener('close', off);
+  };
+  set.add(fn);
+  stream.once('close', off);
+  return off;
+}
+
+/**
+ * Shut a server session down: GOAWAY (no new streams; the session closes once its last stream
+ * has), and every hook registered with `onHttp2Shutdown()` for its streams runs.
+ */
+export function closeHttp2Session(session: http2.Http2Session): void {
+  if (!session.closed && !session.destroyed) session.close();
+  const hooks = shutdownHooks.get(session);
+  if (hooks === undefined) return;
+  shutdownHooks.delete(session);
+  for (const fn of [...hooks]) {
+    try {
+      fn();
+    } catch (err) {
+      debug('h2 shutdown hook threw: %o', err);
+    }
+  }
+}

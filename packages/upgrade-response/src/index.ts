@@ -20,8 +20,10 @@ import { abortSwitchedHttp2, isHttp2Request } from './http2';
 export {
   Http2UpgradeResponse,
   abortSwitchedHttp2,
+  closeHttp2Session,
   isHttp2Request,
   isHttp2UpgradeResponse,
+  onHttp2Shutdown,
   type Http2ConnectRequest,
   type Http2SwitchCallback,
 } from './http2';

@@ -15,7 +15,7 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { ServerHttp2Stream } from 'node:http2';
 import type { WebSocket, WebSocketServer } from 'ws';
 import createDebug from 'debug';
-import type { Http2UpgradeResponse, NextFunction } from '@upgradeware/upgrade-response';
+import { onHttp2Shutdown, type Http2UpgradeResponse, type NextFunction } from '@upgradeware/upgrade-response';
 
 const debug = createDebug('upgradeware:websocket');
 const EMPTY = Buffer.alloc(0);
@@ -71,7 +71,11 @@ export function acceptHttp2(
   };
   Object.defineProperty(stream, 'write', { value: interceptor, writable: true, configurable: true });
   try {
-    wss.handleUpgrade(asHttp1Upgrade(req), stream, EMPTY, (ws) => connected(ws, req));
+    wss.handleUpgrade(asHttp1Upgrade(req), stream, EMPTY, (ws) => {
+      // A server shutdown (GOAWAY) does not end an open stream: the WebSocket says goodbye.
+      onHttp2Shutdown(stream, () => ws.close(1001, 'Going Away'));
+      connected(ws, req);
+    });
   } catch (err) {
     if (!res.headersSent) next(err);
     else stream.destroy();

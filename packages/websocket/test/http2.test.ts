@@ -261,6 +261,28 @@ describe('WebSockets over HTTP/2', () => {
     expect((await done).code).toBe(1001);
   });
 
+  test('a server shutdown ends h2 WebSockets: server.close() sends GOAWAY, they close with 1001, the callback fires', async () => {
+    const { app } = echoApp();
+    app.use('/ok', (_req: IncomingMessage, res: ServerResponse) => res.end('ok'));
+    const s = await startHttp2(app as unknown as Parameters<typeof startHttp2>[0]);
+    const client = await connect(s.url);
+    const idle = await connect(s.url);
+    expect((await h2Request(idle, { ':path': '/ok' })).status).toBe(200);
+    const sockets = await Promise.all([h2WebSocket(client, '/chat'), h2WebSocket(client, '/chat')]);
+    const goaway = new Promise<void>((resolve) => client.once('goaway', () => resolve()));
+    const codes = Promise.all(sockets.map(({ ws }) => closed(ws)));
+    const serverClosed = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000);
+      s.server.close(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    await goaway;
+    expect((await codes).map((c) => c.code)).toEqual([1001, 1001]);
+    expect(await serverClosed).toBe(true);
+  });
+
   test('endpoint.close() refuses new h2 WebSockets with 503', async () => {
     const { client, endpoint } = await echoServer();
     await endpoint.close();
