@@ -208,7 +208,8 @@ export function h2WebSocket(session: http2.ClientHttp2Session, path: string, opt
       settled = true;
       clearTimeout(timer);
       stream.removeListener('data', onData);
-      const ws = new WebSocket(null as unknown as string, undefined, { autoPong: true });
+      const ws = new WebSocket(null as unknown as string, undefined, { autoPong: true, closeTimeout: 30_000 } as WebSocket.ClientOptions);
+      // (closeTimeout: ws reads it for every WebSocket; its client types leave it out.)
       // A client: masks its frames, expects unmasked ones (ws sets this for `new WebSocket(url)`).
       (ws as unknown as { _isServer: boolean })._isServer = false;
       const protocol = h['sec-websocket-protocol'];

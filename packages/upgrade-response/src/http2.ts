@@ -26,6 +26,8 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 const SWITCH_DROPPED = new Set([...CONNECTION_SPECIFIC, 'content-length']);
 const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
+/** How long a refused stream may stay open, waiting for the client to close its side. */
+const LINGER_MS = 5000;
 const OPEN = 0;
 const SWITCHING = 1;
 const EXTERNAL = 2;
@@ -369,8 +371,14 @@ export class Http2UpgradeResponse extends EventEmitter {
     if (debug.enabled) debug('answered %d to %s %s over HTTP/2; closing the stream', status, this.req.method, this.req.originalUrl ?? this.req.url);
     const done = (): void => {
       this.socket = null;
-      // The answer is complete; the client's side of a CONNECT stays open otherwise.
-      if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_NO_ERROR);
+      // Node closes the stream itself once the answer has left (RST_STREAM NO_ERROR, RFC 9113
+      // §8.1); a reset at once could drop the body still queued. A client that neither reads nor
+      // closes is cut off after a grace.
+      if (!stream.closed && !stream.destroyed) {
+        const timer = setTimeout(closeStream, LINGER_MS, stream);
+        timer.unref();
+        stream.once('close', () => clearTimeout(timer));
+      }
       finishNow(this);
     };
     if (noBody) process.nextTick(done);
@@ -397,6 +405,10 @@ function finishNow(res: Http2UpgradeResponse): void {
   res.socket = null;
   res.emit('finish');
   res.emitClose();
+}
+
+function closeStream(stream: http2.ServerHttp2Stream): void {
+  if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_NO_ERROR);
 }
 
 function emitCloseOf(res: Http2UpgradeResponse): void {
