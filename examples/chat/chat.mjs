@@ -64,6 +64,9 @@ const CSP = [
  */
 export async function createChatServer(options = {}) {
   const { port = 3000, host = '127.0.0.1', log = process.stdout, secret = randomBytes(32).toString('base64url') } = options;
+  // options.tls ({ key, cert }): serve over HTTPS with HTTP/2 (and HTTP/1.1 for who asks for it),
+  // so browsers open the chat WebSocket over the page's own HTTP/2 connection (RFC 8441).
+  const tls = options.tls ?? null;
   const users = options.users ?? DEMO_USERS;
   const admin = options.admin ?? DEMO_ADMIN;
   let origins = new Set(); // filled in once the port is known
@@ -123,7 +126,7 @@ export async function createChatServer(options = {}) {
   };
   const connections = new Set(); // { ws, user, room, sid, origin, since, ip }
   function snapshot() {
-    return [...connections].map(({ user, room, since, ip, origin }) => ({ user, room, since, ip, origin }));
+    return [...connections].map(({ user, room, since, ip, origin, transport }) => ({ user, room, since, ip, origin, transport }));
   }
   function sendRoom(room, message) {
     const data = JSON.stringify(message);
@@ -143,11 +146,13 @@ export async function createChatServer(options = {}) {
         origin: req.headers.origin ?? null,
         since: new Date().toISOString(),
         ip: req.socket.remoteAddress,
+        // Which transport served this socket: an RFC 8441 extended CONNECT, or an HTTP/1.1 upgrade.
+        transport: req.httpVersionMajor === 2 ? 'h2' : 'http/1.1',
       };
       const first = !online(room).includes(user);
       connections.add(conn);
       room.sockets.add(conn);
-      event('open', { user, room: roomName, origin: conn.origin, ip: conn.ip, connections: connections.size });
+      event('open', { user, room: roomName, origin: conn.origin, ip: conn.ip, transport: conn.transport, connections: connections.size });
       ws.send(JSON.stringify({ type: 'hello', user, room: roomName, online: online(room), history: room.history }));
       if (first) sendRoom(room, { type: 'presence', online: online(room), joined: user });
       else sendRoom(room, { type: 'presence', online: online(room) });
@@ -230,7 +235,8 @@ export async function createChatServer(options = {}) {
       if (!isUpgradeResponse(res)) return next();
       // Every handshake that does not switch shows up in the admin feed, with its real status.
       res.once('finish', () => {
-        if (res.statusCode !== 101) {
+        // A switch is 101 over HTTP/1.1 and 200 over HTTP/2 (RFC 8441).
+        if (res.statusCode !== 101 && res.statusCode !== 200) {
           event('refused', { status: res.statusCode, user: req.session?.user ?? null, origin: req.headers.origin ?? null, ip: req.socket.remoteAddress });
         }
       });
@@ -251,8 +257,11 @@ export async function createChatServer(options = {}) {
   app.use('/chat', chat);
   // An ordinary GET /chat: this is a WebSocket endpoint.
   app.use('/chat', (req, res) => {
-    res.setHeader('Upgrade', 'websocket');
-    res.setHeader('Connection', 'Upgrade');
+    // HTTP/2 forbids connection headers (and a browser on it would use extended CONNECT anyway).
+    if (req.httpVersionMajor !== 2) {
+      res.setHeader('Upgrade', 'websocket');
+      res.setHeader('Connection', 'Upgrade');
+    }
     plain(res, 426, 'This is a WebSocket endpoint: open it with new WebSocket()\n');
   });
 
@@ -290,7 +299,7 @@ export async function createChatServer(options = {}) {
   app.use((req, res) => plain(res, 404, 'Not found\n'));
 
   // ---- Listen ------------------------------------------------------------------------------
-  const server = app.listen(port, host);
+  const server = tls ? app.listenHttp2(tls, port, host) : app.listen(port, host);
   const sockets = new Set();
   server.on('connection', (s) => {
     sockets.add(s);
@@ -301,8 +310,9 @@ export async function createChatServer(options = {}) {
     server.once('error', reject);
   });
   const actual = server.address().port;
-  origins = new Set([`http://127.0.0.1:${actual}`, `http://localhost:${actual}`]);
-  const url = `http://${host}:${actual}/`;
+  const scheme = tls ? 'https' : 'http';
+  origins = new Set([`${scheme}://127.0.0.1:${actual}`, `${scheme}://localhost:${actual}`]);
+  const url = `${scheme}://${host}:${actual}/`;
 
   let closing = null;
   return {
