@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// pnpm bench [-- --quick] [--only=handshake,requests,memory,messages] [--no-build]
+// pnpm bench [-- --quick] [--only=handshake,requests,memory,messages,h2] [--no-build]
 //            [--runs=N] [--duration=ms] [--cpu-prof=<server>,…] [--no-write]
 //
 // Every server runs in its own child process (servers/<name>.mjs); this process is the load
@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { h2Scenario, h2Report, H2_LABELS } from './lib/h2.mjs';
 import { handshake, handshakeRun, requestRun, openMany, closeMany, messageRun, destroyAll, liveSockets } from './lib/load.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -36,7 +37,7 @@ const cfg = {
   messageConnections: 50,
   memConnections: Number(value('mem-connections', 5000)),
 };
-const only = new Set(value('only', 'handshake,requests,memory,messages').split(','));
+const only = new Set(value('only', 'handshake,requests,memory,messages,h2').split(','));
 const profile = new Set(value('cpu-prof', '').split(',').filter(Boolean));
 const log = (...a) => console.error(...a);
 
@@ -97,6 +98,8 @@ const LABEL = {
   'express-ws': 'express-ws',
   fastify: '@fastify/websocket',
   connect: 'connect 3',
+  'ours-h2': 'ours over TLS (h2 + HTTP/1.1)',
+  ...H2_LABELS,
 };
 const serverInfo = {};
 
@@ -449,6 +452,7 @@ function report(meta) {
   if (results.requests) check(results.requests['ours-full'].rate >= results.requests.connect.rate, `ordinary requests ≥ connect: ${ratio(results.requests['ours-full'].rate, results.requests.connect.rate)}`);
   if (results.memory?.['ours-full']) check(results.memory['ours-full'].liveReqRes === 0, `nothing of the chain alive after the switch (req/res alive: ${results.memory['ours-full'].liveReqRes})`);
   if (t.length) out.push('## Targets', '', ...t, '');
+  if (results.h2) out.push(...h2Report(results.h2));
 
   out.push('## Implementations measured', '');
   out.push(table(['server', 'what runs'], Object.entries(serverInfo).map(([n, impl]) => [LABEL[n], impl]), 2), '');
@@ -481,6 +485,7 @@ try {
   if (only.has('requests')) await requestScenario();
   if (only.has('messages')) await messageScenario();
   if (only.has('memory')) await memoryScenario();
+  if (only.has('h2')) results.h2 = await h2Scenario({ startServer, rounds, withCpu, cfg, log });
 } catch (err) {
   log(`bench failed: ${err.stack ?? err}`);
   destroyAll();
