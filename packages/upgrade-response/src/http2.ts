@@ -107,12 +107,16 @@ export class Http2UpgradeResponse extends EventEmitter {
     this.socket = req.stream;
     // A reset arriving while asynchronous middleware runs must not become an uncaught 'error'.
     this.stream.on('error', onStreamError);
-    this.stream.once('close', () => {
-      if (this._upgradeState === OPEN || this._upgradeState === SWITCHING) this.socket = null;
+    this.onStreamClose = () => {
+      this.socket = null;
       // The client went away before the response was written: 'close' without 'finish'.
       if (!this.writableFinished) this.emitClose();
-    });
+    };
+    this.stream.once('close', this.onStreamClose);
   }
+
+  /** The stream's 'close' listener while the response is ours (removed at the switch). */
+  private readonly onStreamClose: () => void;
 
   /** True for a plain CONNECT (a tunnel); false for an extended CONNECT (`:protocol`). */
   get isConnect(): boolean {
@@ -339,6 +343,8 @@ export class Http2UpgradeResponse extends EventEmitter {
     }
     this._upgradeState = DONE;
     this.socket = null;
+    // After the switch the stream is the new owner's: nothing of ours stays reachable from it.
+    stream.removeListener('close', this.onStreamClose);
     if (debug.enabled) debug('switched %s %s over HTTP/2 (200)', this.req.method, this.req.originalUrl ?? this.req.url);
     this.writableFinished = true;
     this.emit('finish');

@@ -320,6 +320,34 @@ describe('WebSockets over HTTP/2', () => {
     await wsClose(ws);
   }, 30000);
 
+  test('hostile streams: END_STREAM with the CONNECT, frames before the 200, a flood of data before the switch', async () => {
+    const { app, endpoint } = echoApp();
+    app.use('/ok', (_req: IncomingMessage, res: ServerResponse) => res.end('ok'));
+    const s = await serve(app);
+    const client = await connect(s.url);
+    // The client ends its side at once: ws switches (the end is not read yet), then reads the end
+    // and closes; the stream completes, nothing crashes.
+    const ended = await h2Request(client, { ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/chat', 'sec-websocket-version': '13' }, '');
+    expect(ended.status).toBe(200);
+    // A masked text frame pipelined right behind the request: read by ws after the switch.
+    const stream = client.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/chat', 'sec-websocket-version': '13' }, { endStream: false });
+    stream.on('error', () => undefined);
+    stream.write(Buffer.from([0x81, 0x82, 1, 2, 3, 4, 0x68 ^ 1, 0x69 ^ 2]));
+    const echoed = await new Promise<string>((resolve) => stream.once('data', (c: Buffer) => resolve(c.toString('latin1'))));
+    expect(echoed).toBe('\x81\x02hi');
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    // 1 MiB of garbage before the switch is bounded by HTTP/2 flow control, then read as frames:
+    // ws fails the connection with a 1002 close frame, the session lives on.
+    const flood = client.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/chat', 'sec-websocket-version': '13' }, { endStream: false });
+    flood.on('error', () => undefined);
+    flood.write(Buffer.alloc(1024 * 1024, 0x42));
+    const closeFrame = await new Promise<Buffer>((resolve) => flood.once('data', (c: Buffer) => resolve(c)));
+    expect([...closeFrame.subarray(0, 4)]).toEqual([0x88, 0x02, 0x03, 0xea]); // close 1002
+    flood.close(http2.constants.NGHTTP2_CANCEL);
+    await until(() => endpoint.clients.size === 0);
+    expect((await h2Request(client, { ':path': '/ok' })).status).toBe(200);
+  });
+
   test('ws writes its handshake head in one write() before anything else (the assumption h2 relies on)', async () => {
     // A plain ws server in noServer mode, on a Duplex that records every write.
     const { Duplex } = await import('node:stream');
