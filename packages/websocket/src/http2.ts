@@ -71,11 +71,7 @@ export function acceptHttp2(
   };
   Object.defineProperty(stream, 'write', { value: interceptor, writable: true, configurable: true });
   try {
-    wss.handleUpgrade(asHttp1Upgrade(req), stream, EMPTY, (ws) => {
-      // A server shutdown (GOAWAY) does not end an open stream: the WebSocket says goodbye.
-      onHttp2Shutdown(stream, () => ws.close(1001, 'Going Away'));
-      connected(ws, req);
-    });
+    wss.handleUpgrade(asHttp1Upgrade(req), stream, EMPTY, onUpgraded(stream, req, connected));
   } catch (err) {
     if (!res.headersSent) next(err);
     else stream.destroy();
@@ -84,6 +80,22 @@ export function acceptHttp2(
     // ws refused without writing (it reports that through 'wsClientError') or aborted.
     if (!headWritten) delete (stream as { write?: WriteFn }).write;
   }
+}
+
+/**
+ * ws's callback, made outside `acceptHttp2` so that it keeps nothing of the response reachable
+ * for the life of the WebSocket.
+ */
+function onUpgraded(
+  stream: ServerHttp2Stream,
+  req: IncomingMessage,
+  connected: (ws: WebSocket, req: IncomingMessage) => void,
+): (ws: WebSocket) => void {
+  return (ws) => {
+    // A server shutdown (GOAWAY) does not end an open stream: the WebSocket says goodbye.
+    onHttp2Shutdown(stream, () => ws.close(1001, 'Going Away'));
+    connected(ws, req);
+  };
 }
 
 /** Put ws's negotiated headers on the response and switch with `:status 200`. */
