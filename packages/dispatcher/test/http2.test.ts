@@ -106,6 +106,17 @@ describe('dispatcher on an HTTP/2 server', () => {
     expect(seen).toEqual(['GET /x 1.1 upgrade']);
   });
 
+  test('rule 7 on the HTTP/2 server: an HTTP/1.1 upgrade to h2c is replayed as an ordinary request', async () => {
+    const { app, seen } = recordingApp();
+    app.use('/page', (_req, res) => res.end('the page'));
+    const s = await serve(app);
+    const raw = await tlsRaw(s.port, 'GET /page HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n', 'the page');
+    expect(raw).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(raw).toMatch(/\r\nConnection: close\r\n/i);
+    expect(raw.endsWith('the page')).toBe(true);
+    expect(seen).toEqual(['GET /page 1.1 ordinary']);
+  });
+
   test('an unknown :protocol is refused with 501, and the session keeps serving', async () => {
     const { app, seen } = recordingApp();
     app.use('/ok', (_req, res) => res.end('ok'));
