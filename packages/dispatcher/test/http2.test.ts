@@ -117,6 +117,14 @@ describe('dispatcher on an HTTP/2 server', () => {
     expect(seen).toEqual(['GET /page 1.1 ordinary']);
   });
 
+  test('an HTTP/1.1 CONNECT on the HTTP/2 server goes through the stack with its socket', async () => {
+    const { app, seen } = recordingApp();
+    const s = await serve(app);
+    const raw = await tlsRaw(s.port, 'CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n', '</html>');
+    expect(raw).toMatch(/^HTTP\/1\.1 404 /);
+    expect(seen).toEqual(['CONNECT example.test:443 1.1 upgrade']);
+  });
+
   test('an unknown :protocol is refused with 501, and the session keeps serving', async () => {
     const { app, seen } = recordingApp();
     app.use('/ok', (_req, res) => res.end('ok'));

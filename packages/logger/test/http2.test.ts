@@ -47,3 +47,17 @@ test("format 'switch' and token :switched say the protocol and the status actual
     'CONNECT /chat 403 websocket -',
   ]);
 });
+
+test('closeFormat on HTTP/2: a second line when the WebSocket stream closes, with its close code', async () => {
+  const log = collector();
+  const app = createApp();
+  app.use(logger(':method :url :status :switched', { stream: log.stream, closeFormat: ':method :url closed :close-code after :connection-time[0] ms' }));
+  app.use('/chat', websocket((ws) => ws.on('message', () => ws.close(4000, 'done'))));
+  s = await startHttp2(app as never);
+  client = (await h2Connect(s.url)).session;
+  const { ws } = await h2WebSocket(client, '/chat');
+  ws.send('bye');
+  await until(() => log.lines().length === 2);
+  expect(log.lines()[0]).toBe('CONNECT /chat 200 websocket/h2');
+  expect(log.lines()[1]).toMatch(/^CONNECT \/chat closed 4000 after \d+ ms$/);
+});

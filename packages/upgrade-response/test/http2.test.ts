@@ -70,6 +70,8 @@ test('a refusal is a real h2 response: status, body, WWW-Authenticate; connectio
   expect(r.headers['www-authenticate']).toBe('Basic realm="chat"');
   expect(r.headers.connection).toBeUndefined();
   expect(r.body.toString()).toBe('who are you?');
+  // The client never ended its side of the CONNECT: Node closed the stream with NO_ERROR.
+  expect(r.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR);
   await until(() => events.length === 2);
   expect(events).toEqual(['finish 401', 'close']);
 });

@@ -151,6 +151,38 @@ describe('WebSockets over HTTP/2', () => {
     expect((await closed(ws)).code).toBe(1005);
   });
 
+  test("ws's 'headers' listeners reach the 200; handleProtocols and onConnection see the stack's request", async () => {
+    const seen: string[] = [];
+    const app = createApp();
+    app.use(
+      supportsUpgrade((req: IncomingMessage & { user?: string }, _res: ServerResponse, next: () => void) => {
+        req.user = 'alice';
+        next();
+      }),
+    );
+    const endpoint = websocket(
+      (ws, req: IncomingMessage & { user?: string }) => {
+        seen.push(`connection ${req.method} ${req.user}`);
+        ws.close();
+      },
+      {
+        handleProtocols: (protocols, req: IncomingMessage & { user?: string }) => {
+          seen.push(`protocols ${[...protocols].join(',')} ${req.user}`);
+          return 'p2';
+        },
+      },
+    );
+    endpoint.server.on('headers', (headers: string[]) => headers.push('X-From-Headers: yes'));
+    app.use('/chat', endpoint);
+    const s = await serve(app);
+    const client = await connect(s.url);
+    const { ws, headers } = await h2WebSocket(client, '/chat', { protocols: ['p1', 'p2'] });
+    expect(headers['x-from-headers']).toBe('yes');
+    expect(headers['sec-websocket-protocol']).toBe('p2');
+    await closed(ws);
+    expect(seen).toEqual(['protocols p1,p2 alice', 'connection CONNECT alice']);
+  });
+
   test('the 200 carries every header the stack set: a new session cookie (saved first) and X-Response-Time', async () => {
     const saves: string[] = [];
     class SlowStore extends MemoryStore {
