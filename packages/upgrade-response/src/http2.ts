@@ -91,7 +91,6 @@ export class Http2UpgradeResponse extends EventEmitter {
   writableEnded = false;
   writableFinished = false;
   destroyed = false;
-  sendDate = true;
   /** @internal */
   _upgradeState = OPEN;
   private readonly stream: http2.ServerHttp2Stream;
@@ -324,7 +323,6 @@ export class Http2UpgradeResponse extends EventEmitter {
       if (dropped.has(key) || key.startsWith(':')) continue;
       block[key] = value;
     }
-    if (!this.sendDate) block.date = undefined;
     return block;
   }
 

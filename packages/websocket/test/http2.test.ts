@@ -236,6 +236,24 @@ describe('WebSockets over HTTP/2', () => {
     expect((await h2Request(client, { ':path': '/ok' })).status).toBe(200);
   });
 
+  test('a session store that never answers: the time limit resets the stream, no 200 ever leaves', async () => {
+    class HangingStore extends MemoryStore {
+      override set(): void {
+        // never calls back
+      }
+    }
+    const app = createApp({ upgradeTimeout: 150 });
+    app.use('/ok', (_req: IncomingMessage, res: ServerResponse) => res.end('ok'));
+    app.use(session({ secret: 's', resave: false, saveUninitialized: true, store: new HangingStore() }));
+    app.use('/chat', websocket((ws) => ws.send('too early')));
+    const s = await serve(app);
+    const client = await connect(s.url);
+    const r = await refused(h2WebSocket(client, '/chat'));
+    expect(r.status).toBe(0);
+    expect(r.body.length).toBe(0);
+    expect((await h2Request(client, { ':path': '/ok' })).status).toBe(200);
+  });
+
   test('200 concurrent WebSockets on one session, interleaved with GETs', async () => {
     const { app } = echoApp();
     app.use('/ping', (_req: IncomingMessage, res: ServerResponse) => res.end('pong'));
