@@ -398,6 +398,39 @@ describe('WebSockets over HTTP/2', () => {
     expect((await h2Request(client, { ':path': '/ok' })).status).toBe(200);
   });
 
+  test("a reset flood on one session: Node's rapid-reset limit ends that session with GOAWAY, other sessions serve on", async () => {
+    const { app } = echoApp();
+    app.use('/ok', (_req: IncomingMessage, res: ServerResponse) => res.end('ok'));
+    const s = await serve(app);
+    const flooder = await connect(s.url);
+    const goaway = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 15000);
+      flooder.once('goaway', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    let reset = 0;
+    for (let i = 0; i < 1500 && !flooder.closed && !flooder.destroyed; i++) {
+      await new Promise<void>((resolve) => {
+        const stream = flooder.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/chat', 'sec-websocket-version': '13' }, { endStream: false });
+        stream.on('error', () => undefined);
+        stream.once('response', () => {
+          reset++;
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+        });
+        stream.once('close', () => resolve());
+      });
+    }
+    expect(await goaway).toBe(true);
+    expect(reset).toBeGreaterThanOrEqual(1000);
+    expect(reset).toBeLessThan(1500);
+    const other = await connect(s.url);
+    expect((await h2Request(other, { ':path': '/ok' })).status).toBe(200);
+    const { ws } = await h2WebSocket(other, '/chat');
+    await wsClose(ws);
+  }, 30000);
+
   test('ws writes its handshake head in one write() before anything else (the assumption h2 relies on)', async () => {
     // A plain ws server in noServer mode, on a Duplex that records every write.
     const { Duplex } = await import('node:stream');
