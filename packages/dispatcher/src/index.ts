@@ -72,6 +72,8 @@ export interface App {
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Serve a `'connect'` event (a CONNECT request) through the stack. */
   handleConnect(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Serve an HTTP/2 server's `'connect'` event (Node's compat request and response). */
+  handleConnect(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void;
   /**
    * Serve `server`'s upgrades and CONNECT requests. `'upgrade'` and `'connect'` listeners it
    * already had keep working: a request that no layer answers is handed to them untouched.
@@ -162,7 +164,10 @@ export function createApp(options: AppOptions = {}): App {
   } as App['use'];
 
   app.handleUpgrade = (req, socket, head) => dispatchSocket(req, socket, head, null, false);
-  app.handleConnect = (req, socket, head) => dispatchSocket(req, socket, head, null, true);
+  app.handleConnect = function handleConnect(req: http.IncomingMessage | http2.Http2ServerRequest, socket: Duplex | http2.Http2ServerResponse, head?: Buffer): void {
+    if (isHttp2Request(req)) dispatchHttp2(req as http2.Http2ServerRequest);
+    else dispatchSocket(req as http.IncomingMessage, socket as Duplex, head ?? Buffer.alloc(0), null, true);
+  } as App['handleConnect'];
 
   /** An HTTP/2 CONNECT (`'connect'` with Node's compat request and response). */
   function dispatchHttp2(req: http2.Http2ServerRequest): void {

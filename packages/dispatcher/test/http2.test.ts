@@ -227,6 +227,26 @@ describe('dispatcher on an HTTP/2 server', () => {
     expect((await h2Request(session, { ':path': '/ok' })).status).toBe(200);
   });
 
+  test("app.handleConnect(req, res) serves an HTTP/2 server's 'connect' wired by hand", async () => {
+    const app = createApp();
+    app.use(supportsUpgrade((_req, res) => {
+      res.statusCode = 418;
+      res.end('by hand');
+    }));
+    const server = http2.createSecureServer({ ...TLS, settings: { enableConnectProtocol: true } }, (_req, res) => res.end());
+    server.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => app.handleConnect(req, res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const session = await connect(`https://127.0.0.1:${(server.address() as AddressInfo).port}`);
+      const r = await h2Request(session, { ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/x' });
+      expect(r.status).toBe(418);
+      expect(r.body.toString()).toBe('by hand');
+      session.destroy();
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
   test('listenHttp2() sets allowHTTP1 and enableConnectProtocol, and refuses turning them off', async () => {
     const app = createApp();
     app.use('/x', (_req, res) => res.end('x'));
