@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as http2 from 'node:http2';
+import { basicAuth } from '@upgradeware/basic-auth';
 import { createApp, type App } from '@upgradeware/dispatcher';
 import { responseTime } from '@upgradeware/response-time';
 import { MemoryStore, session, type SessionData, type StoredSession } from '@upgradeware/session';
@@ -181,6 +182,20 @@ describe('WebSockets over HTTP/2', () => {
     expect(headers['sec-websocket-protocol']).toBe('p2');
     await closed(ws);
     expect(seen).toEqual(['protocols p1,p2 alice', 'connection CONNECT alice']);
+  });
+
+  test('@upgradeware/basic-auth in front: 401 with WWW-Authenticate and a body over h2, 200 with credentials', async () => {
+    const app = createApp();
+    app.use('/chat', basicAuth('alice', 'secret'));
+    app.use('/chat', websocket((ws) => ws.close(1000)));
+    const s = await serve(app);
+    const client = await connect(s.url);
+    const no = await refused(h2WebSocket(client, '/chat'));
+    expect(no.status).toBe(401);
+    expect(no.headers['www-authenticate']).toMatch(/^Basic realm=/);
+    expect(no.body.toString()).toBe('Unauthorized');
+    const { ws } = await h2WebSocket(client, '/chat', { headers: { authorization: `Basic ${Buffer.from('alice:secret').toString('base64')}` } });
+    expect((await closed(ws)).code).toBe(1000);
   });
 
   test('the 200 carries every header the stack set: a new session cookie (saved first) and X-Response-Time', async () => {
