@@ -138,8 +138,13 @@ describe('dispatcher on an HTTP/2 server', () => {
     expect(ok.status).toBe(200);
   });
 
-  test('an extended CONNECT nobody answers gets 404 through the stack, with the headers middleware set', async () => {
+  test('an extended CONNECT nobody answers gets 404 through the stack, with the headers middleware set (rules 2 and 6)', async () => {
     const { app, seen } = recordingApp();
+    // Rule 2: a layer that did not opt in is passed over for an HTTP/2 CONNECT too.
+    app.use((_req: unknown, res: { statusCode: number; end(body: string): void }) => {
+      res.statusCode = 500;
+      res.end('a plain layer ran');
+    });
     app.use(
       supportsUpgrade((_req, res, next) => {
         res.setHeader('X-Seen', 'yes');
@@ -153,6 +158,7 @@ describe('dispatcher on an HTTP/2 server', () => {
     expect(r.headers['x-seen']).toBe('yes');
     expect(r.body.toString()).toContain('Cannot CONNECT /nowhere');
     expect(seen).toEqual(['CONNECT /nowhere 2.0 upgrade']);
+    expect((await h2Request(session, { ':path': '/plain' })).body.toString()).toBe('a plain layer ran');
   });
 
   test('a plain h2 CONNECT is a tunnel through the stack: root layers only, 200 then bytes both ways', async () => {
