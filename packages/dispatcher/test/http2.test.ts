@@ -196,6 +196,28 @@ describe('dispatcher on an HTTP/2 server', () => {
     }
   });
 
+  test('an error in the chain is answered on the stream with its status and headers, no stack in production', async () => {
+    const app = createApp();
+    app.use(
+      supportsUpgrade(() => {
+        throw Object.assign(new Error('go away'), { status: 403, headers: { 'X-Reason': 'policy' } });
+      }),
+    );
+    const s = await serve(app);
+    const session = await connect(s.url);
+    const before = process.env.NODE_ENV;
+    process.env.NODE_ENV = 'production';
+    try {
+      const r = await h2Request(session, { ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/x' });
+      expect(r.status).toBe(403);
+      expect(r.headers['x-reason']).toBe('policy');
+      expect(r.body.toString()).toContain('Forbidden');
+      expect(r.body.toString()).not.toContain('go away');
+    } finally {
+      process.env.NODE_ENV = before;
+    }
+  });
+
   test('the time limit answers 503 on the stream', async () => {
     const app = createApp({ upgradeTimeout: 100 });
     app.use(supportsUpgrade((_req, res, next) => (isUpgradeResponse(res) ? undefined : next()))); // never answers an upgrade
