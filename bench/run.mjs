@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// pnpm bench [-- --quick] [--only=handshake,layers,requests,memory,messages] [--no-build]
+// pnpm bench [-- --quick] [--only=handshake,layers,requests,memory,messages,h2] [--no-build]
 //            [--runs=N] [--duration=ms] [--cpu-prof=<server>,…] [--no-write]
 //
 // Every server runs in its own child process (servers/<name>.mjs); this process is the load
@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { h2Scenario, h2Report, H2_LABELS } from './lib/h2.mjs';
 import { handshake, handshakeRun, requestRun, openMany, closeMany, messageRun, destroyAll, liveSockets } from './lib/load.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -36,7 +37,7 @@ const cfg = {
   messageConnections: 50,
   memConnections: Number(value('mem-connections', 5000)),
 };
-const only = new Set(value('only', quick ? 'handshake,requests,memory,messages' : 'handshake,layers,requests,memory,messages').split(','));
+const only = new Set(value('only', quick ? 'handshake,requests,memory,messages,h2' : 'handshake,layers,requests,memory,messages,h2').split(','));
 const profile = new Set(value('cpu-prof', '').split(',').filter(Boolean));
 const log = (...a) => console.error(...a);
 
@@ -99,6 +100,8 @@ const LABEL = {
   fastify: '@fastify/websocket',
   'fastify-session': '@fastify/websocket + @fastify/session',
   connect: 'connect 3',
+  'ours-h2': 'ours over TLS (h2 + HTTP/1.1)',
+  ...H2_LABELS,
 };
 /** Per-layer variants: ours-save without one layer (BENCH_SKIP), for the cost of each layer. */
 const LAYERS = ['logger', 'response-time', 'cookie-parser', 'session', 'basic-auth'];
@@ -461,6 +464,7 @@ function report(meta) {
       ['p99 round trip (ms)', fmt(m['ours-full'].p99, 3), fmt(m['ours-bare'].p99, 3), fmt(m['ws-raw'].p99, 3), ratio(m['ours-full'].p99, m['ws-raw'].p99), ratio(m['ours-bare'].p99, m['ws-raw'].p99)],
     ]), '');
   }
+  if (results.h2) out.push(...h2Report(results.h2));
   out.push('## Targets', '');
   // Targets: each one printed here is checked, and a miss makes the run exit non-zero.
   for (const t of targets()) out.push(t.line);
@@ -532,6 +536,7 @@ try {
   if (only.has('requests')) await requestScenario();
   if (only.has('messages')) await messageScenario();
   if (only.has('memory')) await memoryScenario();
+  if (only.has('h2')) results.h2 = await h2Scenario({ startServer, rounds, withCpu, cfg, log });
 } catch (err) {
   log(`bench failed: ${err.stack ?? err}`);
   destroyAll();

@@ -67,6 +67,9 @@ const CSP = [
  */
 export async function createChatServer(options = {}) {
   const { port = 3000, host = '127.0.0.1', log = process.stdout, secret = randomBytes(32).toString('base64url') } = options;
+  // options.tls ({ key, cert }): serve over HTTPS with HTTP/2 (and HTTP/1.1 for who asks for it),
+  // so browsers open the chat WebSocket over the page's own HTTP/2 connection (RFC 8441).
+  const tls = options.tls ?? null;
   const users = options.users ?? DEMO_USERS;
   const admin = options.admin ?? DEMO_ADMIN;
 
@@ -127,7 +130,7 @@ export async function createChatServer(options = {}) {
   };
   const connections = new Set(); // { ws, user, room, sid, origin, since, ip }
   function snapshot() {
-    return [...connections].map(({ user, room, since, ip, origin }) => ({ user, room, since, ip, origin }));
+    return [...connections].map(({ user, room, since, ip, origin, transport }) => ({ user, room, since, ip, origin, transport }));
   }
   function sendRoom(room, message) {
     const data = JSON.stringify(message);
@@ -147,11 +150,13 @@ export async function createChatServer(options = {}) {
         origin: req.headers.origin ?? null,
         since: new Date().toISOString(),
         ip: req.socket.remoteAddress,
+        // Which transport served this socket: an RFC 8441 extended CONNECT, or an HTTP/1.1 upgrade.
+        transport: req.httpVersionMajor === 2 ? 'h2' : 'http/1.1',
       };
       const first = !online(room).includes(user);
       connections.add(conn);
       room.sockets.add(conn);
-      event('open', { user, room: roomName, origin: conn.origin, ip: conn.ip, connections: connections.size });
+      event('open', { user, room: roomName, origin: conn.origin, ip: conn.ip, transport: conn.transport, connections: connections.size });
       ws.send(JSON.stringify({ type: 'hello', user, room: roomName, online: online(room), history: room.history }));
       if (first) sendRoom(room, { type: 'presence', online: online(room), joined: user });
       else sendRoom(room, { type: 'presence', online: online(room) });
@@ -235,7 +240,8 @@ export async function createChatServer(options = {}) {
       if (!isUpgradeResponse(res)) return next();
       // Every handshake that does not switch shows up in the admin feed, with its real status.
       res.once('finish', () => {
-        if (res.statusCode !== 101) {
+        // A switch is 101 over HTTP/1.1 and 200 over HTTP/2 (RFC 8441).
+        if (res.statusCode !== 101 && res.statusCode !== 200) {
           event('refused', { status: res.statusCode, user: req.session?.user ?? null, origin: req.headers.origin ?? null, ip: req.socket.remoteAddress });
         }
       });
@@ -256,8 +262,11 @@ export async function createChatServer(options = {}) {
   app.use('/chat', chat);
   // An ordinary GET /chat: this is a WebSocket endpoint.
   app.use('/chat', (req, res) => {
-    res.setHeader('Upgrade', 'websocket');
-    res.setHeader('Connection', 'Upgrade');
+    // HTTP/2 forbids connection headers (and a browser on it would use extended CONNECT anyway).
+    if (req.httpVersionMajor !== 2) {
+      res.setHeader('Upgrade', 'websocket');
+      res.setHeader('Connection', 'Upgrade');
+    }
     plain(res, 426, 'This is a WebSocket endpoint: open it with new WebSocket()\n');
   });
 
@@ -299,7 +308,7 @@ export async function createChatServer(options = {}) {
   app.use((req, res) => plain(res, 404, 'Not found\n'));
 
   // ---- Listen ------------------------------------------------------------------------------
-  const server = app.listen(port, host);
+  const server = tls ? app.listenHttp2(tls, port, host) : app.listen(port, host);
   const sockets = new Set();
   server.on('connection', (s) => {
     sockets.add(s);
@@ -310,7 +319,7 @@ export async function createChatServer(options = {}) {
     server.once('error', reject);
   });
   const actual = server.address().port;
-  const { url, others } = urlsOf(host, actual);
+  const { url, others } = urlsOf(host, actual, tls ? 'https' : 'http');
 
   let closing = null;
   return {
@@ -434,7 +443,8 @@ function hasSessionCookie(req) {
 
 /** The origin of the pages this request's client got from us: scheme and its own Host header. */
 function ownOrigin(req) {
-  const host = req.headers.host;
+  // HTTP/2 names the host in :authority (there is no Host header).
+  const host = req.headers.host ?? req.headers[':authority'];
   if (typeof host !== 'string' || host === '') return null;
   return `${req.socket.encrypted ? 'https' : 'http'}://${host.toLowerCase()}`;
 }
@@ -444,8 +454,8 @@ function ownOrigin(req) {
  * `http://0.0.0.0:3000/`: the URL is the loopback one, and `others` lists the machine's LAN
  * addresses (for a phone on the same network).
  */
-export function urlsOf(host, port) {
-  const at = (address) => `http://${address.includes(':') ? `[${address}]` : address}:${port}/`;
+export function urlsOf(host, port, scheme = 'http') {
+  const at = (address) => `${scheme}://${address.includes(':') ? `[${address}]` : address}:${port}/`;
   if (host !== '0.0.0.0' && host !== '::' && host !== '') return { url: at(host), others: [] };
   const others = [];
   for (const list of Object.values(networkInterfaces())) {

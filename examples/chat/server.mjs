@@ -1,14 +1,28 @@
 // The demo's command-line entry: `npx --yes pnpm@10.34.9 demo` (from the repository root) builds the
 // packages and runs this. PORT (default 3000) and HOST (default 127.0.0.1) choose where it listens;
-// the request log goes to stdout.
+// the request log goes to stdout. HTTP2=1 serves it over HTTPS with HTTP/2 (WebSockets over the
+// page's HTTP/2 connection, RFC 8441), with TLS_KEY / TLS_CERT (PEM files; default: the test
+// suite's self-signed localhost certificate — for trying it on this machine only).
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createChatServer, DEMO_ADMIN, DEMO_USERS } from './chat.mjs';
 
 const port = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
 const host = process.env.HOST || '127.0.0.1';
 
+let tls;
+if (process.env.HTTP2 === '1') {
+  const fixtures = join(dirname(fileURLToPath(import.meta.url)), '../../test-support/fixtures');
+  tls = {
+    key: readFileSync(process.env.TLS_KEY || join(fixtures, 'localhost-key.pem')),
+    cert: readFileSync(process.env.TLS_CERT || join(fixtures, 'localhost-cert.pem')),
+  };
+}
+
 let chat;
 try {
-  chat = await createChatServer({ port, host, log: process.stdout, secret: process.env.SESSION_SECRET || undefined });
+  chat = await createChatServer({ port, host, log: process.stdout, secret: process.env.SESSION_SECRET || undefined, tls });
 } catch (err) {
   process.stderr.write(`upgradeware chat: cannot listen on ${host}:${port}: ${err.message}\n`);
   if (err.code === 'EADDRINUSE') process.stderr.write('Another program uses that port: try PORT=3001.\n');

@@ -64,14 +64,14 @@ export function startDemo(env: Record<string, string> = {}): Promise<Demo> {
       check();
     });
 
-  return waitForLog(/listening on http:\/\/127\.0\.0\.1:(\d+)\//, 15_000).then(
+  return waitForLog(/listening on https?:\/\/127\.0\.0\.1:(\d+)\//, 15_000).then(
     (line) => {
       const port = Number(/:(\d+)\/$/.exec(line)![1]);
       return {
         child,
         port,
-        origin: `http://127.0.0.1:${port}`,
-        wsOrigin: `ws://127.0.0.1:${port}`,
+        origin: `${line.startsWith('listening on https') ? 'https' : 'http'}://127.0.0.1:${port}`,
+        wsOrigin: `${line.startsWith('listening on https') ? 'wss' : 'ws'}://127.0.0.1:${port}`,
         log: () => text,
         waitForLog,
         close: async () => {

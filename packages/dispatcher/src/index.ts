@@ -5,12 +5,17 @@
  * Upgrade requests (WebSocket) and CONNECT. See DESIGN.md, "Rules of the stack".
  */
 import * as http from 'node:http';
+import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
+import { closeSessionsOnClose, createHttp2Server, isHttp2Server, type AttachableServer } from './http2';
 import {
+  Http2UpgradeResponse,
   SocketResponse,
   UpgradeResponse,
+  isHttp2Request,
+  isHttp2UpgradeResponse,
   isUpgradeResponse,
   replayAsRequest,
   whenSocketFree,
@@ -20,6 +25,7 @@ import {
 } from '@upgradeware/upgrade-response';
 
 export type { ErrorMiddleware, Middleware, NextFunction } from '@upgradeware/upgrade-response';
+export type { AttachableServer } from './http2';
 
 const debug = createDebug('upgradeware:dispatcher');
 
@@ -76,12 +82,14 @@ export interface App {
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Serve a `'connect'` event (a CONNECT request) through the stack. */
   handleConnect(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Serve an HTTP/2 server's `'connect'` event (Node's compat request and response). */
+  handleConnect(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void;
   /**
    * Serve `server`'s upgrades and CONNECT requests. `'upgrade'` and `'connect'` listeners it
    * already had keep working: a request that no layer answers is handed to them untouched.
    * Returns the server.
    */
-  attach<S extends http.Server>(server: S): S;
+  attach<S extends AttachableServer>(server: S): S;
   /** `http.createServer(app)`, attached, listening: every form of `server.listen()`. */
   listen(port?: number, hostname?: string, backlog?: number, listeningListener?: () => void): http.Server;
   listen(port?: number, hostname?: string, listeningListener?: () => void): http.Server;
@@ -92,6 +100,13 @@ export interface App {
   listen(options: net.ListenOptions, listeningListener?: () => void): http.Server;
   listen(handle: ListenHandle, backlog?: number, listeningListener?: () => void): http.Server;
   listen(handle: ListenHandle, listeningListener?: () => void): http.Server;
+  /**
+   * `http2.createSecureServer(options, app)` with `allowHTTP1: true` and
+   * `settings.enableConnectProtocol: true` (RFC 8441 WebSockets), attached, listening: then the
+   * arguments of `server.listen()`.
+   */
+  listenHttp2(options: http2.SecureServerOptions, port?: number, hostname?: string, listeningListener?: () => void): http2.Http2SecureServer;
+  listenHttp2(options: http2.SecureServerOptions, listenOptions: net.ListenOptions, listeningListener?: () => void): http2.Http2SecureServer;
 }
 
 /** What `server.listen(handle)` accepts: a server, a socket, or `{ fd }`. */
@@ -145,13 +160,6 @@ export function createApp(options: AppOptions = {}): App {
     fallback: Fallback | null,
     connect: boolean,
   ): void {
-    // An HTTP/2 request on a server with `allowHTTP1`: Node passes (Http2ServerRequest,
-    // Http2ServerResponse), not a socket. (An HTTP/1 head that says `HTTP/2.0` comes with a
-    // socket and is served as usual.)
-    if (req.httpVersionMajor === 2 && typeof (socket as { writeHead?: unknown }).writeHead === 'function') {
-      refuseHttp2(req, socket);
-      return;
-    }
     // A pipelined request's response may still own the socket: answer after it, in order.
     whenSocketFree(socket, () => serveSocket(req, socket, head, fallback, connect), timeout);
   }
@@ -210,19 +218,44 @@ export function createApp(options: AppOptions = {}): App {
   } as App['use'];
 
   app.handleUpgrade = (req, socket, head) => dispatchSocket(req, socket, head, null, false);
-  app.handleConnect = (req, socket, head) => dispatchSocket(req, socket, head, null, true);
+  app.handleConnect = function handleConnect(req: http.IncomingMessage | http2.Http2ServerRequest, socket: Duplex | http2.Http2ServerResponse, head?: Buffer): void {
+    if (isHttp2Request(req)) dispatchHttp2(req as http2.Http2ServerRequest);
+    else dispatchSocket(req as http.IncomingMessage, socket as Duplex, head ?? Buffer.alloc(0), null, true);
+  } as App['handleConnect'];
 
-  const attached = new WeakSet<http.Server>();
-  app.attach = function attach<S extends http.Server>(server: S): S {
+  /** An HTTP/2 CONNECT (`'connect'` with Node's compat request and response). */
+  function dispatchHttp2(req: http2.Http2ServerRequest): void {
+    const res = new Http2UpgradeResponse(req);
+    const request = req as unknown as http.IncomingMessage;
+    const response = res as unknown as http.ServerResponse;
+    // A plain CONNECT has no :path: its target is :authority, as an HTTP/1.1 CONNECT's URL is.
+    if (req.headers[':path'] === undefined) req.url = req.headers[':authority'] ?? '';
+    const protocol = res.protocol;
+    if (debug.enabled) debug('h2 %s %s %s', protocol === undefined ? 'connect' : `connect (${protocol})`, req.method, req.url);
+    if (protocol !== undefined && !protocols.has(protocol.toLowerCase())) {
+      // An extended CONNECT to a protocol the app does not serve: nothing to fall back to.
+      request.originalUrl = req.url;
+      sendError(request, response, 501, null);
+      return;
+    }
+    if (timeout > 0) armDeadline(request, response, timeout);
+    dispatch(stack, request, response, null, null, report);
+  }
+
+  const attached = new WeakSet<AttachableServer>();
+  app.attach = function attach<S extends AttachableServer>(server: S): S {
     // Twice would make the first attachment a "listener the server already had".
     if (attached.has(server)) return server;
     attached.add(server);
+    if (isHttp2Server(server)) closeSessionsOnClose(server);
     for (const event of ['upgrade', 'connect'] as const) {
-      const fallback: Fallback = { server, listeners: server.listeners(event) as SocketListener[] };
+      const fallback: Fallback = { server: server as http.Server, listeners: server.listeners(event) as SocketListener[] };
       server.removeAllListeners(event);
       const connect = event === 'connect';
       server.on(event, (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-        dispatchSocket(req, socket, head, fallback, connect);
+        // An HTTP/2 server (allowHTTP1) emits 'connect' as (req, res) for HTTP/2 streams.
+        if (connect && isHttp2Request(req)) dispatchHttp2(req as unknown as http2.Http2ServerRequest);
+        else dispatchSocket(req, socket, head, fallback, connect);
       });
     }
     return server;
@@ -232,6 +265,11 @@ export function createApp(options: AppOptions = {}): App {
     const server = app.attach(http.createServer(app));
     return (server.listen as (...a: unknown[]) => http.Server)(...args);
   } as App['listen'];
+
+  app.listenHttp2 = function listenHttp2(options: http2.SecureServerOptions, ...args: unknown[]): http2.Http2SecureServer {
+    const server = app.attach(createHttp2Server(options, app as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void));
+    return (server.listen as (...a: unknown[]) => http2.Http2SecureServer)(...args);
+  } as App['listenHttp2'];
 
   return app;
 }
@@ -454,6 +492,7 @@ function clearDeadline(this: Deadlined): void {
 
 /** Is the response still the one its socket serves (not handed over, not replaced)? */
 function ownsSocket(res: http.ServerResponse): boolean {
+  if (isHttp2UpgradeResponse(res)) return res.socket !== null;
   return (res.socket as { _httpMessage?: unknown } | null)?._httpMessage === res;
 }
 
@@ -552,27 +591,6 @@ function printError(err: unknown): void {
 }
 
 /**
- * An HTTP/2 CONNECT (or extended CONNECT) on a server that also speaks HTTP/1.1 (`allowHTTP1`):
- * Node emits `'connect'` with `(Http2ServerRequest, Http2ServerResponse)`, not a socket. HTTP/2 is
- * not served here yet: answer 501 on the stream, and keep serving.
- */
-function refuseHttp2(req: http.IncomingMessage, response: unknown): void {
-  debug('HTTP/2 %s %s: not served, 501', req.method, req.url);
-  const res = response as Partial<http.ServerResponse> | null;
-  try {
-    if (res && typeof res.writeHead === 'function' && typeof res.end === 'function' && !res.headersSent) {
-      res.writeHead(501);
-      res.end();
-      return;
-    }
-  } catch (err) {
-    debug('HTTP/2 refusal failed: %o', err);
-  }
-  const stream = (res as { stream?: { destroy?: () => void } } | null)?.stream;
-  stream?.destroy?.();
-}
-
-/**
  * Did Node keep every header line of the request? Past the server's `maxHeadersCount` it drops
  * the rest, so a request rebuilt from `rawHeaders` could lose its framing (`Content-Length`).
  */
@@ -617,7 +635,8 @@ function sendError(req: http.IncomingMessage, res: http.ServerResponse, status: 
   }
   const body = `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n</head>\n<body>\n<pre>${escapeHtml(message).replace(/\n/g, '<br>').replace(/ {2}/g, ' &nbsp;')}</pre>\n</body>\n</html>\n`;
   res.statusCode = status;
-  res.statusMessage = http.STATUS_CODES[status] ?? 'Error';
+  // HTTP/2 has no reason phrase (Node warns when one is set on its HTTP/2 responses).
+  if (req.httpVersionMajor !== 2) res.statusMessage = http.STATUS_CODES[status] ?? 'Error';
   res.removeHeader('Content-Encoding');
   res.removeHeader('Content-Language');
   res.removeHeader('Content-Range');

@@ -215,6 +215,18 @@ function markResponseStart(this: ServerResponse): void {
   marks._startTime = new Date();
 }
 
+function switchedTo(req: IncomingMessage, res: ServerResponse): string | undefined {
+  if (!isUpgradeResponse(res) || !res.headersSent) return undefined;
+  const over = req.httpVersionMajor === 2 ? 'h2' : '1.1';
+  if (res.statusCode === 101) {
+    const upgrade = res.getHeader('upgrade') ?? req.headers.upgrade;
+    return `${String(upgrade ?? 'upgrade').split(',')[0]!.trim().toLowerCase()}/${over}`;
+  }
+  if (res.statusCode !== 200 || req.method !== 'CONNECT') return undefined;
+  const protocol = req.headers[':protocol'];
+  return `${typeof protocol === 'string' ? protocol.toLowerCase() : 'connect'}/${over}`;
+}
+
 function remoteAddress(req: IncomingMessage): string | undefined {
   const r = req as IncomingMessage & Marks & { ip?: unknown };
   if (typeof r.ip === 'string' && r.ip) return r.ip;
@@ -306,6 +318,8 @@ format('common', ':remote-addr - :remote-user [:date[clf]] ":method :url HTTP/:h
 format('default', ':remote-addr - :remote-user [:date] ":method :url HTTP/:http-version" :status :res[content-length] ":referrer" ":user-agent"');
 format('short', ':remote-addr :remote-user :method :url HTTP/:http-version :status :res[content-length] - :response-time ms');
 format('tiny', ':method :url :status :res[content-length] - :response-time ms');
+/** One line that says what a switch was: `CONNECT /chat HTTP/2.0 200 websocket/h2 …` or `GET /chat HTTP/1.1 101 websocket/1.1 …`. */
+format('switch', ':remote-addr :method :url HTTP/:http-version :status :switched :response-time ms');
 
 const devLines = new Map<number, AnyFormatFn>();
 /** ANSI colour of a status: red 5xx, yellow 4xx, cyan 3xx, green 2xx, none otherwise (1xx too). */
@@ -374,8 +388,14 @@ token('user-agent', (req) => req.headers['user-agent']);
 token('req', (req, _res, field) => (field === undefined ? undefined : headerValue(req.headers[field.toLowerCase()])));
 token('res', (_req, res, field) => (field === undefined || !res.headersSent ? undefined : headerValue(res.getHeader(field))));
 token('pid', () => String(process.pid));
-/** The protocol an upgrade asked for (`websocket`); `-` for an ordinary request. */
-token('upgrade', (req) => req.headers.upgrade);
+/** The protocol an upgrade asked for (`websocket`; HTTP/2: the `:protocol`); `-` for an ordinary request. */
+token('upgrade', (req) => req.headers.upgrade ?? (req.headers[':protocol'] as string | undefined));
+/**
+ * What the connection switched to, and over which HTTP: `websocket/1.1` (an HTTP/1.1 upgrade, 101),
+ * `websocket/h2` (an RFC 8441 extended CONNECT, 200), `connect/1.1`, `connect/h2` (tunnels);
+ * `-` when nothing switched (a refusal, an ordinary request).
+ */
+token('switched', switchedTo);
 /** For the `closeFormat` line: ms from the switch to the close of the connection. */
 token('connection-time', (_req, res, digits) => {
   const { _switchAt: from, _closeAt: to } = res as ServerResponse & Marks;

@@ -16,6 +16,18 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
+import { abortSwitchedHttp2, isHttp2Request } from './http2';
+
+export {
+  Http2UpgradeResponse,
+  abortSwitchedHttp2,
+  closeHttp2Session,
+  isHttp2Request,
+  isHttp2UpgradeResponse,
+  onHttp2Shutdown,
+  type Http2ConnectRequest,
+  type Http2SwitchCallback,
+} from './http2';
 
 const debug = createDebug('upgradeware:upgrade-response');
 
@@ -386,6 +398,8 @@ const ABORT_GRACE_MS = 1000;
  * error) first, then the connection is ended and, after a short grace, destroyed.
  */
 export function abortSwitched(req: IncomingMessage, socket: Duplex | null | undefined): void {
+  // HTTP/2: the request's socket is a proxy that refuses writes; act on the stream.
+  if (isHttp2Request(req)) return abortSwitchedHttp2(req);
   if (!socket || socket.destroyed) return;
   if (isWebSocketUpgrade(req.headers.upgrade)) socket.write(WS_CLOSE_1011);
   socket.end();

@@ -50,7 +50,8 @@ export function vhost(hostname: string | RegExp, handle: VhostHandle): UpgradeAw
   if (typeof handle !== 'function') throw new TypeError('@upgradeware/vhost: handle must be a function');
 
   return supportsUpgrade(function vhost(req: IncomingMessage, res: ServerResponse, next: NextFunction): unknown {
-    const data = match(req.headers.host, pattern);
+    // HTTP/2 requests carry the host as `:authority` (Node adds no `Host`).
+    const data = match(req.headers.host ?? (req.headers[':authority'] as string | undefined), pattern);
     // Rule 2 of the stack: an upgrade goes into `handle` only if it opted in.
     if (data === undefined || (isUpgradeResponse(res) && handle.supportsUpgrade !== true)) return next();
     req.vhost = data;

@@ -9,7 +9,9 @@ import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
+import { acceptHttp2, isWebSocketConnect } from './http2';
 import {
+  isHttp2UpgradeResponse,
   isUpgradeResponse,
   supportsUpgrade,
   type Middleware,
@@ -188,6 +190,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
       refuse(res, 503, 'WebSocket endpoint closed');
       return;
     }
+    if (isHttp2UpgradeResponse(res)) return acceptHttp2(wss, req, res, connected, next);
     req[kResponse] = res;
     try {
       wss.handleUpgrade(req, socket, res.upgradeHead, connected);
@@ -203,19 +206,22 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
 
   const endpoint = supportsUpgrade(function websocket(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
     if (!isUpgradeResponse(res) || res.isConnect || !(atRoot(req.url) || inRoute(req))) return next();
-    const upgrade = req.headers.upgrade;
+    // HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` stands for the upgrade.
+    const h2 = isHttp2UpgradeResponse(res);
+    if (h2 && !isWebSocketConnect(res)) return next();
+    const upgrade = h2 ? 'websocket' : req.headers.upgrade;
     if (upgrade === undefined) return next();
     if (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
       // Another protocol this app serves is somebody else's business; a malformed one is not.
       if (!/(^|,)\s*websocket\s*(,|$)/i.test(upgrade)) return next();
       return refuse(res, 400, 'Invalid Upgrade header');
     }
-    if (req.method !== 'GET') return refuse(res, 405, 'Invalid HTTP method', 'Allow', 'GET');
+    if (!h2 && req.method !== 'GET') return refuse(res, 405, 'Invalid HTTP method', 'Allow', 'GET');
     // Node hands a request body over as the first bytes of the connection: after a 101 they would
     // be read as WebSocket frames. A handshake has no body (RFC 6455 §4.1): refuse one.
-    if (hasBody(req)) return refuse(res, 400, 'Unexpected request body');
+    if (!h2 && hasBody(req)) return refuse(res, 400, 'Unexpected request body');
     const key = req.headers['sec-websocket-key'];
-    if (key === undefined || !KEY.test(key)) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
+    if (!h2 && (key === undefined || !KEY.test(key))) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
     const version = req.headers['sec-websocket-version'];
     if (version !== '13' && version !== '8') {
       // RFC 6455 §4.2.2: a well-formed version we do not speak is 426; anything else is 400.

@@ -1,0 +1,117 @@
+/**
+ * WebSockets over HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` is served by
+ * the same `ws` server as an HTTP/1.1 upgrade.
+ *
+ * `ws` has no HTTP/2 support of its own, but its documented `handleUpgrade()` takes any Duplex.
+ * It gets the request as the HTTP/1.1 upgrade it stands for (GET, `Upgrade: websocket`, a
+ * generated `Sec-WebSocket-Key`) and the stream itself. ws writes its whole 101 head in a single
+ * `write()` before it reads or writes anything else (ws 8.x): that one write is taken off the
+ * stream, its negotiated headers (`Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions` …) go onto
+ * the response, and the response switches with `:status 200`. Frames ws writes before the 200 has
+ * left (a session save still running) wait in the corked stream.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { ServerHttp2Stream } from 'node:http2';
+import type { WebSocket, WebSocketServer } from 'ws';
+import createDebug from 'debug';
+import { onHttp2Shutdown, type Http2UpgradeResponse, type NextFunction } from '@upgradeware/upgrade-response';
+
+const debug = createDebug('upgradeware:websocket');
+const EMPTY = Buffer.alloc(0);
+/** Lines of ws's 101 head that HTTP/2 has no use for (RFC 8441 §5: no key, no accept). */
+const HTTP1_ONLY = new Set(['upgrade', 'connection', 'sec-websocket-accept']);
+
+/** Is this HTTP/2 response the answer to an extended CONNECT for a WebSocket? */
+export function isWebSocketConnect(res: Http2UpgradeResponse): boolean {
+  const protocol = res.protocol;
+  return protocol !== undefined && protocol.toLowerCase() === 'websocket';
+}
+
+/**
+ * The HTTP/1.1 upgrade request an extended CONNECT stands for, for ws: it inherits everything
+ * from the real request (session, user, …) and overrides the method and headers only.
+ */
+function asHttp1Upgrade(req: IncomingMessage): IncomingMessage {
+  const headers: IncomingHttpHeaders = {};
+  for (const [name, value] of Object.entries(req.headers)) if (name[0] !== ':') headers[name] = value;
+  const authority = req.headers[':authority'];
+  if (headers.host === undefined && typeof authority === 'string') headers.host = authority;
+  headers.upgrade = 'websocket';
+  headers.connection = 'Upgrade';
+  headers['sec-websocket-key'] = randomBytes(16).toString('base64');
+  const upgrade = Object.create(req) as IncomingMessage;
+  Object.defineProperty(upgrade, 'method', { value: 'GET', writable: true, configurable: true });
+  Object.defineProperty(upgrade, 'headers', { value: headers, writable: true, configurable: true });
+  return upgrade;
+}
+
+type WriteFn = ServerHttp2Stream['write'];
+
+/**
+ * Hand an extended CONNECT stream to `wss`. `connected(ws, req)` receives the real request.
+ * Throws what ws or an on-headers listener throws before the switch (the caller answers it).
+ */
+export function acceptHttp2(
+  wss: WebSocketServer,
+  req: IncomingMessage,
+  res: Http2UpgradeResponse,
+  connected: (ws: WebSocket, req: IncomingMessage) => void,
+  next: NextFunction,
+): void {
+  const stream = res.socket;
+  if (stream === null || stream.destroyed || res.headersSent) return;
+  let headWritten = false;
+  const interceptor = function writeHead(this: ServerHttp2Stream, chunk: unknown): boolean {
+    // Only ws's first write is its head; every later write goes to the stream as it is.
+    delete (stream as { write?: WriteFn }).write;
+    headWritten = true;
+    switchWith(res, stream, String(chunk));
+    return true;
+  };
+  Object.defineProperty(stream, 'write', { value: interceptor, writable: true, configurable: true });
+  try {
+    wss.handleUpgrade(asHttp1Upgrade(req), stream, EMPTY, onUpgraded(stream, req, connected));
+  } catch (err) {
+    if (!res.headersSent) next(err);
+    else stream.destroy();
+    return;
+  } finally {
+    // ws refused without writing (it reports that through 'wsClientError') or aborted.
+    if (!headWritten) delete (stream as { write?: WriteFn }).write;
+  }
+}
+
+/**
+ * ws's callback, made outside `acceptHttp2` so that it keeps nothing of the response reachable
+ * for the life of the WebSocket.
+ */
+function onUpgraded(
+  stream: ServerHttp2Stream,
+  req: IncomingMessage,
+  connected: (ws: WebSocket, req: IncomingMessage) => void,
+): (ws: WebSocket) => void {
+  return (ws) => {
+    // A server shutdown (GOAWAY) does not end an open stream: the WebSocket says goodbye.
+    onHttp2Shutdown(stream, () => ws.close(1001, 'Going Away'));
+    connected(ws, req);
+  };
+}
+
+/** Put ws's negotiated headers on the response and switch with `:status 200`. */
+function switchWith(res: Http2UpgradeResponse, stream: ServerHttp2Stream, head: string): void {
+  const lines = head.split('\r\n');
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line.length === 0) break;
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const name = line.slice(0, colon).trim();
+    if (HTTP1_ONLY.has(name.toLowerCase())) continue;
+    res.appendHeader(name, line.slice(colon + 1).trim());
+  }
+  // Frames ws sends before the 200 leaves wait here: nothing may precede the HEADERS frame.
+  stream.cork();
+  const switching = res.switchProtocols(() => stream.uncork());
+  if (!switching) debug('h2 stream gone before the switch');
+}
