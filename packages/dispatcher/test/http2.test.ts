@@ -110,7 +110,8 @@ describe('dispatcher on an HTTP/2 server', () => {
     const { app, seen } = recordingApp();
     app.use('/page', (_req, res) => res.end('the page'));
     const s = await serve(app);
-    const raw = await tlsRaw(s.port, 'GET /page HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n', 'the page');
+    // Served as Node serves an ordinary request: the client's own `close` is honoured.
+    const raw = await tlsRaw(s.port, 'GET /page HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nConnection: Upgrade, close\r\n\r\n', 'the page');
     expect(raw).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(raw).toMatch(/\r\nConnection: close\r\n/i);
     expect(raw.endsWith('the page')).toBe(true);
