@@ -14,12 +14,11 @@ import type { HubTransport, TransportReceiver } from './index';
 const debug = createDebug('upgradeware:hub:redis');
 const PKG = '@upgradeware/hub';
 
-/** The part of a node-redis (v4+) or ioredis client the transport uses. */
-export interface RedisLikeClient {
-  on(event: string, listener: (...args: never[]) => void): unknown;
-  off?(event: string, listener: (...args: never[]) => void): unknown;
-  removeListener?(event: string, listener: (...args: never[]) => void): unknown;
-}
+/**
+ * A node-redis (v4 or later) or ioredis client. Typed loosely on purpose (the two libraries' types
+ * differ, and neither is a dependency); checked when the transport is created.
+ */
+export type RedisLikeClient = object;
 
 export interface RedisTransportOptions {
   /** A connected client for publishing (XADD/PUBLISH). May be shared with the app. */
@@ -54,6 +53,12 @@ interface Adapter {
 type AnyFn = (...args: unknown[]) => unknown;
 type Loose = Record<string, unknown>;
 
+function onFn(client: RedisLikeClient): (event: string, fn: AnyFn) => void {
+  return (event, fn) => {
+    ((client as Loose).on as AnyFn).call(client, event, fn);
+  };
+}
+
 function offFn(client: RedisLikeClient): (event: string, fn: AnyFn) => void {
   return (event, fn) => {
     const c = client as unknown as Loose;
@@ -76,12 +81,13 @@ function adapt(client: RedisLikeClient, name: string): Adapter {
     const wire = () => {
       if (wired) return;
       wired = true;
-      client.on('message', ((ch: string, message: string) => {
-        for (const fn of channelListeners.get(ch) ?? []) fn(String(message), ch);
-      }) as never);
-      client.on('pmessage', ((pattern: string, ch: string, message: string) => {
-        for (const fn of patternListeners.get(pattern) ?? []) fn(String(message), ch);
-      }) as never);
+      const on = onFn(client);
+      on('message', (ch, message) => {
+        for (const fn of channelListeners.get(String(ch)) ?? []) fn(String(message), String(ch));
+      });
+      on('pmessage', (pattern, ch, message) => {
+        for (const fn of patternListeners.get(String(pattern)) ?? []) fn(String(message), String(ch));
+      });
     };
     const add = (map: typeof channelListeners, key: string, fn: (m: string, ch: string) => void) => {
       let set = map.get(key);
@@ -112,19 +118,26 @@ function adapt(client: RedisLikeClient, name: string): Adapter {
   }
   // node-redis v4+: sendCommand(), subscribe(channel, listener), pSubscribe(pattern, listener).
   if (typeof c.sendCommand === 'function' && typeof c.pSubscribe === 'function') {
+    // One wrapper per listener, so that subscribing again (after a failed attempt) adds nothing.
+    const wrappers = new WeakMap<(m: string, ch: string) => void, AnyFn>();
+    const wrap = (fn: (m: string, ch: string) => void): AnyFn => {
+      let w = wrappers.get(fn);
+      if (!w) wrappers.set(fn, (w = (m: unknown, ch: unknown) => fn(String(m), String(ch))));
+      return w;
+    };
     return {
       command: (args) => (c.sendCommand as (a: string[]) => Promise<Reply>).call(client, args),
       async subscribe(channel, fn) {
-        await (c.subscribe as (ch: string, l: AnyFn) => Promise<unknown>).call(client, channel, (m: unknown, ch: unknown) => fn(String(m), String(ch)));
+        await (c.subscribe as (ch: string, l: AnyFn) => Promise<unknown>).call(client, channel, wrap(fn));
       },
-      async unsubscribe(channel) {
-        await (c.unsubscribe as (ch: string) => Promise<unknown>).call(client, channel);
+      async unsubscribe(channel, fn) {
+        await (c.unsubscribe as (ch: string, l: AnyFn) => Promise<unknown>).call(client, channel, wrap(fn));
       },
       async psubscribe(pattern, fn) {
-        await (c.pSubscribe as (p: string, l: AnyFn) => Promise<unknown>).call(client, pattern, (m: unknown, ch: unknown) => fn(String(m), String(ch)));
+        await (c.pSubscribe as (p: string, l: AnyFn) => Promise<unknown>).call(client, pattern, wrap(fn));
       },
-      async punsubscribe(pattern) {
-        await (c.pUnsubscribe as (p: string) => Promise<unknown>).call(client, pattern);
+      async punsubscribe(pattern, fn) {
+        await (c.pUnsubscribe as (p: string, l: AnyFn) => Promise<unknown>).call(client, pattern, wrap(fn));
       },
     };
   }
@@ -145,10 +158,11 @@ function onReconnect(client: RedisLikeClient, fn: () => void): () => void {
     lost = false;
     fn();
   };
-  client.on('end', markLost);
-  client.on('error', markLost);
-  client.on('reconnecting', markLost);
-  client.on('ready', ready);
+  const on = onFn(client);
+  on('end', markLost);
+  on('error', markLost);
+  on('reconnecting', markLost);
+  on('ready', ready);
   const off = offFn(client);
   return () => {
     off('end', markLost);
@@ -209,7 +223,19 @@ function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adap
       receiver = r;
       const reconnected = () => receiver?.reconnected();
       stops.push(onReconnect(options.subscriber, reconnected));
-      await sub.subscribe(channel, listener);
+      // Redis away at start: keep trying (the clients queue or fail the command meanwhile).
+      let backoff = 20;
+      for (;;) {
+        try {
+          await sub.subscribe(channel, listener);
+          return;
+        } catch (err) {
+          if (receiver === null) return;
+          debug('SUBSCRIBE failed, retrying in %d ms: %s', backoff, errorText(err));
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, 1000);
+        }
+      }
     },
     publish(text) {
       pub.command(['PUBLISH', channel, text]).then(undefined, (err: unknown) => debug('publish lost (pubsub is at most once): %s', errorText(err)));

@@ -3,7 +3,7 @@
  * whose sockets join `session:<id>` and `chat`. Several instances on port 0 make a cluster.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
 import { supportsUpgrade, type NextFunction } from '@upgradeware/upgrade-response';
 import { session, type SessionStoreLike } from '@upgradeware/session';
@@ -142,4 +142,23 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export function sidOf(cookie: string): string {
   const value = decodeURIComponent(cookie.slice(cookie.indexOf('=') + 1));
   return value.slice(2, value.lastIndexOf('.'));
+}
+
+/** A pair of connected sockets: `server` is the hub member, `client` sees what it gets. */
+export async function wsPair(): Promise<{ server: WebSocket; client: WebSocket; close(): Promise<void> }> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+  const port = (wss.address() as { port: number }).port;
+  const serverSide = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
+  const { ws: client } = await wsOpen(`ws://127.0.0.1:${port}`);
+  const server = await serverSide;
+  return {
+    server,
+    client,
+    close: async () => {
+      client.terminate();
+      for (const c of wss.clients) c.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+  };
 }

@@ -2,7 +2,7 @@
  * The hub's core with the in-process transport: rooms, broadcast, disconnect, session revocation
  * across two app instances sharing one MemoryStore, malformed messages, slow members, options.
  */
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
 import { MemoryStore } from '@upgradeware/session';
 import { websocket } from '@upgradeware/websocket';
 import {
@@ -17,28 +17,11 @@ import {
 } from '@upgradeware/hub';
 import { createApp } from '@upgradeware/dispatcher';
 import { delay, request, start, until, wsOpen, WsRefused } from '../../../test-support';
-import { chat, collect, instance, login, sidOf, within, type Instance } from './cluster';
+import { chat, collect, instance, login, sidOf, within, wsPair, type Instance } from './cluster';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { supportsUpgrade, type NextFunction } from '@upgradeware/upgrade-response';
 
-/** A pair of connected sockets: `server` is the hub member, `client` sees what it gets. */
-async function pair(): Promise<{ server: WebSocket; client: WebSocket; close(): Promise<void> }> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
-  const port = (wss.address() as { port: number }).port;
-  const serverSide = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
-  const { ws: client } = await wsOpen(`ws://127.0.0.1:${port}`);
-  const server = await serverSide;
-  return {
-    server,
-    client,
-    close: async () => {
-      client.terminate();
-      for (const c of wss.clients) c.terminate();
-      await new Promise<void>((resolve) => wss.close(() => resolve()));
-    },
-  };
-}
+const pair = wsPair;
 
 describe('rooms on one instance', () => {
   test('broadcast reaches the room, not the others; except skips sockets and rooms; leave and close leave', async () => {
