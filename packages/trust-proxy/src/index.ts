@@ -94,7 +94,8 @@ export function applyTrust(req: IncomingMessage, trust: TrustFunction): void {
     set(req, 'ips', addrs.slice(1).reverse());
     const own = socket?.encrypted ? 'https' : 'http';
     const trusted = trust(peer, 0);
-    const proto = trusted ? (firstValue(req.headers['x-forwarded-proto']) ?? own).toLowerCase() : own;
+    // As Express: the first value, as sent (`HTTPS` is not `https`).
+    const proto = trusted ? (firstValue(req.headers['x-forwarded-proto']) ?? own) : own;
     set(req, 'protocol', proto);
   }
   set(req, 'secure', req.protocol === 'https');
