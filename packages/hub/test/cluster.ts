@@ -8,6 +8,7 @@ import { createApp } from '@upgradeware/dispatcher';
 import { supportsUpgrade, type NextFunction } from '@upgradeware/upgrade-response';
 import { session, type SessionStoreLike } from '@upgradeware/session';
 import { websocket } from '@upgradeware/websocket';
+import { trustProxy, type TrustValue } from '@upgradeware/trust-proxy';
 import { createHub, type Hub, type HubTransport, type WatchSessionsOptions } from '@upgradeware/hub';
 import { nextMessage, request, start, wsOpen, type TestServer } from '../../../test-support';
 
@@ -32,10 +33,13 @@ export async function instance(
   store: SessionStoreLike,
   transport: HubTransport,
   watch: WatchSessionsOptions | false = {},
+  trust: TrustValue = false,
 ): Promise<Instance> {
   const hub = createHub({ transport });
   const unwatch = watch === false ? () => undefined : hub.watchSessions(store, watch);
   const app = createApp();
+  app.use(trustProxy(trust));
+  app.use('/whoami', (req: IncomingMessage, res: ServerResponse) => res.end(`${name} ${req.ip}`));
   app.use(session({ secret: 'cluster secret', resave: false, saveUninitialized: false, store, cookie: { maxAge: 60_000 } }));
   app.use('/login', (req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
     req.session!.regenerate((err) => {
