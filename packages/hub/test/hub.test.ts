@@ -127,6 +127,77 @@ describe('rooms on one instance', () => {
   });
 });
 
+describe('more of the core', () => {
+  test('a socket that is closing or closed is not added', async () => {
+    const hub = createHub();
+    const a = await pair();
+    try {
+      a.server.close();
+      hub.join(a.server, 'r');
+      expect(hub.members('r').size).toBe(0);
+      expect(hub.size).toBe(0);
+    } finally {
+      await a.close();
+      await hub.close();
+    }
+  });
+
+  test('across instances: binary stays binary, text stays text, except rooms apply on every instance', async () => {
+    const channel = createChannel();
+    const h1 = createHub({ transport: inProcessTransport(channel) });
+    const h2 = createHub({ transport: inProcessTransport(channel) });
+    const x = await pair();
+    const y = await pair();
+    try {
+      h2.join(x.server, 'r');
+      h2.join(y.server, 'r');
+      h2.join(y.server, 'quiet');
+      const got: Array<[string, boolean]> = [];
+      x.client.on('message', (data, isBinary) => got.push([String(data), isBinary]));
+      const gotY: string[] = collect(y.client);
+      h1.broadcast(Buffer.from('bin'), { room: 'r' });
+      h1.broadcast('text', { room: 'r', except: 'quiet' });
+      await until(() => got.length === 2);
+      expect(got).toEqual([
+        ['bin', true],
+        ['text', false],
+      ]);
+      await delay(20);
+      expect(gotY).toEqual(['bin']);
+    } finally {
+      await x.close();
+      await y.close();
+      await h1.close();
+      await h2.close();
+    }
+  });
+
+  test('revalidation: a store error counts as "still there"; revalidateInterval checks on a timer', async () => {
+    const hub = createHub();
+    let failing = true;
+    let exists = true;
+    const store = {
+      get: (_sid: string, cb: (err: unknown, s?: unknown) => void) => setImmediate(() => (failing ? cb(new Error('down')) : cb(null, exists ? { cookie: {} } : null))),
+      destroy: (_sid: string, cb?: (err?: unknown) => void) => cb?.(),
+    };
+    hub.watchSessions(store, { revalidateInterval: 30 });
+    const a = await pair();
+    try {
+      hub.join(a.server, 'session:s1');
+      expect(await hub.revalidate()).toBe(0);
+      failing = false;
+      expect(await hub.revalidate()).toBe(0);
+      expect(a.client.readyState).toBe(WebSocket.OPEN);
+      const closed = new Promise<number>((resolve) => a.client.once('close', (code) => resolve(code)));
+      exists = false; // the timer finds it gone
+      expect(await within(closed, 2000, 'closed by the timer')).toBe(4001);
+    } finally {
+      await a.close();
+      await hub.close();
+    }
+  });
+});
+
 describe('the wire format', () => {
   test('encode/decode round trip, text and binary', () => {
     const text = encode({ origin: 'a', seq: 1, message: { type: 'broadcast', room: 'r', except: ['x'], data: 'hi' } });

@@ -13,7 +13,7 @@ import { websocket } from '@upgradeware/websocket';
 import { compileTrust, publicOrigin, sameOrigin, trustProxy, type TrustValue } from '@upgradeware/trust-proxy';
 import { nextMessage, request, start, wsClose, wsOpen, type TestServer } from '../../../test-support';
 
-const FIELDS = ['ip', 'ips', 'protocol', 'secure', 'hostname'] as const;
+const FIELDS = ['ip', 'ips', 'protocol', 'secure', 'host', 'hostname'] as const;
 
 function pick(req: IncomingMessage): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -63,7 +63,9 @@ describe('the same answers as Express', () => {
     const a = await ours(trust);
     const b = await theirs(trust);
     try {
-      for (const headers of HEADERS) {
+      for (const extra of HEADERS) {
+        // One Host for both servers (they listen on different ports).
+        const headers = { host: 'app.example:8080', ...extra };
         const mine = JSON.parse((await request(a.url, { headers })).body) as Record<string, unknown>;
         const express = JSON.parse((await request(b.url, { headers })).body) as Record<string, unknown>;
         expect({ headers, ...mine }).toEqual({ headers, ...express });
