@@ -19,6 +19,7 @@ import { query } from '@upgradeware/query';
 import { session } from '@upgradeware/session';
 import { basicAuth } from '@upgradeware/basic-auth';
 import { websocket } from '@upgradeware/websocket';
+import { trustProxy } from '@upgradeware/trust-proxy';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -66,9 +67,12 @@ export async function createChatServer(options = {}) {
   const { port = 3000, host = '127.0.0.1', log = process.stdout, secret = randomBytes(32).toString('base64url') } = options;
   const users = options.users ?? DEMO_USERS;
   const admin = options.admin ?? DEMO_ADMIN;
+  // Several instances (cluster.mjs): a shared session store, a hub, the proxy in front.
+  const { store, hub, trust, publicOrigins = [], instance = '' } = options;
   let origins = new Set(); // filled in once the port is known
 
   const app = createApp();
+  if (trust !== undefined) app.use(trustProxy(trust));
   app.use(logger('dev', { stream: log }));
   app.use(responseTime());
   app.use(cookieParser(secret));
@@ -80,6 +84,7 @@ export async function createChatServer(options = {}) {
       resave: false,
       saveUninitialized: false,
       cookie: { httpOnly: true, sameSite: 'lax', path: '/' },
+      ...(store ? { store } : {}),
     }),
   );
   app.use(supportsUpgrade(securityHeaders));
@@ -93,13 +98,15 @@ export async function createChatServer(options = {}) {
     (ws) => {
       ws.send(JSON.stringify({ type: 'snapshot', connections: snapshot(), events: feedLog }));
     },
-    { origins: isOwnOrigin, maxPayload: 1024 },
+    { origins: isOwnOrigin, maxPayload: 1024, ...(hub ? { hub, rooms: () => 'admin-feed' } : {}) },
   );
   function event(type, fields) {
-    const e = { type, time: new Date().toISOString(), ...fields };
+    const e = { type, time: new Date().toISOString(), ...(instance ? { instance } : {}), ...fields };
     feedLog.push(e);
     if (feedLog.length > FEED_HISTORY) feedLog.shift();
-    feed.broadcast(JSON.stringify({ type: 'event', event: e }));
+    // With a hub, the admin feeds of every instance get it.
+    if (hub) hub.broadcast(JSON.stringify({ type: 'event', event: e }), { room: 'admin-feed' });
+    else feed.broadcast(JSON.stringify({ type: 'event', event: e }));
   }
 
   // Rooms: name → { history, sockets }.
@@ -112,7 +119,7 @@ export async function createChatServer(options = {}) {
         if (rooms.size < MAX_ROOMS) break;
         if (r.sockets.size === 0) rooms.delete(old);
       }
-      rooms.set(name, (room = { history: [], sockets: new Set() }));
+      rooms.set(name, (room = { name, history: [], sockets: new Set() }));
     }
     return room;
   };
@@ -127,6 +134,8 @@ export async function createChatServer(options = {}) {
   }
   function sendRoom(room, message) {
     const data = JSON.stringify(message);
+    // With a hub, chat messages reach the room's sockets on every instance (presence stays local).
+    if (hub && message.type === 'message') return void hub.broadcast(data, { room: `chat:${room.name}` });
     for (const s of room.sockets) if (s.ws.readyState === 1) s.ws.send(data);
   }
 
@@ -142,7 +151,7 @@ export async function createChatServer(options = {}) {
         sid: req.sessionID,
         origin: req.headers.origin ?? null,
         since: new Date().toISOString(),
-        ip: req.socket.remoteAddress,
+        ip: req.ip ?? req.socket.remoteAddress,
       };
       const first = !online(room).includes(user);
       connections.add(conn);
@@ -178,7 +187,7 @@ export async function createChatServer(options = {}) {
         sendRoom(room, still.includes(user) ? { type: 'presence', online: still } : { type: 'presence', online: still, left: user });
       });
     },
-    { origins: isOwnOrigin, maxPayload: 4 * 1024 },
+    { origins: isOwnOrigin, maxPayload: 4 * 1024, ...(hub ? { hub, rooms: (req) => `chat:${req.chatRoom}` } : {}) },
   );
 
   // ---- Ordinary pages ----------------------------------------------------------------------
@@ -301,7 +310,7 @@ export async function createChatServer(options = {}) {
     server.once('error', reject);
   });
   const actual = server.address().port;
-  origins = new Set([`http://127.0.0.1:${actual}`, `http://localhost:${actual}`]);
+  origins = new Set([`http://127.0.0.1:${actual}`, `http://localhost:${actual}`, ...publicOrigins.map((o) => o.toLowerCase())]);
   const url = `http://${host}:${actual}/`;
 
   let closing = null;
