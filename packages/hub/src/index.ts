@@ -29,6 +29,7 @@ export interface HubMember {
   close(code?: number, reason?: string): void;
   on(event: 'close', listener: () => void): unknown;
   on(event: 'message', listener: () => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
   off(event: 'close', listener: () => void): unknown;
   off(event: 'message', listener: () => void): unknown;
 }
@@ -229,6 +230,12 @@ export function createHub(options: HubOptions = {}): Hub {
     if (!isMember(ws)) throw new TypeError(`${PKG}: join: ws must be a WebSocket`);
     checkRoom(room, 'join');
     if (ws.readyState > OPEN) return; // closing or closed: its 'close' may have fired already
+    const gone = ended.get(room);
+    if (gone !== undefined && Date.now() - gone.at < ENDED_MS) {
+      debug('join of %s, which ended %d ms ago: closing', room, Date.now() - gone.at);
+      ws.close(gone.code, gone.reason);
+      return;
+    }
     let entry = memberRooms.get(ws);
     if (!entry) {
       const onClose = () => removeMember(ws);
@@ -283,7 +290,26 @@ export function createHub(options: HubOptions = {}): Hub {
     return sent;
   }
 
+  /**
+   * Session rooms closed recently: a session id is never reused, so a socket that joins one of
+   * them afterwards belongs to a session that has ended — its upgrade loaded the session just
+   * before the revocation arrived. It is closed at once (bounded: 10,000 rooms, 60 s).
+   */
+  const ended = new Map<string, { at: number; code: number; reason: string }>();
+  const ENDED_MS = 60_000;
+  function remember(room: string, code: number, reason: string): void {
+    if (!room.startsWith(SESSION_ROOM_PREFIX)) return;
+    const now = Date.now();
+    ended.delete(room);
+    ended.set(room, { at: now, code, reason });
+    for (const [r, e] of ended) {
+      if (ended.size <= 10_000 && now - e.at < ENDED_MS) break;
+      ended.delete(r);
+    }
+  }
+
   function closeLocal(room: string, code: number, reason: string): number {
+    remember(room, code, reason);
     const set = rooms.get(room);
     if (!set) return 0;
     let n = 0;
@@ -486,7 +512,7 @@ export function createHub(options: HubOptions = {}): Hub {
       };
       listeners.set(ws, onMessage);
       ws.on('message', onMessage);
-      ws.on('close', () => {
+      ws.once('close', () => {
         ws.off('message', onMessage);
         listeners.delete(ws);
         if (!rooms.has(room)) touched.delete(sid);

@@ -198,6 +198,67 @@ describe('more of the core', () => {
   });
 });
 
+describe('races and leaks', () => {
+  test('a socket that joins a session room just after the session was revoked (its upgrade raced the logout) is closed at once', async () => {
+    const channel = createChannel();
+    const h1 = createHub({ transport: inProcessTransport(channel) });
+    const h2 = createHub({ transport: inProcessTransport(channel) });
+    const late = await pair();
+    const other = await pair();
+    try {
+      h1.disconnect('session:gone', { code: 4001, reason: 'session ended' });
+      await delay(10); // delivered to h2, which had no member yet
+      const closed = new Promise<[number, string]>((resolve) => late.client.once('close', (code, r) => resolve([code, String(r)])));
+      h2.join(late.server, 'session:gone');
+      expect(await within(closed, 2000, 'late joiner closed')).toEqual([4001, 'session ended']);
+      // Other rooms are not remembered: a room name may be used again.
+      h2.disconnect('lobby');
+      h2.join(other.server, 'lobby');
+      expect(h2.members('lobby').size).toBe(1);
+    } finally {
+      await late.close();
+      await other.close();
+      await h1.close();
+      await h2.close();
+    }
+  });
+
+  test('nothing stays reachable from the hub or the sockets once 50 connections through websocket() closed', async () => {
+    const hub = createHub();
+    const store = new MemoryStore();
+    hub.watchSessions(store, { activity: 'touch' });
+    const app = createApp();
+    const endpoint = websocket((ws) => ws.send('hi'), { hub, rooms: () => ['a', 'b'] });
+    app.use(
+      supportsUpgrade((req: IncomingMessage, _res: ServerResponse, next: NextFunction) => {
+        (req as { sessionID?: string }).sessionID = `s${req.headers['x-n']}`;
+        next();
+      }),
+    );
+    app.use('/ws', endpoint);
+    const server = await start(app);
+    try {
+      const clients: WebSocket[] = [];
+      for (let i = 0; i < 50; i++) clients.push((await wsOpen(`${server.wsUrl}/ws`, { headers: { 'x-n': String(i) } })).ws);
+      await until(() => hub.size === 50);
+      expect(hub.members('a').size).toBe(50);
+      const serverSide = [...endpoint.clients];
+      for (const c of clients) c.terminate();
+      await until(() => hub.size === 0 && endpoint.clients.size === 0);
+      expect(hub.members('a').size + hub.members('b').size + hub.members('session:s1').size).toBe(0);
+      for (const ws of serverSide) {
+        expect(ws.listenerCount('message')).toBe(0);
+        // What is left is ws's own and the endpoint's bookkeeping, not the hub's.
+        expect(ws.listeners('close').map((f) => f.name)).not.toContain('onClose');
+      }
+    } finally {
+      await endpoint.close();
+      await server.close();
+      await hub.close();
+    }
+  });
+});
+
 describe('the wire format', () => {
   test('encode/decode round trip, text and binary', () => {
     const text = encode({ origin: 'a', seq: 1, message: { type: 'broadcast', room: 'r', except: ['x'], data: 'hi' } });
