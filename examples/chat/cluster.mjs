@@ -120,15 +120,19 @@ async function main() {
     const publicOrigins = [`http://127.0.0.1:${port}`, `http://localhost:${port}`].join(',');
     const secret = process.env.SESSION_SECRET || randomBytes(32).toString('base64url');
     const ports = [];
+    const pids = [];
     for (const name of ['A', 'B']) {
       const child = spawn(process.execPath, [self, '--instance', name], {
         env: { ...process.env, REDIS_URL: redisUrl, SESSION_SECRET: secret, PUBLIC_ORIGINS: publicOrigins },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       });
       children.push(child);
-      child.once('exit', (code) => !stopping && fail(`instance ${name} exited (${code})`));
+      // An instance that dies is not the end: nginx sends its clients to the other one, where their
+      // session (in Redis) still holds. Try it: kill -9 one of the pids printed below.
+      child.once('exit', (code, signal) => !stopping && process.stderr.write(`chat cluster: instance ${name} exited (${signal ?? code}); nginx uses the other\n`));
       const [msg] = await Promise.race([once(child, 'message'), new Promise((_, rej) => setTimeout(() => rej(new Error(`instance ${name} did not start`)), 15_000))]);
       ports.push(msg.port);
+      pids.push(child.pid);
     }
     for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
     for (const sub of ['', 'body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) chmodSync(join(dir, sub), 0o777);
@@ -145,7 +149,7 @@ async function main() {
     process.stdout.write(
       [
         '',
-        `upgradeware chat, two instances (A on ${ports[0]}, B on ${ports[1]}) behind nginx: http://127.0.0.1:${port}/`,
+        `upgradeware chat, two instances (A on ${ports[0]}, pid ${pids[0]}; B on ${ports[1]}, pid ${pids[1]}) behind nginx: http://127.0.0.1:${port}/`,
         `  redis: ${redisUrl}   nginx config: ${dir}/nginx.conf`,
         '  log in as alice / wonderland and bob / builder in two browsers: nginx spreads the requests',
         '  over both instances (the log lines start with [A] or [B]); the chat and /admin span both.',

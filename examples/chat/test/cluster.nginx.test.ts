@@ -135,3 +135,32 @@ test('chat across instances through nginx; the admin feed shows both; a logout c
     await s.closed;
   }
 });
+
+test('an instance killed (SIGKILL) with sockets open: its clients reconnect through nginx to the other and keep their session', async () => {
+  const origin = `http://127.0.0.1:${port}`;
+  const wsOrigin = `ws://127.0.0.1:${port}`;
+  const pids = /pid (\d+); B on \d+, pid (\d+)/.exec(output);
+  expect(pids).not.toBeNull();
+  const carol = await login(origin, 'carol', 'singer');
+  // Two sockets: one on each instance.
+  const first = await open(`${wsOrigin}/chat?room=kill`, carol);
+  const second = await open(`${wsOrigin}/chat?room=kill`, carol);
+  await until(() => [first, second].every((s) => s.messages.some((m) => m.type === 'hello')), 'hello');
+  process.kill(Number(pids![1]), 'SIGKILL'); // instance A
+  // One of the two loses its connection without a close frame (nginx closes its side: 1006 or 1005).
+  const lost = await Promise.race([first.closed.then((code) => ({ s: first, code })), second.closed.then((code) => ({ s: second, code }))]);
+  expect([1005, 1006]).toContain(lost.code);
+  const survivor = lost.s === first ? second : first;
+  expect(survivor.ws.readyState).toBe(WebSocket.OPEN);
+  // Reconnecting: nginx passes over the dead instance; the session in Redis still holds.
+  for (let i = 0; i < 3; i++) {
+    const again = await open(`${wsOrigin}/chat?room=kill`, carol);
+    await until(() => again.messages.some((m) => m.type === 'hello'), 'hello after the kill');
+    expect(again.messages.find((m) => m.type === 'hello')!.user).toBe('carol');
+    again.ws.close();
+    await again.closed;
+  }
+  survivor.ws.close();
+  await survivor.closed;
+  expect(output).toMatch(/instance A exited \(SIGKILL\)/);
+});

@@ -319,14 +319,16 @@ describe('streams mode limits', () => {
   });
 });
 
-describe('pub/sub mode across an outage (at most once, documented)', () => {
+describe.each(['redis', 'ioredis'] as Lib[])('pub/sub mode across an outage (%s; at most once, documented)', (lib) => {
   test("B's link cut for 500 ms: messages during the cut may be lost; B receives again after it; a logout during the cut still closes B's socket (revalidation)", async () => {
-    const p = await pair('redis', 'pubsub');
+    const p = await pair(lib, 'pubsub');
     try {
       const cookie = await login(p.a.inst);
       const s = await chat(p.b.inst, cookie);
+      const bob = await chat(p.b.inst, await login(p.a.inst, 'bob'));
       await warm(p, s.ws);
       const got = collect(s.ws);
+      const gotBob = collect(bob.ws);
       p.b.link.cut();
       await broadcastNumbered(p, 100);
       // The revocation is published while B is away: B never hears it on the channel.
@@ -336,6 +338,13 @@ describe('pub/sub mode across an outage (at most once, documented)', () => {
       expect(await within(s.closed, 5000, 'close after reconnect')).toEqual({ code: 4001, reason: 'session ended' });
       // Lost while cut (B was not subscribed): at most once.
       expect(got.length).toBeLessThan(100);
+      // And B receives again.
+      for (let i = 0; i < 100 && !gotBob.includes('A: back'); i++) {
+        await request(`${p.a.inst.server.url}/say?text=back`);
+        await delay(20);
+      }
+      expect(gotBob).toContain('A: back');
+      expect(bob.ws.readyState).toBe(WebSocket.OPEN);
     } finally {
       await p.close();
     }
