@@ -226,6 +226,7 @@ function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adap
       // Redis away at start: keep trying (the clients queue or fail the command meanwhile).
       let backoff = 20;
       for (;;) {
+        if (receiver === null) return; // closed meanwhile
         try {
           await sub.subscribe(channel, listener);
           return;
@@ -292,6 +293,9 @@ function streamsTransport(
     }
   }
 
+  let started: () => void = () => undefined;
+  const startedPromise = new Promise<void>((resolve) => (started = resolve));
+
   async function read(): Promise<void> {
     let backoff = 20;
     while (!closed) {
@@ -299,6 +303,8 @@ function streamsTransport(
         if (lastId === null) {
           const last = await sub.command(['XREVRANGE', key, '+', '-', 'COUNT', '1']);
           lastId = Array.isArray(last) && Array.isArray(last[0]) ? String(last[0][0]) : '0-0';
+          // From here on nothing written to the stream is missed: the hub is ready.
+          started();
         }
         if (readerId === null) readerId = String(await sub.command(['CLIENT', 'ID']));
         if (closed) break;
@@ -331,6 +337,7 @@ function streamsTransport(
       const reconnected = () => receiver?.reconnected();
       stops.push(onReconnect(options.subscriber, reconnected));
       reading = read();
+      return startedPromise;
     },
     publish(text) {
       if (closed) return;
@@ -346,6 +353,7 @@ function streamsTransport(
       if (closed) return;
       closed = true;
       receiver = null;
+      started();
       for (const stop of stops.splice(0)) stop();
       // Wake the blocked XREAD so the user's subscriber client is free again.
       if (readerId !== null) await pub.command(['CLIENT', 'UNBLOCK', readerId]).catch(() => undefined);
