@@ -259,6 +259,38 @@ describe('races and leaks', () => {
   });
 });
 
+describe('watchSessions and a store that fails', () => {
+  test('a destroy that fails closes nothing (the session still exists); the returned function restores the store', async () => {
+    const channel = createChannel();
+    const h1 = createHub({ transport: inProcessTransport(channel) });
+    const h2 = createHub({ transport: inProcessTransport(channel) });
+    let fail = true;
+    const original = (sid: string, cb?: (err?: unknown) => void) => setImmediate(() => cb?.(fail ? new Error(`cannot destroy ${sid}`) : undefined));
+    const store = { get: (_sid: string, cb: (err: unknown, s?: unknown) => void) => cb(null, { cookie: {} }), destroy: original };
+    const unwatch = h1.watchSessions(store);
+    expect(store.destroy).not.toBe(original);
+    const member = await pair();
+    try {
+      h2.join(member.server, 'session:s1');
+      const errors: unknown[] = [];
+      await new Promise<void>((resolve) => store.destroy('s1', (err) => (errors.push(err), resolve())));
+      expect(String(errors[0])).toMatch(/cannot destroy s1/);
+      await delay(30);
+      expect(member.client.readyState).toBe(WebSocket.OPEN);
+      fail = false;
+      const closed = new Promise<number>((resolve) => member.client.once('close', (code) => resolve(code)));
+      await new Promise<void>((resolve) => store.destroy('s1', () => resolve()));
+      expect(await within(closed, 2000, 'closed once destroyed')).toBe(4001);
+      unwatch();
+      expect(store.destroy).toBe(original);
+    } finally {
+      await member.close();
+      await h1.close();
+      await h2.close();
+    }
+  });
+});
+
 describe('the wire format', () => {
   test('encode/decode round trip, text and binary', () => {
     const text = encode({ origin: 'a', seq: 1, message: { type: 'broadcast', room: 'r', except: ['x'], data: 'hi' } });
