@@ -12,7 +12,7 @@ import createDebug from 'debug';
 import { decode, encode, isCloseCode, type Envelope, type HubMessage } from './message';
 
 export { decode, encode, isCloseCode } from './message';
-export type { BroadcastMessage, DisconnectMessage, Envelope, HubMessage } from './message';
+export type { BroadcastMessage, DisconnectMessage, Envelope, HubMessage, MoveMessage } from './message';
 export { redisTransport, subscribeKeyspace, type RedisTransportOptions, type RedisLikeClient, type KeyspaceOptions } from './redis';
 
 const debug = createDebug('upgradeware:hub');
@@ -122,6 +122,18 @@ export interface WatchSessionsOptions {
   revalidateInterval?: number;
 }
 
+/** The middleware of `hub.keepOnRegenerate()` (Connect-style, upgrade-aware). */
+export interface KeepOnRegenerate {
+  (req: RegeneratingRequest, res: unknown, next: (err?: unknown) => void): void;
+  readonly supportsUpgrade: true;
+}
+
+/** What `keepOnRegenerate` reads of a request: express-session's `req.session` and `req.sessionID`. */
+export interface RegeneratingRequest {
+  sessionID?: string;
+  session?: { regenerate?: unknown } | null;
+}
+
 export interface Hub extends EventEmitter {
   /** Put `ws` into `room` (it leaves every room by itself when it closes). */
   join(ws: HubMember, room: string): void;
@@ -150,9 +162,22 @@ export interface Hub extends EventEmitter {
   revalidate(): Promise<number>;
   /** Close every local member of the session room of `sid` (e.g. from a keyspace notification). */
   endSession(sid: string): number;
+  /**
+   * A middleware to mount right after the session middleware: a `req.session.regenerate()` (a login
+   * on top of an anonymous session) then keeps the sockets of the old session open and moves them,
+   * on every instance, into the new session's room, so that a later logout still closes them.
+   * Without it, `watchSessions` closes them like a `destroy()`.
+   */
+  keepOnRegenerate(): KeepOnRegenerate;
   /** Stop the transport. Sockets stay open. */
   close(): Promise<void>;
 }
+
+/**
+ * Session ids being regenerated through `keepOnRegenerate` in this process: their `destroy` closes
+ * nothing, whichever hub wrapped the store (session ids are unique, so one set serves every hub).
+ */
+const KEEPING = new Set<string>();
 
 const EMPTY_ROOMS: ReadonlySet<string> = new Set();
 const EMPTY_MEMBERS: ReadonlySet<HubMember> = new Set();
@@ -322,6 +347,20 @@ export function createHub(options: HubOptions = {}): Hub {
     return n;
   }
 
+  function moveLocal(from: string, to: string): number {
+    const set = rooms.get(from);
+    if (!set) return 0;
+    let n = 0;
+    for (const ws of Array.from(set)) {
+      hub.leave(ws, from);
+      if (ws.readyState <= OPEN) {
+        hub.join(ws, to);
+        n++;
+      }
+    }
+    return n;
+  }
+
   function publish(message: HubMessage): void {
     if (closed) return;
     let text: string;
@@ -386,6 +425,7 @@ export function createHub(options: HubOptions = {}): Hub {
     const m = envelope.message;
     try {
       if (m.type === 'broadcast') deliver(m.data, m.room, m.except, EMPTY_MEMBERS);
+      else if (m.type === 'move') moveLocal(m.room, m.to);
       else closeLocal(m.room, m.code, m.reason);
     } catch (err) {
       debug('delivery failed: %o', err);
@@ -423,6 +463,51 @@ export function createHub(options: HubOptions = {}): Hub {
   Object.defineProperty(hub, 'ready', { enumerable: false, value: readyPromise });
 
   const watched: Array<{ code: number; reason: string }> = [];
+  const keeping = KEEPING;
+
+  hub.keepOnRegenerate = () => {
+    const middleware = function keepOnRegenerate(req: RegeneratingRequest, _res: unknown, next: (err?: unknown) => void): void {
+      const sess = req.session;
+      if (sess && typeof sess.regenerate === 'function') {
+        const original = sess.regenerate as (this: unknown, fn?: (err?: unknown) => void) => unknown;
+        const wrapped = function regenerate(this: unknown, fn?: (err?: unknown) => void): unknown {
+          const oldSid = req.sessionID;
+          if (typeof oldSid === 'string') keeping.add(oldSid);
+          const done = (err?: unknown) => {
+            if (typeof oldSid === 'string') keeping.delete(oldSid);
+            const newSid = req.sessionID;
+            if (!err && typeof oldSid === 'string' && typeof newSid === 'string' && newSid !== oldSid) {
+              const from = SESSION_ROOM_PREFIX + oldSid;
+              const to = SESSION_ROOM_PREFIX + newSid;
+              moveLocal(from, to);
+              publish({ type: 'move', room: from, to });
+            }
+          };
+          if (typeof fn === 'function') {
+            return original.call(this, (err?: unknown) => {
+              done(err);
+              fn(err);
+            });
+          }
+          const ret = original.call(this);
+          if (ret !== null && typeof ret === 'object' && typeof (ret as Promise<void>).then === 'function') {
+            return (ret as Promise<void>).then(
+              () => done(),
+              (err: unknown) => {
+                done(err ?? new Error('regenerate failed'));
+                throw err;
+              },
+            );
+          }
+          return ret;
+        };
+        Object.defineProperty(sess, 'regenerate', { value: wrapped, configurable: true, writable: true, enumerable: false });
+      }
+      next();
+    } as KeepOnRegenerate;
+    Object.defineProperty(middleware, 'supportsUpgrade', { value: true, enumerable: true });
+    return middleware;
+  };
   hub.endSession = (sid) => {
     const how = watched[0] ?? { code: 4001, reason: 'session ended' };
     return closeLocal(SESSION_ROOM_PREFIX + sid, how.code, how.reason);
@@ -450,7 +535,7 @@ export function createHub(options: HubOptions = {}): Hub {
     const original = store.destroy;
     const wrapped = function destroy(this: unknown, sid: string, callback?: (err?: unknown) => void): unknown {
       return original.call(this, sid, (err?: unknown) => {
-        if (!err && typeof sid === 'string' && sid.length > 0) {
+        if (!err && typeof sid === 'string' && sid.length > 0 && !keeping.has(sid)) {
           try {
             hub.disconnect(SESSION_ROOM_PREFIX + sid, how);
           } catch (e) {

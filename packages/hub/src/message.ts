@@ -22,7 +22,14 @@ export interface DisconnectMessage {
   reason: string;
 }
 
-export type HubMessage = BroadcastMessage | DisconnectMessage;
+/** Move every member of a room into another (a session regenerated with `keepOnRegenerate`). */
+export interface MoveMessage {
+  type: 'move';
+  room: string;
+  to: string;
+}
+
+export type HubMessage = BroadcastMessage | DisconnectMessage | MoveMessage;
 
 /** A message with its sender: the instance id and a per-instance sequence number. */
 export interface Envelope {
@@ -42,6 +49,7 @@ export function encode(envelope: Envelope): string {
     else body.b = message.data.toString('base64');
     return JSON.stringify(body);
   }
+  if (message.type === 'move') return JSON.stringify({ v: 1, o: origin, s: seq, t: 'm', r: message.room, n: message.to });
   return JSON.stringify({ v: 1, o: origin, s: seq, t: 'd', r: message.room, c: message.code, e: message.reason });
 }
 
@@ -74,6 +82,10 @@ export function decode(text: unknown): Envelope | null {
     else if (typeof b.b === 'string' && b.d === undefined && /^[A-Za-z0-9+/]*={0,2}$/.test(b.b)) data = Buffer.from(b.b, 'base64');
     else return null;
     return { origin: b.o, seq: b.s, message: { type: 'broadcast', room: b.r as string | null, except, data } };
+  }
+  if (b.t === 'm') {
+    if (!isRoom(b.r) || !isRoom(b.n)) return null;
+    return { origin: b.o, seq: b.s, message: { type: 'move', room: b.r, to: b.n } };
   }
   if (b.t === 'd') {
     if (!isRoom(b.r) || !isCloseCode(b.c) || typeof b.e !== 'string' || Buffer.byteLength(b.e) > 123) return null;

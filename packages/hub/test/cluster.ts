@@ -34,6 +34,7 @@ export async function instance(
   transport: HubTransport,
   watch: WatchSessionsOptions | false = {},
   trust: TrustValue = false,
+  keepOnRegenerate = false,
 ): Promise<Instance> {
   const hub = createHub({ transport });
   const unwatch = watch === false ? () => undefined : hub.watchSessions(store, watch);
@@ -41,6 +42,7 @@ export async function instance(
   app.use(trustProxy(trust));
   app.use('/whoami', (req: IncomingMessage, res: ServerResponse) => res.end(`${name} ${req.ip}`));
   app.use(session({ secret: 'cluster secret', resave: false, saveUninitialized: false, store, cookie: { maxAge: 60_000 } }));
+  if (keepOnRegenerate) app.use(hub.keepOnRegenerate());
   app.use('/login', (req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
     req.session!.regenerate((err) => {
       if (err) return next(err);

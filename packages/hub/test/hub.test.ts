@@ -299,6 +299,8 @@ describe('the wire format', () => {
     expect(decode(bin)?.message).toEqual({ type: 'broadcast', room: null, except: [], data: Buffer.from([0, 255]) });
     const d = encode({ origin: 'a', seq: 3, message: { type: 'disconnect', room: 'r', code: 4001, reason: 'session ended' } });
     expect(decode(d)?.message).toEqual({ type: 'disconnect', room: 'r', code: 4001, reason: 'session ended' });
+    const m = encode({ origin: 'a', seq: 4, message: { type: 'move', room: 'session:x', to: 'session:y' } });
+    expect(decode(m)?.message).toEqual({ type: 'move', room: 'session:x', to: 'session:y' });
   });
 
   test.each([
@@ -313,6 +315,7 @@ describe('the wire format', () => {
     ['reserved close code', '{"v":1,"o":"a","s":1,"t":"d","r":"x","c":1006,"e":""}'],
     ['long reason', `{"v":1,"o":"a","s":1,"t":"d","r":"x","c":4001,"e":"${'x'.repeat(124)}"}`],
     ['unknown type', '{"v":1,"o":"a","s":1,"t":"z","r":"x"}'],
+    ['a move without its target', '{"v":1,"o":"a","s":1,"t":"m","r":"x"}'],
   ])('decode refuses %s', (_name, text) => {
     expect(decode(text)).toBeNull();
   });
@@ -403,6 +406,28 @@ describe('two instances through the in-process transport', () => {
     const res = await request(`${a.server.url}/login?user=carol`, { headers: { cookie } });
     expect(res.status).toBe(200);
     expect(await within(s.closed, 2000, 'close on B')).toEqual({ code: 4001, reason: 'session ended' });
+  });
+
+  test('keepOnRegenerate(): a login on top of a session keeps its sockets, moved to the new session on every instance; the later logout closes them', async () => {
+    const channel = createChannel();
+    const c = await instance('C', store, inProcessTransport(channel), {}, false, true);
+    const d = await instance('D', store, inProcessTransport(channel), {}, false, true);
+    try {
+      const cookie = await login(c);
+      const s = await chat(d, cookie);
+      const res = await request(`${c.server.url}/login?user=carol`, { headers: { cookie } });
+      expect(res.status).toBe(200);
+      const fresh = String(res.headers['set-cookie']).split(';')[0]!;
+      expect(sidOf(fresh)).not.toBe(sidOf(cookie));
+      await until(() => d.hub.members(`session:${sidOf(fresh)}`).size === 1);
+      expect(d.hub.members(`session:${sidOf(cookie)}`).size).toBe(0);
+      expect(s.ws.readyState).toBe(WebSocket.OPEN);
+      await request(`${c.server.url}/logout`, { headers: { cookie: fresh } });
+      expect(await within(s.closed, 2000, 'closed by the later logout')).toEqual({ code: 4001, reason: 'session ended' });
+    } finally {
+      await c.close();
+      await d.close();
+    }
   });
 
   test('a session that ended without a word (expired, deleted elsewhere) is closed by revalidate()', async () => {
