@@ -261,6 +261,23 @@ describe.each(['redis', 'ioredis'] as Lib[])('streams mode (%s): nothing lost ac
   });
 });
 
+describe.each(['redis', 'ioredis'] as Lib[])('without an outage (%s)', (lib) => {
+  test('pub/sub: 1,000 broadcasts arrive in order, once each', async () => {
+    const p = await pair(lib, 'pubsub');
+    try {
+      const s = await chat(p.b.inst, await login(p.a.inst));
+      await warm(p, s.ws);
+      const got = collect(s.ws);
+      await broadcastNumbered(p, 1000);
+      await until(() => got.length >= 1000, 10_000);
+      await delay(50);
+      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i}`));
+    } finally {
+      await p.close();
+    }
+  });
+});
+
 describe('streams mode limits', () => {
   test('maxQueue: while Redis is away, the oldest waiting messages beyond it are dropped, the newest delivered', async () => {
     const la = await link(redis.port);
@@ -298,6 +315,33 @@ describe('streams mode limits', () => {
       await cb.close();
       await la.close();
       await lb.close();
+    }
+  });
+
+  test('maxLen bounds the stream (approximately, as MAXLEN ~ does)', async () => {
+    const cl = await clients('redis', redis.url);
+    const channel = `hub-test:${process.pid}-${++counter}`;
+    const hub = createHub({ transport: redisTransport({ publisher: cl.publisher, subscriber: cl.subscriber, mode: 'streams', channel, maxLen: 100, blockMs: 1000 }) });
+    try {
+      await hub.ready;
+      for (let i = 0; i < 2000; i++) {
+        hub.broadcast(`x${i}`);
+        if (i % 50 === 49) await delay(2);
+      }
+      await until(() => hub.stats.published === 2000, 5000);
+      // Let the outbox drain, then look at the stream.
+      let last = -1;
+      for (let i = 0; i < 100; i++) {
+        await delay(20);
+        const n = Number(await redis.command(['XLEN', channel]));
+        if (n === last) break;
+        last = n;
+      }
+      expect(last).toBeGreaterThan(0);
+      expect(last).toBeLessThan(400);
+    } finally {
+      await hub.close();
+      await cl.close();
     }
   });
 
