@@ -268,21 +268,33 @@ function streamsTransport(
   let dropped = 0;
   const stops: Array<() => void> = [];
 
+  /** Keep at most `maxQueue` messages waiting: the oldest go first. */
+  function trim(): void {
+    const over = queue.length - maxQueue;
+    if (over <= 0) return;
+    queue.splice(0, over);
+    dropped += over;
+    debug('outbox full: dropped the %d oldest messages (%d so far)', over, dropped);
+  }
+
   async function flush(): Promise<void> {
     if (flushing) return;
     flushing = true;
     let backoff = 20;
     try {
       while (queue.length > 0 && !closed) {
-        const batch = queue.slice(0, 256);
+        // Taken out of the queue while in flight, so that publish() trimming the queue never
+        // touches it; put back in front on failure, and sent again in order (receivers drop the
+        // repeats of a write that did land).
+        const batch = queue.splice(0, 256);
         const args = ['XADD', key, 'MAXLEN', '~', String(maxLen), '*'];
         for (const text of batch) args.push('m', text);
         try {
           await pub.command(args);
-          // Only now: a failed batch is sent again, whole and in order (receivers drop repeats).
-          queue.splice(0, batch.length);
           backoff = 20;
         } catch (err) {
+          queue.unshift(...batch);
+          trim();
           debug('XADD failed, retrying in %d ms: %s', backoff, errorText(err));
           await sleep(backoff);
           backoff = Math.min(backoff * 2, 1000);
@@ -341,12 +353,8 @@ function streamsTransport(
     },
     publish(text) {
       if (closed) return;
-      if (queue.length >= maxQueue) {
-        queue.shift();
-        dropped++;
-        debug('outbox full: dropped the oldest message (%d so far)', dropped);
-      }
       queue.push(text);
+      trim();
       void flush();
     },
     async close() {
