@@ -7,8 +7,8 @@ module.exports = {
   roots: ['<rootDir>/packages', '<rootDir>/examples', '<rootDir>/test'],
   testMatch: ['**/test/**/*.test.ts'],
   // Suites that need a real component (a browser, redis-server) run from .ci/run with their own
-  // configs: jest.browser.config.js, jest.redis.config.js.
-  testPathIgnorePatterns: ['/node_modules/', '/dist/', '\\.browser\\.test\\.ts$', '\\.redis\\.test\\.ts$'],
+  // configs: jest.browser.config.js, jest.redis.config.js, jest.nginx.config.js.
+  testPathIgnorePatterns: ['/node_modules/', '/dist/', '\\.browser\\.test\\.ts$', '\\.redis\\.test\\.ts$', '\\.nginx\\.test\\.ts$'],
   moduleNameMapper: {
     '^@upgradeware/([^/]+)$': '<rootDir>/packages/$1/src',
   },

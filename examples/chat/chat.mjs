@@ -20,6 +20,7 @@ import { query } from '@upgradeware/query';
 import { session } from '@upgradeware/session';
 import { basicAuth } from '@upgradeware/basic-auth';
 import { websocket } from '@upgradeware/websocket';
+import { trustProxy } from '@upgradeware/trust-proxy';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -72,8 +73,12 @@ export async function createChatServer(options = {}) {
   const tls = options.tls ?? null;
   const users = options.users ?? DEMO_USERS;
   const admin = options.admin ?? DEMO_ADMIN;
+  // Several instances (cluster.mjs): a shared session store, a hub, the proxy in front.
+  const { store, hub, trust, publicOrigins = [], instance = '' } = options;
+  const extraOrigins = new Set(publicOrigins.map((o) => o.toLowerCase()));
 
   const app = createApp();
+  if (trust !== undefined) app.use(trustProxy(trust));
   app.use(logger('dev', { stream: log }));
   app.use(responseTime());
   app.use(cookieParser(secret));
@@ -85,6 +90,7 @@ export async function createChatServer(options = {}) {
       resave: false,
       saveUninitialized: false,
       cookie: { httpOnly: true, sameSite: 'lax', path: '/' },
+      ...(store ? { store } : {}),
     }),
   );
   app.use(supportsUpgrade(securityHeaders));
@@ -92,7 +98,8 @@ export async function createChatServer(options = {}) {
   // ---- Who may open a socket: a session user, from one of our own pages -------------------
   // "Our own pages" are those served from the address this request came to (its Host header):
   // 127.0.0.1, localhost, the machine's LAN address when HOST=0.0.0.0, a name in /etc/hosts …
-  const isOwnOrigin = (origin, req) => origin === undefined || origin.toLowerCase() === ownOrigin(req);
+  // Behind a proxy (cluster.mjs) the public origins are named too.
+  const isOwnOrigin = (origin, req) => origin === undefined || origin.toLowerCase() === ownOrigin(req) || extraOrigins.has(origin.toLowerCase());
 
   // The admin feed: every connection event of the chat, live.
   const feedLog = [];
@@ -100,13 +107,15 @@ export async function createChatServer(options = {}) {
     (ws) => {
       ws.send(JSON.stringify({ type: 'snapshot', connections: snapshot(), events: feedLog }));
     },
-    { origins: isOwnOrigin, maxPayload: 1024 },
+    { origins: isOwnOrigin, maxPayload: 1024, ...(hub ? { hub, rooms: () => 'admin-feed' } : {}) },
   );
   function event(type, fields) {
-    const e = { type, time: new Date().toISOString(), ...fields };
+    const e = { type, time: new Date().toISOString(), ...(instance ? { instance } : {}), ...fields };
     feedLog.push(e);
     if (feedLog.length > FEED_HISTORY) feedLog.shift();
-    feed.broadcast(JSON.stringify({ type: 'event', event: e }));
+    // With a hub, the admin feeds of every instance get it.
+    if (hub) hub.broadcast(JSON.stringify({ type: 'event', event: e }), { room: 'admin-feed' });
+    else feed.broadcast(JSON.stringify({ type: 'event', event: e }));
   }
 
   // Rooms: name → { history, sockets }.
@@ -119,7 +128,7 @@ export async function createChatServer(options = {}) {
         if (rooms.size < MAX_ROOMS) break;
         if (r.sockets.size === 0) rooms.delete(old);
       }
-      rooms.set(name, (room = { history: [], sockets: new Set() }));
+      rooms.set(name, (room = { name, history: [], sockets: new Set() }));
     }
     return room;
   };
@@ -134,6 +143,8 @@ export async function createChatServer(options = {}) {
   }
   function sendRoom(room, message) {
     const data = JSON.stringify(message);
+    // With a hub, chat messages reach the room's sockets on every instance (presence stays local).
+    if (hub && message.type === 'message') return void hub.broadcast(data, { room: `chat:${room.name}` });
     for (const s of room.sockets) if (s.ws.readyState === 1) s.ws.send(data);
   }
 
@@ -149,7 +160,7 @@ export async function createChatServer(options = {}) {
         sid: req.sessionID,
         origin: req.headers.origin ?? null,
         since: new Date().toISOString(),
-        ip: req.socket.remoteAddress,
+        ip: req.ip ?? req.socket.remoteAddress,
         // Which transport served this socket: an RFC 8441 extended CONNECT, or an HTTP/1.1 upgrade.
         transport: req.httpVersionMajor === 2 ? 'h2' : 'http/1.1',
       };
@@ -187,7 +198,7 @@ export async function createChatServer(options = {}) {
         sendRoom(room, still.includes(user) ? { type: 'presence', online: still } : { type: 'presence', online: still, left: user });
       });
     },
-    { origins: isOwnOrigin, maxPayload: 4 * 1024 },
+    { origins: isOwnOrigin, maxPayload: 4 * 1024, ...(hub ? { hub, rooms: (req) => `chat:${req.chatRoom}` } : {}) },
   );
 
   // ---- Ordinary pages ----------------------------------------------------------------------
@@ -446,7 +457,9 @@ function ownOrigin(req) {
   // HTTP/2 names the host in :authority (there is no Host header).
   const host = req.headers.host ?? req.headers[':authority'];
   if (typeof host !== 'string' || host === '') return null;
-  return `${req.socket.encrypted ? 'https' : 'http'}://${host.toLowerCase()}`;
+  // req.protocol is set by trust-proxy from a trusted proxy's X-Forwarded-Proto (cluster.mjs).
+  const scheme = typeof req.protocol === 'string' ? req.protocol : req.socket.encrypted ? 'https' : 'http';
+  return `${scheme}://${host.toLowerCase()}`;
 }
 
 /**

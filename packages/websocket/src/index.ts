@@ -91,6 +91,18 @@ export type ConnectionErrorHandler<Req extends IncomingMessage = IncomingMessage
 /** The connection callback: a new, open WebSocket and the request that went through the stack. */
 export type ConnectionHandler<Req extends IncomingMessage = IncomingMessage> = (ws: WebSocket, req: Req) => unknown;
 
+/**
+ * Rooms that span instances (`@upgradeware/hub` fits; this package imports nothing of it): each
+ * connection joins its rooms before the connection callback runs and leaves them when it closes.
+ */
+export interface WebSocketHub {
+  join(ws: WebSocket, room: string): void;
+  leave(ws: WebSocket, room: string): void;
+}
+
+/** The rooms a connection joins besides `session:<id>`: a room name, a list, or nothing. */
+export type RoomsOf<Req extends IncomingMessage = IncomingMessage> = (req: Req) => string | readonly string[] | null | undefined;
+
 /** `ws` server options that make sense for an endpoint in a stack. */
 type PassThrough = Omit<ServerOptions, 'server' | 'port' | 'host' | 'backlog' | 'path' | 'noServer' | 'verifyClient' | 'handleProtocols'>;
 
@@ -105,6 +117,10 @@ export interface WebSocketOptions<Req extends IncomingMessage = IncomingMessage>
   onError?: ConnectionErrorHandler<Req>;
   /** Always true; any other value is refused. */
   noServer?: true;
+  /** Rooms across instances: every connection joins `session:<req.sessionID>` when there is a session, and `rooms(req)`. */
+  hub?: WebSocketHub;
+  /** Rooms a connection joins (needs `hub`). */
+  rooms?: RoomsOf<Req>;
 }
 
 /** The middleware returned by `websocket()`. */
@@ -131,7 +147,7 @@ const NUMBER_OPTIONS = ['maxPayload', 'maxBufferedChunks', 'maxFragments', 'maxP
 const BOOLEAN_OPTIONS = ['allowSynchronousEvents', 'autoPong', 'clientTracking', 'skipUTF8Validation'] as const;
 const KNOWN = new Set<string>([
   ...NUMBER_OPTIONS, ...BOOLEAN_OPTIONS, 'perMessageDeflate', 'handleProtocols', 'WebSocket', 'noServer',
-  'verifyClient', 'origins', 'onError',
+  'verifyClient', 'origins', 'onError', 'hub', 'rooms',
 ]);
 const EMPTY: ReadonlySet<WebSocket> = new Set();
 
@@ -141,7 +157,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   options: WebSocketOptions<Req> = {},
 ): WebSocketEndpoint {
   if (typeof onConnection !== 'function') throw new TypeError(`${PKG}: onConnection must be a function`);
-  const { origins, verifyClient, onError, ...wsOptions } = checkOptions(options);
+  const { origins, verifyClient, onError, hub, rooms, ...wsOptions } = checkOptions(options);
   const allowed = originCheck(origins);
   const wss = new WebSocketServer({ ...wsOptions, noServer: true } as ServerOptions);
   let closing: Promise<void> | null = null;
@@ -160,6 +176,14 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
     ws.on('error', onSocketError);
     // The listener lives as long as the connection: it holds the small record, never `req`.
     ws.once('close', closeRecorder(req.webSocketClose ?? (req.webSocketClose = {})));
+    if (hub !== undefined) {
+      try {
+        joinRooms(hub, rooms, ws, req as Req);
+      } catch (err) {
+        failed(err, ws, req as Req);
+        return;
+      }
+    }
     let ret: unknown;
     try {
       ret = onConnection(ws, req as Req);
@@ -261,6 +285,23 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
     return closing;
   };
   return endpoint;
+}
+
+/** Join `session:<id>` and the rooms of `rooms(req)`; leave them all on close. */
+function joinRooms<Req extends IncomingMessage>(hub: WebSocketHub, rooms: RoomsOf<Req> | undefined, ws: WebSocket, req: Req): void {
+  const joined: string[] = [];
+  const sid = (req as { sessionID?: unknown }).sessionID;
+  if (typeof sid === 'string' && sid.length > 0) joined.push(`session:${sid}`);
+  if (rooms !== undefined) {
+    const more = rooms(req);
+    if (typeof more === 'string') joined.push(more);
+    else if (Array.isArray(more)) joined.push(...(more as string[]));
+    else if (more !== null && more !== undefined) throw new TypeError(`${PKG}: rooms(req) must return a room name, an array of them, or nothing`);
+  }
+  ws.once('close', () => {
+    for (const room of joined) hub.leave(ws, room);
+  });
+  for (const room of joined) hub.join(ws, room);
 }
 
 /** ws's 'headers': account for the 101 on the response, add the stack's headers to ws's own. */
@@ -431,6 +472,12 @@ function checkOptions<Req extends IncomingMessage>(options: WebSocketOptions<Req
   if (pmd !== undefined && typeof pmd !== 'boolean' && (pmd === null || typeof pmd !== 'object')) {
     throw new TypeError(`${PKG}: option perMessageDeflate must be a boolean or an object`);
   }
+  const hub = o.hub as Partial<WebSocketHub> | undefined;
+  if (hub !== undefined && (hub === null || typeof hub !== 'object' || typeof hub.join !== 'function' || typeof hub.leave !== 'function')) {
+    throw new TypeError(`${PKG}: option hub must have join(ws, room) and leave(ws, room)`);
+  }
+  if (o.rooms !== undefined && typeof o.rooms !== 'function') throw new TypeError(`${PKG}: option rooms must be a function`);
+  if (o.rooms !== undefined && hub === undefined) throw new TypeError(`${PKG}: option rooms needs option hub`);
   const origins = o.origins;
   if (origins !== undefined && typeof origins !== 'function') {
     if (!Array.isArray(origins)) throw new TypeError(`${PKG}: option origins must be an array of origins or a function`);

@@ -1,0 +1,176 @@
+/**
+ * The demo scaled, in a real browser (issue 17): `node examples/chat/cluster.mjs` — two chat
+ * instances behind nginx (round robin, no sticky sessions) with a redis-server of its own — and
+ * Debian's chromium driven by playwright-core. Users on different instances chat with each other;
+ * a logout on one instance closes the user's page on the other. Needs chromium, nginx and
+ * redis-server (.ci/run installs them). Screenshots of a failed step go to test-results/browser/.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import WebSocket from 'ws';
+import { build, root } from './demo';
+
+const WAIT = 10_000;
+const shots = path.join(root, 'test-results/browser');
+
+let child: ChildProcess;
+let output = '';
+let origin = '';
+let browser: Browser;
+let feed: WebSocket | undefined;
+const events: Array<Record<string, unknown>> = [];
+const pages = new Map<string, Page>();
+
+beforeAll(async () => {
+  build();
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  origin = `http://127.0.0.1:${port}`;
+  child = spawn(process.execPath, [path.join(root, 'examples/chat/cluster.mjs')], {
+    cwd: root,
+    env: { ...process.env, PORT: String(port), NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const deadline = Date.now() + 30_000;
+  while (!output.includes('behind nginx')) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`cluster did not start: ${output}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    timeout: 30_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  // One admin feed (on whichever instance nginx picks) sees the events of both.
+  feed = new WebSocket(`ws://admin:upgradeware@127.0.0.1:${port}/admin/feed`);
+  feed.on('message', (data) => {
+    const m = JSON.parse(String(data)) as { type: string; event?: Record<string, unknown> };
+    if (m.type === 'event' && m.event) events.push(m.event);
+  });
+  await new Promise((resolve, reject) => {
+    feed!.once('open', resolve);
+    feed!.once('error', reject);
+  });
+}, 240_000);
+
+afterAll(async () => {
+  feed?.terminate();
+  await browser?.close();
+  if (!child) return;
+  const closed = new Promise((r) => child.once('close', r));
+  if (child.exitCode === null) child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  let giveUp: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise((r) => (giveUp = setTimeout(r, 8000)))]);
+  clearTimeout(timer);
+  clearTimeout(giveUp);
+  child.stdout?.destroy();
+  child.stderr?.destroy();
+}, 30_000);
+
+async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    fs.mkdirSync(shots, { recursive: true });
+    const slug = `cluster-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
+    for (const [label, page] of pages) {
+      if (!page.isClosed()) await page.screenshot({ path: path.join(shots, `${slug}--${label}.png`), fullPage: true, timeout: 5000 }).catch(() => undefined);
+    }
+    fs.writeFileSync(path.join(shots, `${slug}--server.log`), output);
+    throw err;
+  }
+}
+
+async function waitEvent(match: (e: Record<string, unknown>) => boolean, from = 0): Promise<Record<string, unknown>> {
+  const until = Date.now() + WAIT;
+  for (;;) {
+    const e = events.slice(from).find(match);
+    if (e) return e;
+    if (Date.now() > until) throw new Error(`no such feed event; got ${JSON.stringify(events.slice(from))}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Open the chat page in `page` (logged in); resolves with the instance its socket landed on. */
+async function openChat(page: Page, user: string): Promise<string> {
+  const mark = events.length;
+  await page.goto(`${origin}/`);
+  await page.locator('#status[data-state="online"]').waitFor({ timeout: WAIT });
+  return String((await waitEvent((e) => e.type === 'open' && e.user === user, mark)).instance);
+}
+
+async function say(page: Page, text: string): Promise<void> {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+const message = (page: Page, text: string) => page.locator('#messages li.message', { has: page.locator('.text', { hasText: text }) }).first();
+
+test('users on two instances chat; a logout on one instance closes the page on the other', async () => {
+  const aliceCtx = await browser.newContext();
+  const bobCtx = await browser.newContext();
+  const alice1 = await aliceCtx.newPage();
+  const alice2 = await aliceCtx.newPage();
+  const bob = await bobCtx.newPage();
+  pages.set('alice1', alice1).set('alice2', alice2).set('bob', bob);
+
+  const where: Record<string, string> = {};
+  await step('log in', async () => {
+    for (const [page, user, password] of [[alice1, 'alice', 'wonderland'], [bob, 'bob', 'builder']] as const) {
+      await page.goto(`${origin}/login`);
+      await page.fill('input[name="user"]', user);
+      await page.fill('input[name="password"]', password);
+      const mark = events.length;
+      await page.click('button[type="submit"]');
+      await page.waitForURL(`${origin}/`);
+      await page.locator('#status[data-state="online"]').waitFor({ timeout: WAIT });
+      where[user === 'alice' ? 'alice1' : 'bob'] = String((await waitEvent((e) => e.type === 'open' && e.user === user, mark)).instance);
+    }
+  });
+
+  await step('a second page of alice on the other instance', async () => {
+    for (let i = 0; i < 8; i++) {
+      where.alice2 = await openChat(alice2, 'alice');
+      if (where.alice2 !== where.alice1) break;
+      // Round robin: whether the next load lands elsewhere depends on how many requests a page load
+      // makes. One more request every other attempt tries both parities.
+      if (i % 2 === 0) await (await fetch(`${origin}/login`)).text();
+    }
+    expect(where.alice2).not.toBe(where.alice1);
+    expect(new Set([where.alice1, where.alice2])).toEqual(new Set(['A', 'B']));
+  });
+
+  await step('chat across instances', async () => {
+    await say(bob, 'hello from bob');
+    await message(alice1, 'hello from bob').waitFor({ timeout: WAIT });
+    await message(alice2, 'hello from bob').waitFor({ timeout: WAIT });
+    await say(alice1, 'hi bob');
+    await message(bob, 'hi bob').waitFor({ timeout: WAIT });
+    await message(alice2, 'hi bob').waitFor({ timeout: WAIT });
+  });
+
+  await step('log out on one instance: both pages of alice go to the login page', async () => {
+    const mark = events.length;
+    await alice1.click('button:has-text("Log out")');
+    await alice1.waitForURL(`${origin}/login`, { timeout: WAIT });
+    await alice2.waitForURL(`${origin}/login`, { timeout: WAIT });
+    const logout = await waitEvent((e) => e.type === 'logout' && e.user === 'alice', mark);
+    // The socket on the instance that did not serve the logout was closed with 4001 too.
+    const other = logout.instance === 'A' ? 'B' : 'A';
+    await waitEvent((e) => e.type === 'close' && e.user === 'alice' && e.code === 4001 && e.instance === other, mark);
+    // Bob, on his instance, is still connected.
+    expect(await bob.locator('#status').getAttribute('data-state')).toBe('online');
+  });
+
+  await aliceCtx.close();
+  await bobCtx.close();
+});

@@ -1,0 +1,682 @@
+/**
+ * @upgradeware/hub
+ *
+ * Rooms of WebSockets that span every instance of an app: `join`, `leave`, `broadcast` and
+ * `disconnect` act on the members of this instance at once, then go to the other instances
+ * through a transport (in-process, or Redis with the user's own clients). `watchSessions(store)`
+ * closes the sockets of a session on every instance when the session is destroyed.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import createDebug from 'debug';
+import { decode, encode, isCloseCode, type Envelope, type HubMessage } from './message';
+
+export { decode, encode, isCloseCode } from './message';
+export type { BroadcastMessage, DisconnectMessage, Envelope, HubMessage, MoveMessage } from './message';
+export { redisTransport, subscribeKeyspace, type RedisTransportOptions, type RedisLikeClient, type KeyspaceOptions } from './redis';
+
+const debug = createDebug('upgradeware:hub');
+const PKG = '@upgradeware/hub';
+
+/** The room every socket of a session joins (`websocket()` does it): `session:<id>`. */
+export const SESSION_ROOM_PREFIX = 'session:';
+
+/** What the hub needs of a socket: `ws`'s `WebSocket` fits. */
+export interface HubMember {
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
+  close(code?: number, reason?: string): void;
+  on(event: 'close', listener: () => void): unknown;
+  on(event: 'message', listener: () => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
+  off(event: 'message', listener: () => void): unknown;
+}
+
+/** What a transport hands back to the hub. */
+export interface TransportReceiver {
+  /** A message published by some instance (possibly this one: the hub drops its own). */
+  message(text: string): void;
+  /** The link to the other instances came back after a loss: messages may have been missed. */
+  reconnected(): void;
+}
+
+/**
+ * Carries encoded messages between instances. `publish` must not throw; a transport that loses
+ * messages says so in its documentation.
+ */
+export interface HubTransport {
+  start(receiver: TransportReceiver): void | Promise<void>;
+  publish(text: string): void;
+  close(): void | Promise<void>;
+}
+
+const OPEN = 1;
+const ROOM_MAX = 512;
+
+export type BroadcastData = string | Buffer | ArrayBuffer | ArrayBufferView;
+export type Except = HubMember | string | ReadonlyArray<HubMember | string>;
+
+export interface BroadcastOptions {
+  /** The room to reach; every member of the hub when left out. */
+  room?: string;
+  /** Sockets (this instance's) and rooms (on every instance) that do not get the message. */
+  except?: Except;
+}
+
+export interface DisconnectOptions {
+  /** Close code (1000, 1001, 1008, 1011-1014, 3000-4999). Default 1000. */
+  code?: number;
+  /** Close reason, at most 123 bytes. Default ''. */
+  reason?: string;
+}
+
+export interface HubOptions {
+  /** Carries messages to the other instances. Default: `inProcessTransport()` (this process only). */
+  transport?: HubTransport;
+  /**
+   * A member whose unsent bytes exceed this (ws's `bufferedAmount`) when a broadcast reaches it is
+   * closed with 1013 "Try Again Later" instead of buffering without bound. Default 16 MiB.
+   */
+  maxBufferedAmount?: number;
+  /** This instance's id on the wire (default: random). */
+  instanceId?: string;
+}
+
+export interface HubStats {
+  /** Messages handed to the transport. */
+  published: number;
+  /** Messages from other instances acted upon. */
+  received: number;
+  /** Messages ignored because they were not well-formed. */
+  malformed: number;
+  /** Messages ignored because they were seen already (a retried publish). */
+  duplicates: number;
+  /** Members closed because they did not read fast enough. */
+  slowClosed: number;
+}
+
+/** A store as `watchSessions` uses it: express-session's Store interface. */
+export interface WatchedStore {
+  get(sid: string, callback: (err: unknown, session?: unknown) => void): unknown;
+  destroy(sid: string, callback?: (err?: unknown) => void): unknown;
+  touch?(sid: string, session: never, callback?: (err?: unknown) => void): unknown;
+  set?(sid: string, session: never, callback?: (err?: unknown) => void): unknown;
+}
+
+export interface WatchSessionsOptions {
+  /** Close code for the sockets of an ended session. Default 4001. */
+  code?: number;
+  /** Close reason. Default "session ended". */
+  reason?: string;
+  /**
+   * A user active only over WebSocket: `'expire'` (default) lets the session expire at its TTL,
+   * which closes the sockets (see `keyspace` and revalidation); `'touch'` touches the session in
+   * the store on socket activity (at most once per `touchInterval`), so it lives while used.
+   */
+  activity?: 'expire' | 'touch';
+  /** With `activity: 'touch'`: at most one touch per session per this many ms. Default 60000. */
+  touchInterval?: number;
+  /** Check every live session against the store this often (ms; 0 = only after a reconnect). Default 0. */
+  revalidateInterval?: number;
+}
+
+/** The middleware of `hub.keepOnRegenerate()` (Connect-style, upgrade-aware). */
+export interface KeepOnRegenerate {
+  (req: RegeneratingRequest, res: unknown, next: (err?: unknown) => void): void;
+  readonly supportsUpgrade: true;
+}
+
+/** What `keepOnRegenerate` reads of a request: express-session's `req.session` and `req.sessionID`. */
+export interface RegeneratingRequest {
+  sessionID?: string;
+  session?: { regenerate?: unknown } | null;
+}
+
+export interface Hub extends EventEmitter {
+  /** Put `ws` into `room` (it leaves every room by itself when it closes). */
+  join(ws: HubMember, room: string): void;
+  /** Take `ws` out of `room`. */
+  leave(ws: HubMember, room: string): void;
+  /** Send to every member of a room on every instance (this instance's first); returns how many here. */
+  broadcast(data: BroadcastData, options?: BroadcastOptions): number;
+  /** Close every member of `room` on every instance; returns how many here. */
+  disconnect(room: string, options?: DisconnectOptions): number;
+  /** The rooms `ws` is in. */
+  roomsOf(ws: HubMember): ReadonlySet<string>;
+  /** This instance's members of `room`. */
+  members(room: string): ReadonlySet<HubMember>;
+  /** Every member on this instance. */
+  readonly size: number;
+  readonly instanceId: string;
+  readonly stats: Readonly<HubStats>;
+  /** Resolves once the transport started (rejects if it failed to). */
+  readonly ready: Promise<void>;
+  /**
+   * Close the sockets of a session on every instance when `store.destroy(sid)` succeeds
+   * (`req.session.destroy()` and `regenerate()` both call it). Returns a function that undoes it.
+   */
+  watchSessions(store: WatchedStore, options?: WatchSessionsOptions): () => void;
+  /** Check this instance's session rooms against the watched stores; resolves with how many sessions ended. */
+  revalidate(): Promise<number>;
+  /** Close every local member of the session room of `sid` (e.g. from a keyspace notification). */
+  endSession(sid: string): number;
+  /**
+   * A middleware to mount right after the session middleware: a `req.session.regenerate()` (a login
+   * on top of an anonymous session) then keeps the sockets of the old session open and moves them,
+   * on every instance, into the new session's room, so that a later logout still closes them.
+   * Without it, `watchSessions` closes them like a `destroy()`.
+   */
+  keepOnRegenerate(): KeepOnRegenerate;
+  /** Stop the transport. Sockets stay open. */
+  close(): Promise<void>;
+}
+
+/**
+ * Session ids being regenerated through `keepOnRegenerate` in this process: their `destroy` closes
+ * nothing, whichever hub wrapped the store (session ids are unique, so one set serves every hub).
+ */
+const KEEPING = new Set<string>();
+
+const EMPTY_ROOMS: ReadonlySet<string> = new Set();
+const EMPTY_MEMBERS: ReadonlySet<HubMember> = new Set();
+
+function checkRoom(room: unknown, where: string): asserts room is string {
+  if (typeof room !== 'string' || room.length === 0 || room.length > ROOM_MAX) {
+    throw new TypeError(`${PKG}: ${where}: room must be a non-empty string of at most ${ROOM_MAX} characters`);
+  }
+}
+
+function isMember(value: unknown): value is HubMember {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    typeof (value as HubMember).send === 'function' &&
+    typeof (value as HubMember).close === 'function' &&
+    typeof (value as HubMember).on === 'function'
+  );
+}
+
+function toBuffer(data: BroadcastData): string | Buffer {
+  if (typeof data === 'string' || Buffer.isBuffer(data)) return data;
+  if (data instanceof ArrayBuffer) return Buffer.from(data);
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError(`${PKG}: broadcast data must be a string, Buffer, ArrayBuffer or typed array`);
+}
+
+/** Create a hub. */
+export function createHub(options: HubOptions = {}): Hub {
+  if (options === null || typeof options !== 'object') throw new TypeError(`${PKG}: options must be an object`);
+  for (const name of Object.keys(options)) {
+    if (!['transport', 'maxBufferedAmount', 'instanceId'].includes(name)) throw new TypeError(`${PKG}: unknown option ${name}`);
+  }
+  const transport = options.transport ?? inProcessTransport();
+  if (
+    transport === null ||
+    typeof transport !== 'object' ||
+    typeof transport.start !== 'function' ||
+    typeof transport.publish !== 'function' ||
+    typeof transport.close !== 'function'
+  ) {
+    throw new TypeError(`${PKG}: option transport must have start(), publish() and close()`);
+  }
+  const maxBuffered = options.maxBufferedAmount ?? 16 * 1024 * 1024;
+  if (typeof maxBuffered !== 'number' || !(maxBuffered > 0)) throw new TypeError(`${PKG}: option maxBufferedAmount must be a number > 0`);
+  const instanceId = options.instanceId ?? randomBytes(9).toString('base64url');
+  if (typeof instanceId !== 'string' || instanceId.length === 0 || instanceId.length > 128) {
+    throw new TypeError(`${PKG}: option instanceId must be a non-empty string of at most 128 characters`);
+  }
+
+  const hub = new EventEmitter() as Hub;
+  const rooms = new Map<string, Set<HubMember>>();
+  const memberRooms = new Map<HubMember, { rooms: Set<string>; onClose: () => void }>();
+  const lastSeq = new Map<string, number>();
+  const stats: HubStats = { published: 0, received: 0, malformed: 0, duplicates: 0, slowClosed: 0 };
+  const joinHooks = new Set<(ws: HubMember, room: string) => void>();
+  const revalidators = new Set<() => Promise<number>>();
+  let seq = 0;
+  let closed = false;
+
+  function removeMember(ws: HubMember): void {
+    const entry = memberRooms.get(ws);
+    if (!entry) return;
+    memberRooms.delete(ws);
+    ws.off('close', entry.onClose);
+    for (const room of entry.rooms) {
+      const set = rooms.get(room);
+      if (!set) continue;
+      set.delete(ws);
+      if (set.size === 0) rooms.delete(room);
+    }
+  }
+
+  hub.join = (ws, room) => {
+    if (!isMember(ws)) throw new TypeError(`${PKG}: join: ws must be a WebSocket`);
+    checkRoom(room, 'join');
+    if (ws.readyState > OPEN) return; // closing or closed: its 'close' may have fired already
+    const gone = ended.get(room);
+    if (gone !== undefined && Date.now() - gone.at < ENDED_MS) {
+      debug('join of %s, which ended %d ms ago: closing', room, Date.now() - gone.at);
+      ws.close(gone.code, gone.reason);
+      return;
+    }
+    let entry = memberRooms.get(ws);
+    if (!entry) {
+      const onClose = () => removeMember(ws);
+      entry = { rooms: new Set(), onClose };
+      memberRooms.set(ws, entry);
+      ws.on('close', onClose);
+    }
+    if (entry.rooms.has(room)) return;
+    entry.rooms.add(room);
+    let set = rooms.get(room);
+    if (!set) rooms.set(room, (set = new Set()));
+    set.add(ws);
+    for (const hook of joinHooks) hook(ws, room);
+  };
+
+  hub.leave = (ws, room) => {
+    const entry = memberRooms.get(ws);
+    if (!entry || !entry.rooms.delete(room)) return;
+    const set = rooms.get(room);
+    if (set) {
+      set.delete(ws);
+      if (set.size === 0) rooms.delete(room);
+    }
+    if (entry.rooms.size === 0) removeMember(ws);
+  };
+
+  hub.roomsOf = (ws) => memberRooms.get(ws)?.rooms ?? EMPTY_ROOMS;
+  hub.members = (room) => rooms.get(room) ?? EMPTY_MEMBERS;
+  Object.defineProperty(hub, 'size', { enumerable: true, get: () => memberRooms.size });
+  Object.defineProperty(hub, 'instanceId', { enumerable: true, value: instanceId });
+  Object.defineProperty(hub, 'stats', { enumerable: true, value: stats });
+
+  function deliver(data: BroadcastData, room: string | null, exceptRooms: readonly string[], exceptSockets: ReadonlySet<HubMember>): number {
+    const targets = room === null ? memberRooms.keys() : (rooms.get(room) ?? EMPTY_MEMBERS).values();
+    let sent = 0;
+    // Copy first: closing a slow member changes the sets.
+    for (const ws of Array.from(targets)) {
+      if (ws.readyState !== OPEN || exceptSockets.has(ws)) continue;
+      if (exceptRooms.length > 0) {
+        const mine = memberRooms.get(ws)?.rooms;
+        if (mine && exceptRooms.some((r) => mine.has(r))) continue;
+      }
+      if (ws.bufferedAmount > maxBuffered) {
+        stats.slowClosed++;
+        debug('member too slow (%d bytes buffered): closing with 1013', ws.bufferedAmount);
+        ws.close(1013, 'Try Again Later');
+        continue;
+      }
+      ws.send(data);
+      sent++;
+    }
+    return sent;
+  }
+
+  /**
+   * Session rooms closed recently: a session id is never reused, so a socket that joins one of
+   * them afterwards belongs to a session that has ended — its upgrade loaded the session just
+   * before the revocation arrived. It is closed at once (bounded: 10,000 rooms, 60 s).
+   */
+  const ended = new Map<string, { at: number; code: number; reason: string }>();
+  const ENDED_MS = 60_000;
+  function remember(room: string, code: number, reason: string): void {
+    if (!room.startsWith(SESSION_ROOM_PREFIX)) return;
+    const now = Date.now();
+    ended.delete(room);
+    ended.set(room, { at: now, code, reason });
+    for (const [r, e] of ended) {
+      if (ended.size <= 10_000 && now - e.at < ENDED_MS) break;
+      ended.delete(r);
+    }
+  }
+
+  function closeLocal(room: string, code: number, reason: string): number {
+    remember(room, code, reason);
+    const set = rooms.get(room);
+    if (!set) return 0;
+    let n = 0;
+    for (const ws of Array.from(set)) {
+      if (ws.readyState <= OPEN) {
+        ws.close(code, reason);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  function moveLocal(from: string, to: string): number {
+    const set = rooms.get(from);
+    if (!set) return 0;
+    let n = 0;
+    for (const ws of Array.from(set)) {
+      hub.leave(ws, from);
+      if (ws.readyState <= OPEN) {
+        hub.join(ws, to);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  function publish(message: HubMessage): void {
+    if (closed) return;
+    let text: string;
+    try {
+      text = encode({ origin: instanceId, seq: ++seq, message });
+    } catch (err) {
+      debug('cannot encode: %o', err);
+      return;
+    }
+    stats.published++;
+    transport.publish(text);
+  }
+
+  hub.broadcast = (data, opts = {}) => {
+    const payload = toBuffer(data);
+    const room = opts.room ?? null;
+    if (room !== null) checkRoom(room, 'broadcast');
+    const exceptRooms: string[] = [];
+    const exceptSockets = new Set<HubMember>();
+    const except = opts.except;
+    if (except !== undefined) {
+      for (const item of Array.isArray(except) ? except : [except]) {
+        if (typeof item === 'string') {
+          checkRoom(item, 'broadcast except');
+          exceptRooms.push(item);
+        } else if (isMember(item)) exceptSockets.add(item);
+        else throw new TypeError(`${PKG}: broadcast: except must be sockets and room names`);
+      }
+    }
+    const sent = deliver(data, room, exceptRooms, exceptSockets);
+    publish({ type: 'broadcast', room, except: exceptRooms, data: payload });
+    return sent;
+  };
+
+  hub.disconnect = (room, opts = {}) => {
+    checkRoom(room, 'disconnect');
+    const code = opts.code ?? 1000;
+    const reason = opts.reason ?? '';
+    if (!isCloseCode(code)) throw new TypeError(`${PKG}: disconnect: code must be 1000, 1001, 1008, 1011-1014 or 3000-4999`);
+    if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) throw new TypeError(`${PKG}: disconnect: reason must be a string of at most 123 bytes`);
+    const n = closeLocal(room, code, reason);
+    publish({ type: 'disconnect', room, code, reason });
+    return n;
+  };
+
+  function receive(text: string): void {
+    const envelope: Envelope | null = decode(text);
+    if (envelope === null) {
+      stats.malformed++;
+      debug('malformed message ignored: %s', text.length > 200 ? `${text.slice(0, 200)}…` : text);
+      return;
+    }
+    if (envelope.origin === instanceId) return;
+    const last = lastSeq.get(envelope.origin);
+    if (last !== undefined && envelope.seq <= last) {
+      stats.duplicates++;
+      return;
+    }
+    if (last === undefined && lastSeq.size >= 10_000) lastSeq.delete(lastSeq.keys().next().value as string);
+    lastSeq.set(envelope.origin, envelope.seq);
+    stats.received++;
+    const m = envelope.message;
+    try {
+      if (m.type === 'broadcast') deliver(m.data, m.room, m.except, EMPTY_MEMBERS);
+      else if (m.type === 'move') moveLocal(m.room, m.to);
+      else closeLocal(m.room, m.code, m.reason);
+    } catch (err) {
+      debug('delivery failed: %o', err);
+    }
+  }
+
+  hub.revalidate = async () => {
+    let ended = 0;
+    for (const check of Array.from(revalidators)) ended += await check();
+    return ended;
+  };
+
+  const receiver: TransportReceiver = {
+    message: (text) => {
+      if (!closed) receive(text);
+    },
+    reconnected: () => {
+      if (closed) return;
+      debug('transport reconnected: revalidating sessions');
+      hub.emit('reconnect');
+      hub.revalidate().then(
+        (n) => n > 0 && debug('%d sessions ended while disconnected', n),
+        (err: unknown) => debug('revalidation failed: %o', err),
+      );
+    },
+  };
+
+  let readyPromise: Promise<void>;
+  try {
+    readyPromise = Promise.resolve(transport.start(receiver));
+  } catch (err) {
+    readyPromise = Promise.reject(err);
+  }
+  readyPromise.catch((err: unknown) => debug('transport failed to start: %o', err));
+  Object.defineProperty(hub, 'ready', { enumerable: false, value: readyPromise });
+
+  const watched: Array<{ code: number; reason: string }> = [];
+  const keeping = KEEPING;
+
+  hub.keepOnRegenerate = () => {
+    const middleware = function keepOnRegenerate(req: RegeneratingRequest, _res: unknown, next: (err?: unknown) => void): void {
+      const sess = req.session;
+      if (sess && typeof sess.regenerate === 'function') {
+        const original = sess.regenerate as (this: unknown, fn?: (err?: unknown) => void) => unknown;
+        const wrapped = function regenerate(this: unknown, fn?: (err?: unknown) => void): unknown {
+          const oldSid = req.sessionID;
+          if (typeof oldSid === 'string') keeping.add(oldSid);
+          const done = (err?: unknown) => {
+            if (typeof oldSid === 'string') keeping.delete(oldSid);
+            const newSid = req.sessionID;
+            if (!err && typeof oldSid === 'string' && typeof newSid === 'string' && newSid !== oldSid) {
+              const from = SESSION_ROOM_PREFIX + oldSid;
+              const to = SESSION_ROOM_PREFIX + newSid;
+              moveLocal(from, to);
+              publish({ type: 'move', room: from, to });
+            }
+          };
+          if (typeof fn === 'function') {
+            return original.call(this, (err?: unknown) => {
+              done(err);
+              fn(err);
+            });
+          }
+          const ret = original.call(this);
+          if (ret !== null && typeof ret === 'object' && typeof (ret as Promise<void>).then === 'function') {
+            return (ret as Promise<void>).then(
+              () => done(),
+              (err: unknown) => {
+                done(err ?? new Error('regenerate failed'));
+                throw err;
+              },
+            );
+          }
+          return ret;
+        };
+        Object.defineProperty(sess, 'regenerate', { value: wrapped, configurable: true, writable: true, enumerable: false });
+      }
+      next();
+    } as KeepOnRegenerate;
+    Object.defineProperty(middleware, 'supportsUpgrade', { value: true, enumerable: true });
+    return middleware;
+  };
+  hub.endSession = (sid) => {
+    const how = watched[0] ?? { code: 4001, reason: 'session ended' };
+    return closeLocal(SESSION_ROOM_PREFIX + sid, how.code, how.reason);
+  };
+
+  hub.watchSessions = (store, opts = {}) => {
+    if (store === null || typeof store !== 'object' || typeof store.destroy !== 'function' || typeof store.get !== 'function') {
+      throw new TypeError(`${PKG}: watchSessions: store must have get() and destroy()`);
+    }
+    const code = opts.code ?? 4001;
+    const reason = opts.reason ?? 'session ended';
+    if (!isCloseCode(code)) throw new TypeError(`${PKG}: watchSessions: option code must be a close code an application may send`);
+    if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) throw new TypeError(`${PKG}: watchSessions: option reason must be at most 123 bytes`);
+    const activity = opts.activity ?? 'expire';
+    if (activity !== 'expire' && activity !== 'touch') throw new TypeError(`${PKG}: watchSessions: option activity must be 'expire' or 'touch'`);
+    const touchInterval = opts.touchInterval ?? 60_000;
+    if (typeof touchInterval !== 'number' || !(touchInterval >= 0)) throw new TypeError(`${PKG}: watchSessions: option touchInterval must be a number >= 0`);
+    const revalidateInterval = opts.revalidateInterval ?? 0;
+    if (typeof revalidateInterval !== 'number' || !(revalidateInterval >= 0)) {
+      throw new TypeError(`${PKG}: watchSessions: option revalidateInterval must be a number >= 0`);
+    }
+    const how = { code, reason };
+    watched.push(how);
+
+    const original = store.destroy;
+    const wrapped = function destroy(this: unknown, sid: string, callback?: (err?: unknown) => void): unknown {
+      return original.call(this, sid, (err?: unknown) => {
+        if (!err && typeof sid === 'string' && sid.length > 0 && !keeping.has(sid)) {
+          try {
+            hub.disconnect(SESSION_ROOM_PREFIX + sid, how);
+          } catch (e) {
+            debug('revocation of %s failed: %o', sid, e);
+          }
+        }
+        if (typeof callback === 'function') callback(err);
+      });
+    };
+    store.destroy = wrapped;
+
+    /** Is session `sid` still in the store? (An error counts as yes: never close on a store hiccup.) */
+    function alive(sid: string): Promise<boolean> {
+      return new Promise((resolve) => {
+        let done = false;
+        const finish = (v: boolean) => {
+          if (!done) {
+            done = true;
+            clearTimeout(timer);
+            resolve(v);
+          }
+        };
+        const timer = setTimeout(() => finish(true), 5000);
+        try {
+          store.get(sid, (err, data) => finish(Boolean(err) || (data !== null && data !== undefined)));
+        } catch (err) {
+          debug('store.get threw: %o', err);
+          finish(true);
+        }
+      });
+    }
+
+    async function revalidate(): Promise<number> {
+      const sids: string[] = [];
+      for (const room of rooms.keys()) if (room.startsWith(SESSION_ROOM_PREFIX)) sids.push(room.slice(SESSION_ROOM_PREFIX.length));
+      let ended = 0;
+      for (let i = 0; i < sids.length; i += 32) {
+        const batch = sids.slice(i, i + 32);
+        const results = await Promise.all(batch.map(alive));
+        batch.forEach((sid, k) => {
+          if (!results[k] && closeLocal(SESSION_ROOM_PREFIX + sid, code, reason) > 0) ended++;
+        });
+      }
+      return ended;
+    }
+    revalidators.add(revalidate);
+
+    const touched = new Map<string, number>();
+    const listeners = new Map<HubMember, () => void>();
+    const onJoin = (ws: HubMember, room: string) => {
+      if (activity !== 'touch' || !room.startsWith(SESSION_ROOM_PREFIX) || listeners.has(ws)) return;
+      const sid = room.slice(SESSION_ROOM_PREFIX.length);
+      const onMessage = () => {
+        const now = Date.now();
+        const last = touched.get(sid) ?? 0;
+        if (now - last < touchInterval) return;
+        touched.set(sid, now);
+        touchSession(sid);
+      };
+      listeners.set(ws, onMessage);
+      ws.on('message', onMessage);
+      ws.once('close', () => {
+        ws.off('message', onMessage);
+        listeners.delete(ws);
+        if (!rooms.has(room)) touched.delete(sid);
+      });
+    };
+    function touchSession(sid: string): void {
+      try {
+        store.get(sid, (err, data) => {
+          if (err) return debug('touch: get failed: %o', err);
+          if (data === null || data === undefined) {
+            closeLocal(SESSION_ROOM_PREFIX + sid, code, reason);
+            return;
+          }
+          const cb = (e?: unknown) => e && debug('touch failed: %o', e);
+          if (typeof store.touch === 'function') store.touch(sid, data as never, cb);
+          else if (typeof store.set === 'function') store.set(sid, data as never, cb);
+        });
+      } catch (err) {
+        debug('touch threw: %o', err);
+      }
+    }
+    joinHooks.add(onJoin);
+
+    let timer: NodeJS.Timeout | null = null;
+    if (revalidateInterval > 0) {
+      timer = setInterval(() => {
+        revalidate().catch((err: unknown) => debug('revalidation failed: %o', err));
+      }, revalidateInterval);
+      timer.unref();
+    }
+
+    return () => {
+      if (store.destroy === wrapped) store.destroy = original;
+      revalidators.delete(revalidate);
+      joinHooks.delete(onJoin);
+      for (const [ws, fn] of listeners) ws.off('message', fn);
+      listeners.clear();
+      const i = watched.indexOf(how);
+      if (i !== -1) watched.splice(i, 1);
+      if (timer) clearInterval(timer);
+    };
+  };
+
+  hub.close = async () => {
+    if (closed) return;
+    closed = true;
+    await transport.close();
+  };
+
+  return hub;
+}
+
+/** A channel shared by the hubs of one process (tests, or several apps in one process). */
+export interface InProcessChannel {
+  readonly receivers: Set<TransportReceiver>;
+}
+
+/** Make a channel for `inProcessTransport` to share between hubs. */
+export function createChannel(): InProcessChannel {
+  return { receivers: new Set() };
+}
+
+/**
+ * A transport inside one process: with no channel, a single instance (nothing leaves the
+ * process); hubs given the same channel reach each other. Delivery is asynchronous and in order.
+ */
+export function inProcessTransport(channel: InProcessChannel = createChannel()): HubTransport {
+  let me: TransportReceiver | null = null;
+  return {
+    start(receiver) {
+      me = receiver;
+      channel.receivers.add(receiver);
+    },
+    publish(text) {
+      for (const r of channel.receivers) if (r !== me) queueMicrotask(() => channel.receivers.has(r) && r.message(text));
+    },
+    close() {
+      if (me) channel.receivers.delete(me);
+      me = null;
+    },
+  };
+}
