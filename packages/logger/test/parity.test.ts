@@ -262,3 +262,99 @@ describe('every option matches morgan', () => {
     }
   });
 });
+
+describe("morgan's deprecated forms, side by side (their warnings: deprecations.test.ts)", () => {
+  test('logger(options) without a format: the default format', async () => {
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan({ stream } as never) as Mw) : logger({ stream })]);
+    expect(result.ours[0]).toMatch(/^127\.0\.0\.1 - alice \[<?[A-Z][a-z]{2}, /);
+    expectSame(result);
+  });
+
+  test('logger(undefined, options): the default format', async () => {
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan(undefined as never, { stream }) as Mw) : logger(undefined, { stream })]);
+    expectSame(result);
+  });
+
+  test("logger('', options): the default format too", async () => {
+    expectSame(await compare((which, stream) => [which === 'stock' ? (morgan('', { stream }) as Mw) : logger('', { stream })]));
+  });
+
+  test('logger({ format: string, ... }) and logger({ format: function, ... })', async () => {
+    const result = await compare((which, stream) => [
+      which === 'stock' ? (morgan({ format: ':method :url :status', stream } as never) as Mw) : logger({ format: ':method :url :status', stream }),
+    ]);
+    expect(result.ours[0]).toBe('GET /ok?q=1&r=%20x 200');
+    expectSame(result);
+    const fn = (_t: unknown, req: http.IncomingMessage, res: http.ServerResponse) => `${req.method} ${req.url} ${res.statusCode}`;
+    expectSame(await compare((which, stream) => [which === 'stock' ? (morgan({ format: fn, stream } as never) as Mw) : logger({ format: fn, stream })]));
+  });
+
+  test('logger({ format, skip, immediate }) honours every option', async () => {
+    const skip = (req: http.IncomingMessage) => req.url!.includes('q=1');
+    const result = await compare((which, stream) => [
+      which === 'stock'
+        ? (morgan({ format: 'tiny', skip, immediate: true, stream } as never) as Mw)
+        : logger({ format: 'tiny', skip, immediate: true, stream }),
+    ]);
+    expect(result.ours).toHaveLength(REQUESTS.length - 1);
+    expectSame(result);
+  });
+
+  test('buffer: a number of ms: lines written together, in one write', async () => {
+    const writes = { stock: [] as string[], ours: [] as string[] };
+    for (const which of ['stock', 'ours'] as const) {
+      const stream = { write: (s: string) => writes[which].push(s) };
+      const options = { buffer: 400, stream };
+      const app = createApp();
+      app.use(which === 'stock' ? (morgan(':method :url', options as never) as Mw) : logger(':method :url', options));
+      app.use(handler);
+      const s = await start(app);
+      servers.push(s);
+      await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+      await rawRequest(s.port, raw('GET /missing HTTP/1.1'));
+      expect(writes[which]).toEqual([]);
+      await until(() => writes[which].length > 0, 3000);
+    }
+    expect(writes.ours).toEqual(['GET /ok\nGET /missing\n']);
+    expect(writes.ours).toEqual(writes.stock);
+  });
+
+  test('buffer: true flushes after a second; a new batch starts a new timer', async () => {
+    const writes: string[] = [];
+    const app = createApp();
+    app.use(logger(':method :url', { buffer: true, stream: { write: (s) => writes.push(String(s)) } }));
+    app.use(handler);
+    const s = await start(app);
+    servers.push(s);
+    const started = Date.now();
+    await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+    await rawRequest(s.port, raw('GET /redirect HTTP/1.1'));
+    await until(() => writes.length === 1, 3000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect(writes).toEqual(['GET /ok\nGET /redirect\n']);
+    await rawRequest(s.port, raw('GET /missing HTTP/1.1'));
+    await until(() => writes.length === 2, 3000);
+    expect(writes[1]).toBe('GET /missing\n');
+  });
+});
+
+describe('object-mode streams (morgan 1.12)', () => {
+  test('an object from the format function is written as it is; a string still gets its newline', async () => {
+    const fmt = (tokens: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => string | undefined>, req: http.IncomingMessage, res: http.ServerResponse) =>
+      req.url === '/redirect' ? 'as text' : { method: tokens.method!(req, res), status: Number(tokens.status!(req, res)) };
+    const written = { stock: [] as unknown[], ours: [] as unknown[] };
+    for (const which of ['stock', 'ours'] as const) {
+      const stream = { writableObjectMode: true, write: (entry: unknown) => written[which].push(entry) };
+      const app = createApp();
+      app.use(which === 'stock' ? (morgan(fmt as never, { stream } as never) as Mw) : logger(fmt as FormatFn, { stream }));
+      app.use(handler);
+      const s = await start(app);
+      servers.push(s);
+      await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+      await rawRequest(s.port, raw('GET /redirect HTTP/1.1'));
+      await until(() => written[which].length === 2);
+    }
+    expect(written.ours).toEqual([{ method: 'GET', status: 200 }, 'as text\n']);
+    expect(written.ours).toEqual(written.stock);
+  });
+});
