@@ -1,3 +1,4 @@
+import './quiet-deprecations';
 import { logger, type LoggerOptions } from '@upgradeware/logger';
 import { collector } from './helpers';
 
