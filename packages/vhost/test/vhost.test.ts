@@ -106,6 +106,12 @@ describe('parity with the stock vhost on ordinary requests', () => {
     /(\w+)\.regex\.example/,
     /^api\.(?<version>v\d+)\.example$/,
     /(?:(www)\.)?opt\.example/,
+    // From stock vhost's own suite: a pattern that must match the whole name, two captures of a
+    // wildcard pattern, and RegExps whose own anchors must not let a longer name through.
+    '.example',
+    'user-*.*.example',
+    /\.tobi$/,
+    /^loki\./,
   ];
   const hosts: Array<string | null> = [
     'a.example',
@@ -135,6 +141,12 @@ describe('parity with the stock vhost on ordinary requests', () => {
     'api.v2.example.evil',
     'opt.example',
     'www.opt.example',
+    'foo.example',
+    'user-bob.foo.example:8080',
+    'user-.foo.example',
+    'loki.tobi',
+    'loki.tobi.example',
+    '.tobi',
     '',
     ':80',
     'a example',
