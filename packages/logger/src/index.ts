@@ -277,7 +277,13 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     if (!switched(req, res)) return;
     // Only copies are kept for the close line: nothing of the request or the response (nor of
     // the chain they reach) stays referenced for the life of the connection.
-    const view = closeView(req, res);
+    let view: CloseView;
+    try {
+      view = closeView(req, res);
+    } catch {
+      // Odd objects (a getter that throws): no close line rather than a throw from 'finish'.
+      return;
+    }
     const socket = req.socket;
     const closed = (): void => {
       view.res._closeAt = process.hrtime();
@@ -389,8 +395,10 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
     configurable: true,
   };
   Object.defineProperty(vReq, 'webSocketClose', follow);
-  // The setter on `req` keeps only `closeInfo` (its closure), never `req` itself.
-  Object.defineProperty(req, 'webSocketClose', follow);
+  // The setter on `req` keeps only `closeInfo` (its closure), never `req` itself. A library that
+  // made the property non-configurable keeps it: the copy above is then all there is.
+  const own = Object.getOwnPropertyDescriptor(req, 'webSocketClose');
+  if (own === undefined || own.configurable) Object.defineProperty(req, 'webSocketClose', follow);
 
   const headers = res.getHeaders();
   const vRes = Object.create(null) as Record<string, unknown>;

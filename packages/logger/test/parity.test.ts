@@ -338,6 +338,36 @@ describe("morgan's deprecated forms, side by side (their warnings: deprecations.
   });
 });
 
+describe('buffer: edge values', () => {
+  test.each([[false], [0], [null]])('buffer: %p means no buffering: each line is its own write', async (buffer) => {
+    const writes: string[] = [];
+    const app = createApp();
+    app.use(logger(':method :url', { buffer: buffer as never, stream: { write: (s) => writes.push(String(s)) } }));
+    app.use(handler);
+    const s = await start(app);
+    servers.push(s);
+    await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+    await until(() => writes.length === 1);
+    await rawRequest(s.port, raw('GET /missing HTTP/1.1'));
+    await until(() => writes.length === 2);
+    expect(writes).toEqual(['GET /ok\n', 'GET /missing\n']);
+  });
+
+  test('a stream that throws when the buffer is flushed loses those lines, not the process', async () => {
+    let calls = 0;
+    const app = createApp();
+    app.use(logger(':method :url', { buffer: 20, stream: { write: () => { calls++; throw new Error('disk full'); } } }));
+    app.use(handler);
+    const s = await start(app);
+    servers.push(s);
+    await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+    await until(() => calls === 1);
+    // The server serves on, and the next batch is tried again.
+    expect((await rawRequest(s.port, raw('GET /ok HTTP/1.1'))).status).toBe(200);
+    await until(() => calls === 2);
+  });
+});
+
 describe('object-mode streams (morgan 1.12)', () => {
   test('an object from the format function is written as it is; a string still gets its newline', async () => {
     const fmt = (tokens: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => string | undefined>, req: http.IncomingMessage, res: http.ServerResponse) =>
