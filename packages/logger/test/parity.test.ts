@@ -162,6 +162,42 @@ describe('every token, with its arguments, matches morgan', () => {
     expect(first[24]).toBe(String(process.pid));
   });
 
+  test('text around tokens, backslashes and quotes in the format string are kept as written', async () => {
+    const fmt = 'LOCAL\\:remote-user ":method :url" method=:method :status';
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan(fmt, { stream }) as Mw) : logger(fmt, { stream })]);
+    expect(result.ours[0]).toBe('LOCAL\\alice "GET /ok?q=1&r=%20x" method=GET 200');
+    expectSame(result);
+  });
+
+  test('times are - when the start mark was deleted, or when the logger ran after the response', async () => {
+    const fmt = ':method :url :response-time :total-time';
+    const dropMark: Mw = (req, _res, next) => {
+      delete (req as { _startAt?: unknown })._startAt;
+      next();
+    };
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan(fmt, { stream }) as Mw) : logger(fmt, { stream }), dropMark]);
+    expect(result.ours.every((l) => l.endsWith(' - -'))).toBe(true);
+    expectSame(result);
+    // A logger called once the response was sent (immediate): no response mark, so '-' too.
+    const lines = { stock: [] as string[], ours: [] as string[] };
+    for (const which of ['stock', 'ours'] as const) {
+      const c = collector();
+      const late = which === 'stock' ? (morgan(fmt, { stream: c.stream, immediate: true }) as Mw) : logger(fmt, { stream: c.stream, immediate: true });
+      const app = createApp();
+      app.use((req: http.IncomingMessage, res: http.ServerResponse) => {
+        res.end('done');
+        setTimeout(() => late(req, res, () => undefined), 5);
+      });
+      const s = await start(app);
+      servers.push(s);
+      await rawRequest(s.port, raw('GET /late HTTP/1.1'));
+      await until(() => c.lines().length === 1);
+      lines[which] = c.lines();
+    }
+    expect(lines.ours).toEqual(['GET /late - -']);
+    expect(lines.ours).toEqual(lines.stock);
+  });
+
   test('custom tokens registered with token(), in both', async () => {
     const lang = (req: http.IncomingMessage) => req.headers['accept'];
     const count = (_req: http.IncomingMessage, _res: http.ServerResponse, arg?: string) => (arg ? arg.length : 0);
