@@ -84,6 +84,13 @@ describe('buffer: the timer never keeps the process alive, no line is lost', () 
     expect(child.stdout).toBe('GET /r0 200\nGET /r1 200\nGET /r2 200\n');
   });
 
+  test("morgan's own buffer keeps the process alive until its timer fires (the difference)", () => {
+    const stock = run('buffer-exit.cjs', ['1500', 'natural', 'stock'], { NO_DEPRECATION: 'morgan' });
+    expect(stock.status).toBe(0);
+    expect(stock.stdout).toBe('GET /r0 200\nGET /r1 200\nGET /r2 200\n');
+    expect(stock.ms).toBeGreaterThanOrEqual(1400);
+  });
+
   test('lines flushed by the timer are written once, not again at exit', () => {
     const child = run('buffer-exit.cjs', ['1', 'natural'], { NO_DEPRECATION: 'morgan' });
     expect(child.status).toBe(0);
