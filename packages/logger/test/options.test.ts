@@ -1,5 +1,6 @@
 import './quiet-deprecations';
 import { logger, type LoggerOptions } from '@upgradeware/logger';
+import morgan from 'morgan';
 import { collector } from './helpers';
 
 describe('logger() checks its arguments when called', () => {
@@ -32,6 +33,14 @@ describe('logger() checks its arguments when called', () => {
     // morgan's wording (`argument format`), with our prefix; morgan's suite checks none, a function, a number.
     for (const bad of [undefined, () => ':method', 42]) {
       expect(() => logger.compile(bad as never)).toThrow(/^@upgradeware\/logger: argument format must be a string/);
+    }
+  });
+
+  test('deliberate difference: what morgan takes without a word, this logger refuses', () => {
+    const stream = collector().stream;
+    for (const opts of [{ skp: () => true }, { immediate: 'yes' }, { buffer: '1s' }]) {
+      expect(typeof morgan('tiny', { stream, ...opts } as never)).toBe('function');
+      expect(() => logger('tiny', { stream, ...opts } as never)).toThrow(TypeError);
     }
   });
 
