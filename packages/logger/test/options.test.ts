@@ -44,6 +44,15 @@ describe('logger() checks its arguments when called', () => {
     }
   });
 
+  test('deliberate difference: formats and tokens are not properties of logger, as they are of morgan', () => {
+    logger.format('token', ':method');
+    expect(typeof (morgan as unknown as Record<string, unknown>).combined).toBe('string');
+    expect(typeof (morgan as unknown as Record<string, unknown>)['remote-addr']).toBe('function');
+    const props = logger as unknown as Record<string, unknown>;
+    expect([props.combined, props['remote-addr']]).toEqual([undefined, undefined]);
+    expect(typeof logger.token).toBe('function');
+  });
+
   test('null options are no options, as in morgan; so are skip: false / null and stream: null', () => {
     for (const opts of [null, { skip: false }, { skip: null }, { stream: null }]) {
       expect(typeof logger('tiny', opts as never)).toBe('function');
