@@ -69,6 +69,14 @@ function parserOf(options: unknown): QueryParser {
   if (options === null || typeof options !== 'object') {
     throw new TypeError('@upgradeware/query: options must be an object or a parser function');
   }
+  for (const key of Object.keys(options)) {
+    if (key !== 'parser') {
+      // Express 4's query() took qs options here; this one has no qs inside to give them to.
+      throw new TypeError(
+        `@upgradeware/query: unknown option ${JSON.stringify(key)} (for qs options, pass your own parser: query((s) => qs.parse(s, options)))`,
+      );
+    }
+  }
   const { parser } = options as QueryOptions;
   if (parser === undefined) return parseQuery;
   if (typeof parser !== 'function') throw new TypeError('@upgradeware/query: parser must be a function');

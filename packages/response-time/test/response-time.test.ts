@@ -32,15 +32,36 @@ describe('options are checked when the factory is called', () => {
     ['header', { header: 'X Bad' }, /option header/],
     ['suffix', { suffix: 'yes' }, /option suffix/],
     ['options', 'fast', /options must be/],
+    ['an unknown option', { digit: 2 }, /unknown option "digit"/],
   ])('%s: %p', (_name, options, message) => {
     expect(() => responseTime(options as ResponseTimeOptions)).toThrow(TypeError);
     expect(() => responseTime(options as ResponseTimeOptions)).toThrow(/^@upgradeware\/response-time: /);
     expect(() => responseTime(options as ResponseTimeOptions)).toThrow(message);
   });
 
+  test('the middleware is named responseTime (for DEBUG traces), as the stock one', () => {
+    expect(responseTime().name).toBe('responseTime');
+    expect(responseTime(() => undefined).name).toBe('responseTime');
+  });
+
   test('the middleware supports upgrades', () => {
     expect(responseTime().supportsUpgrade).toBe(true);
     expect(responseTime(() => undefined).supportsUpgrade).toBe(true);
+  });
+});
+
+describe('deliberate differences: what the stock package takes and this one refuses', () => {
+  test.each<[string, Record<string, unknown>, RegExp, RegExp]>([
+    ["suffix: 'no' (stock: true, so 'ms')", { suffix: 'no' }, /^\d+\.\d{3}ms$/, /option suffix/],
+    ["digits: '3' (stock: through toFixed)", { digits: '3' }, /^\d+\.\d{3}ms$/, /option digits/],
+    ['a misspelt option (stock: ignored)', { digit: 0 }, /^\d+\.\d{3}ms$/, /unknown option "digit"/],
+  ])('%s', async (_name, options, stockValue, ourError) => {
+    expect(() => responseTime(options as ResponseTimeOptions)).toThrow(ourError);
+    const stock = connect();
+    stock.use(stockResponseTime(options as never));
+    stock.use((_req: http.IncomingMessage, res: http.ServerResponse) => res.end('ok'));
+    const s = await serve(stock);
+    expect((await request(s.url)).headers['x-response-time']).toMatch(stockValue);
   });
 });
 
