@@ -260,6 +260,8 @@ const USAGE = {
   '@upgradeware/session': { names: ['session', 'Store', 'MemoryStore', 'Session', 'Cookie'], use: "app.use(session({ secret: 's3cret', resave: false, saveUninitialized: true }));" },
   // An adapter for Express apps; Express itself is the user's (an optional peer), so only its exports are checked here.
   '@upgradeware/express': { names: ['attachUpgrades', 'upgradable', 'skipUpgrades'] },
+  '@upgradeware/hub': { names: ['createHub', 'inProcessTransport', 'redisTransport'] },
+  '@upgradeware/trust-proxy': { names: ['trustProxy', 'sameOrigin'], use: "app.use(trustProxy('loopback'));" },
   '@upgradeware/websocket': { names: ['websocket'], use: "const endpoint = websocket((ws) => ws.on('message', (m) => ws.send('ws:' + m)));\napp.use('/ws', endpoint);" },
 };
 

@@ -7,6 +7,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import { EventEmitter } from 'node:events';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -105,7 +106,9 @@ export async function createChatServer(options = {}) {
   const feedLog = [];
   const feed = websocket(
     (ws) => {
-      ws.send(JSON.stringify({ type: 'snapshot', connections: snapshot(), events: feedLog }));
+      ws.send(JSON.stringify({ type: 'snapshot', instance, connections: snapshot(), events: feedLog }));
+      // With a hub, the other instances send theirs: the table starts with every connection.
+      if (hub) hub.broadcast(JSON.stringify({ type: 'snapshot-request' }), { room: 'admin-sync', except: peer });
     },
     { origins: isOwnOrigin, maxPayload: 1024, ...(hub ? { hub, rooms: () => 'admin-feed' } : {}) },
   );
@@ -139,8 +142,22 @@ export async function createChatServer(options = {}) {
   };
   const connections = new Set(); // { ws, user, room, sid, origin, since, ip }
   function snapshot() {
-    return [...connections].map(({ user, room, since, ip, origin, transport }) => ({ user, room, since, ip, origin, transport }));
+    return [...connections].map(({ user, room, since, ip, origin, transport }) => ({ user, room, since, ip, origin, transport, ...(instance ? { instance } : {}) }));
   }
+  // Across instances (a hub): this instance answers the other instances' snapshot requests through
+  // a member of its own in the 'admin-sync' room (what the hub needs of a socket, without one).
+  const peer = hub ? serverMember((data) => {
+    let msg;
+    try {
+      msg = JSON.parse(String(data));
+    } catch {
+      return;
+    }
+    if (msg?.type === 'snapshot-request') {
+      hub.broadcast(JSON.stringify({ type: 'snapshot-part', instance, connections: snapshot() }), { room: 'admin-feed' });
+    }
+  }) : null;
+  if (peer) hub.join(peer, 'admin-sync');
   function sendRoom(room, message) {
     const data = JSON.stringify(message);
     // With a hub, chat messages reach the room's sockets on every instance (presence stays local).
@@ -450,6 +467,22 @@ function hasSessionCookie(req) {
   return String(req.headers.cookie ?? '')
     .split(';')
     .some((pair) => pair.trim().startsWith(`${SESSION_COOKIE}=`));
+}
+
+/** A hub member that is not a socket: what is broadcast to its rooms goes to `onData`. */
+function serverMember(onData) {
+  const member = new EventEmitter();
+  member.readyState = 1;
+  member.bufferedAmount = 0;
+  member.send = (data, cb) => {
+    onData(data);
+    if (typeof cb === 'function') cb();
+  };
+  member.close = () => {
+    member.readyState = 3;
+    member.emit('close');
+  };
+  return member;
 }
 
 /** The origin of the pages this request's client got from us: scheme and its own Host header. */

@@ -60,6 +60,11 @@ interface Block {
   code: string;
   /** names the example leaves to the reader (`<!-- readme-test: assumes users, join -->` above it) */
   assumes: string[];
+  /**
+   * a suite that runs the example instead of this file, because it needs a real component
+   * (`<!-- readme-test: run by packages/hub/test/readme.redis.test.ts -->` above it)
+   */
+  runBy?: string;
 }
 
 const LANGS = /^(js|javascript|mjs|cjs|ts|typescript|mts|cts)$/;
@@ -85,7 +90,8 @@ function blocksOf(readme: string): Block[] {
     if (end === -1) throw new Error(`${readme}:${i + 1}: a code fence that never closes`);
     const marker = /^<!--\s*readme-test:\s*assumes\s+([\w$,\s]+?)\s*-->\s*$/.exec(lines[i - 1] ?? '');
     const assumes = marker ? marker[1]!.split(/[\s,]+/).filter(Boolean) : [];
-    if (LANGS.test(open[1]!)) found.push({ readme, line: i + 1, lang: open[1]!, heading, code: lines.slice(i + 1, end).join('\n') + '\n', assumes });
+    const runBy = /^<!--\s*readme-test:\s*run by\s+(\S+)\s*-->\s*$/.exec(lines[i - 1] ?? '')?.[1];
+    if (LANGS.test(open[1]!)) found.push({ readme, line: i + 1, lang: open[1]!, heading, code: lines.slice(i + 1, end).join('\n') + '\n', assumes, runBy });
     i = end;
   }
   return found;
@@ -345,6 +351,13 @@ function standIn(): unknown {
 }
 
 test.each(programs.map((b) => [label(b), b] as const))('%s: runs against the real packages and serves', async (_name, block) => {
+  if (block.runBy !== undefined) {
+    // Needs a real component (redis-server): the suite named above the example runs it as written.
+    const suite = join(root, block.runBy);
+    expect(existsSync(suite)).toBe(true);
+    expect(readFileSync(suite, 'utf8')).toContain(block.heading);
+    return;
+  }
   const r = await run(block);
   // (An example that makes neither a server nor an app — a Store subclass — has run: that is all.)
   for (let i = 0; i < r.servers.length; i++) {

@@ -57,9 +57,14 @@
       const msg = JSON.parse(m.data);
       if (msg.type === 'snapshot') {
         open.clear();
-        msg.connections.forEach((c, i) => open.set(`s${i}`, c));
+        msg.connections.forEach((c, i) => open.set(`s${msg.instance ?? ''}:${i}`, c));
         $('events').replaceChildren();
         msg.events.forEach(addEvent);
+      } else if (msg.type === 'snapshot-part') {
+        // Another instance's connections (several instances behind a proxy): its part replaces
+        // the part it sent before.
+        for (const k of [...open.keys()]) if (k.startsWith(`s${msg.instance}:`)) open.delete(k);
+        msg.connections.forEach((c, i) => open.set(`s${msg.instance}:${i}`, c));
       } else if (msg.type === 'event') {
         const e = msg.event;
         if (e.type === 'open') open.set(`${e.time}-${e.user}`, { user: e.user, room: e.room, since: e.time, ip: e.ip });

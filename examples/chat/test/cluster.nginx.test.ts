@@ -103,6 +103,18 @@ test('chat across instances through nginx; the admin feed shows both; a logout c
     expect([...instances].sort()).toEqual(['A', 'B']);
   }
 
+  // A feed opened now starts with every connection of both instances: its own instance's snapshot,
+  // then the other instance's part.
+  const late = await open(`${wsOrigin}/admin/feed`, undefined, { authorization: auth });
+  const listed = (): Message[] => late.messages
+    .filter((m) => m.type === 'snapshot' || m.type === 'snapshot-part')
+    .flatMap((m) => m.connections as Message[]);
+  await until(() => listed().length >= 3, 'connections of both instances in a new feed');
+  expect(new Set(listed().map((c) => c.instance))).toEqual(new Set(['A', 'B']));
+  expect(listed().map((c) => c.user).sort()).toEqual(['alice', 'alice', 'bob']);
+  late.ws.close();
+  await late.closed;
+
   b1.ws.send(JSON.stringify({ type: 'say', text: 'hi from bob' }));
   for (const s of [a1, a2, b1]) {
     await until(() => s.messages.some((m) => m.type === 'message' && m.text === 'hi from bob'), 'message everywhere');
