@@ -198,7 +198,8 @@ describe('dispatcher on an HTTP/2 server', () => {
   });
 
   test('an error in the chain is answered on the stream with its status and headers, no stack in production', async () => {
-    const app = createApp();
+    const reported: unknown[] = [];
+    const app = createApp({ onError: (err) => void reported.push(err) });
     app.use(
       supportsUpgrade(() => {
         throw Object.assign(new Error('go away'), { status: 403, headers: { 'X-Reason': 'policy' } });
@@ -214,6 +215,8 @@ describe('dispatcher on an HTTP/2 server', () => {
       expect(r.headers['x-reason']).toBe('policy');
       expect(r.body.toString()).toContain('Forbidden');
       expect(r.body.toString()).not.toContain('go away');
+      // Reported where onError sends it (by default: stderr, outside NODE_ENV=test).
+      expect(reported.map((e) => (e as Error).message)).toEqual(['go away']);
     } finally {
       process.env.NODE_ENV = before;
     }
