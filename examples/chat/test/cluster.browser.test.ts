@@ -162,7 +162,9 @@ test('users on two instances chat; a logout on one instance closes the page on t
     const mark = events.length;
     await alice1.click('button:has-text("Log out")');
     await alice1.waitForURL(`${origin}/login`, { timeout: WAIT });
-    await alice2.waitForURL(`${origin}/login`, { timeout: WAIT });
+    // The other page did not log out itself: its socket was closed, and its login page says why.
+    await alice2.waitForURL(`${origin}/login?ended=1`, { timeout: WAIT });
+    await alice2.getByText('Your session ended, please log in again.').waitFor({ timeout: WAIT });
     const logout = await waitEvent((e) => e.type === 'logout' && e.user === 'alice', mark);
     // The socket on the instance that did not serve the logout was closed with 4001 too.
     const other = logout.instance === 'A' ? 'B' : 'A';
