@@ -385,3 +385,31 @@ export async function wsAsk(url: string, message: string, options: Parameters<ty
     await wsClose(ws);
   }
 }
+
+/**
+ * `@upgradeware/dispatcher` as a README example gets it in the README suites: every
+ * `app.listen(...)` listens on 127.0.0.1 port 0 whatever the example asked for, and the servers
+ * (and, with `sockets`, the connections they accept) are recorded so the test can close them.
+ */
+export function readmeDispatcher(servers: http.Server[], sockets?: Set<net.Socket>): typeof import('@upgradeware/dispatcher') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const dispatcher = require('@upgradeware/dispatcher') as typeof import('@upgradeware/dispatcher');
+  return {
+    ...dispatcher,
+    createApp: (...args: Parameters<typeof dispatcher.createApp>) => {
+      const app = dispatcher.createApp(...args);
+      app.listen = ((): http.Server => {
+        const server = app.attach(http.createServer(app));
+        if (sockets) {
+          server.on('connection', (s: net.Socket) => {
+            sockets.add(s);
+            s.once('close', () => sockets.delete(s));
+          });
+        }
+        servers.push(server);
+        return server.listen(0, HOST);
+      }) as typeof app.listen;
+      return app;
+    },
+  };
+}

@@ -12,10 +12,9 @@ import * as stream from 'node:stream';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import * as ts from 'typescript';
-import * as dispatcher from '@upgradeware/dispatcher';
 import * as basicAuthPkg from '@upgradeware/basic-auth';
 import * as uprPkg from '@upgradeware/upgrade-response';
-import { HOST, rawConnect, rawRequest, request, until } from '../../../test-support';
+import { HOST, rawConnect, rawRequest, request, until, readmeDispatcher } from '../../../test-support';
 
 const README = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
 
@@ -47,22 +46,7 @@ async function run(source: string, env: Record<string, string>): Promise<Running
     'node:stream': stream,
     '@upgradeware/basic-auth': basicAuthPkg,
     '@upgradeware/upgrade-response': uprPkg,
-    '@upgradeware/dispatcher': {
-      ...dispatcher,
-      createApp: (...args: Parameters<typeof dispatcher.createApp>) => {
-        const app = dispatcher.createApp(...args);
-        app.listen = ((): http.Server => {
-          const server = app.attach(http.createServer(app));
-          server.on('connection', (s) => {
-            sockets.add(s);
-            s.once('close', () => sockets.delete(s));
-          });
-          servers.push(server);
-          return server.listen(0, HOST);
-        }) as typeof app.listen;
-        return app;
-      },
-    },
+    '@upgradeware/dispatcher': readmeDispatcher(servers, sockets),
   };
   const js = ts.transpileModule(source, {
     compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },

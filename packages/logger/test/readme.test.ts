@@ -10,11 +10,10 @@ import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import { join } from 'node:path';
 import * as ts from 'typescript';
-import * as dispatcher from '@upgradeware/dispatcher';
 import * as loggerPkg from '@upgradeware/logger';
 import * as upr from '@upgradeware/upgrade-response';
 import * as websocketPkg from '@upgradeware/websocket';
-import { request, wsOpen, wsClose, until, WsRefused, HOST } from '../../../test-support';
+import { request, wsOpen, wsClose, until, WsRefused, HOST, readmeDispatcher } from '../../../test-support';
 import './quiet-deprecations';
 
 const README = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
@@ -39,18 +38,7 @@ async function run(source: string): Promise<Running> {
   const modules: Record<string, unknown> = {
     'node:crypto': crypto,
     '@upgradeware/upgrade-response': upr,
-    '@upgradeware/dispatcher': {
-      ...dispatcher,
-      createApp: (...args: Parameters<typeof dispatcher.createApp>) => {
-        const app = dispatcher.createApp(...args);
-        app.listen = ((): http.Server => {
-          const server = app.attach(http.createServer(app));
-          servers.push(server);
-          return server.listen(0, HOST);
-        }) as typeof app.listen;
-        return app;
-      },
-    },
+    '@upgradeware/dispatcher': readmeDispatcher(servers),
     '@upgradeware/logger': {
       ...loggerPkg,
       logger: Object.assign(

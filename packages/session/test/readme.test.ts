@@ -9,11 +9,10 @@ import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import * as util from 'node:util';
 import * as ts from 'typescript';
-import * as dispatcher from '@upgradeware/dispatcher';
 import * as sessionPkg from '@upgradeware/session';
 import * as uprPkg from '@upgradeware/upgrade-response';
 import * as websocketPkg from '@upgradeware/websocket';
-import { HOST, nextMessage, request, wsClose, wsOpen, WsRefused } from '../../../test-support';
+import { HOST, nextMessage, request, wsClose, wsOpen, WsRefused, readmeDispatcher } from '../../../test-support';
 import { cookiePairs } from './helpers';
 
 const README = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
@@ -33,22 +32,7 @@ function run(source: string, env: Record<string, string> = {}): { exports: Recor
   const sockets = new Set<Socket>();
   const modules: Record<string, unknown> = {
     'node:util': util,
-    '@upgradeware/dispatcher': {
-      ...dispatcher,
-      createApp: (...args: Parameters<typeof dispatcher.createApp>) => {
-        const app = dispatcher.createApp(...args);
-        app.listen = ((): http.Server => {
-          const server = app.attach(http.createServer(app));
-          server.on('connection', (s) => {
-            sockets.add(s);
-            s.once('close', () => sockets.delete(s));
-          });
-          servers.push(server);
-          return server.listen(0, HOST);
-        }) as typeof app.listen;
-        return app;
-      },
-    },
+    '@upgradeware/dispatcher': readmeDispatcher(servers, sockets),
     '@upgradeware/session': sessionPkg,
     '@upgradeware/upgrade-response': uprPkg,
     '@upgradeware/websocket': websocketPkg,

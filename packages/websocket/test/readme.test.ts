@@ -11,13 +11,12 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import * as ts from 'typescript';
 import WebSocket from 'ws';
-import * as dispatcher from '@upgradeware/dispatcher';
 import * as loggerPkg from '@upgradeware/logger';
 import * as sessionPkg from '@upgradeware/session';
 import * as basicAuthPkg from '@upgradeware/basic-auth';
 import * as uprPkg from '@upgradeware/upgrade-response';
 import * as websocketPkg from '@upgradeware/websocket';
-import { rawRequest, request, wsHandshake, wsOpen, wsClose, nextMessage, until, WsRefused, HOST } from '../../../test-support';
+import { rawRequest, request, wsHandshake, wsOpen, wsClose, nextMessage, until, WsRefused, HOST, readmeDispatcher } from '../../../test-support';
 
 const README = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
 
@@ -52,22 +51,7 @@ async function run(source: string, env: Record<string, string>): Promise<Running
   const servers: http.Server[] = [];
   const sockets = new Set<import('node:net').Socket>();
   const modules: Record<string, unknown> = {
-    '@upgradeware/dispatcher': {
-      ...dispatcher,
-      createApp: (...args: Parameters<typeof dispatcher.createApp>) => {
-        const app = dispatcher.createApp(...args);
-        app.listen = ((): http.Server => {
-          const server = app.attach(http.createServer(app));
-          server.on('connection', (s) => {
-            sockets.add(s);
-            s.once('close', () => sockets.delete(s));
-          });
-          servers.push(server);
-          return server.listen(0, HOST);
-        }) as typeof app.listen;
-        return app;
-      },
-    },
+    '@upgradeware/dispatcher': readmeDispatcher(servers, sockets),
     '@upgradeware/logger': {
       ...loggerPkg,
       logger: Object.assign(
