@@ -543,3 +543,28 @@ describe.each(versions)('%s: failures and nesting inside the Express app', (_nam
     await wsClose(ws);
   });
 });
+
+describe.each(versions)('%s: a use()-mounted endpoint after a route that passed the request on', (_name, express) => {
+  let s: TestServer;
+  beforeAll(async () => {
+    const app = express();
+    // A route that matches every path and passes on: Express leaves req.route set to it.
+    app.get(/.*/, (_req, _res, next) => next());
+    app.use('/chat', websocket((ws) => ws.send('chat')));
+    s = await start(null, (server) => {
+      attachUpgrades(server, app);
+      server.on('request', app);
+    });
+  });
+  afterAll(async () => {
+    await s.close();
+  });
+
+  test('serves its own mount path, and not a path below it (req.route is the earlier route, not its own)', async () => {
+    const { ws } = await wsOpen(`${s.wsUrl}/chat`);
+    expect(await nextMessage(ws)).toBe('chat');
+    await wsClose(ws);
+    const below = await rawRequest(s.port, wsHandshake('/chat/x'));
+    expect(below.status).toBe(404);
+  });
+});

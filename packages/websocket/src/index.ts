@@ -229,7 +229,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   }
 
   const endpoint = supportsUpgrade(function websocket(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
-    if (!isUpgradeResponse(res) || res.isConnect || !(atRoot(req.url) || inRoute(req))) return next();
+    if (!isUpgradeResponse(res) || res.isConnect || !(atRoot(req.url) || inRoute(req, endpoint))) return next();
     // HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` stands for the upgrade.
     const h2 = isHttp2UpgradeResponse(res);
     if (h2 && !isWebSocketConnect(res)) return next();
@@ -414,11 +414,15 @@ function atRoot(url: string | undefined): boolean {
 
 /**
  * A route handler of Express's router (`app.get('/chat', …, websocket(…))`): the route matched the
- * whole path and leaves `req.url` as it was; the router marks the request with `req.route`.
+ * whole path and leaves `req.url` as it was; the router marks the request with `req.route`. Express
+ * never clears `req.route`, so the endpoint must be one of that route's own handlers: after an
+ * earlier route passed the request on, a `use`-mounted endpoint is not "in" it.
  */
-function inRoute(req: IncomingMessage): boolean {
-  const route = (req as IncomingMessage & { route?: { path?: unknown } }).route;
-  return typeof route === 'object' && route !== null && route.path !== undefined;
+function inRoute(req: IncomingMessage, endpoint: unknown): boolean {
+  const route = (req as IncomingMessage & { route?: { path?: unknown; stack?: unknown } }).route;
+  if (typeof route !== 'object' || route === null || route.path === undefined || !Array.isArray(route.stack)) return false;
+  for (const layer of route.stack as Array<{ handle?: unknown } | null>) if (layer?.handle === endpoint) return true;
+  return false;
 }
 
 function originCheck<Req extends IncomingMessage>(origins: WebSocketOptions<Req>['origins']): OriginCheck<Req> | null {
