@@ -15,6 +15,7 @@ module.exports = {
   transform: {
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.test.json' }],
   },
+  setupFiles: ['<rootDir>/test-support/quiet-deprecations.js'],
   testTimeout: 20000,
   maxWorkers: 2,
 };

@@ -17,9 +17,11 @@ const upgrade = (path: string, auth?: string) => wsHandshake(path, auth === unde
 describe('responses, as sent and as logged', () => {
   let s: TestServer;
   const logged: Array<[string, number]> = [];
+  /** Errors that reached the end of the stack (onError: not printed on the test run's stderr). */
+  const reported: unknown[] = [];
   const endpoint = replyingWsEndpoint((req) => JSON.stringify({ user: req.user }));
   beforeAll(async () => {
-    const app = createApp();
+    const app = createApp({ onError: (err) => void reported.push(err) });
     // What a logger does: read the status when the response finishes.
     app.use(
       supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
@@ -82,6 +84,7 @@ describe('responses, as sent and as logged', () => {
         expect(r.status).toBe(400);
         expect(r.body).toContain('<pre>Bad Request</pre>');
         expect(r.body).not.toContain(' at ');
+        expect(reported.length).toBeGreaterThan(0);
       }
     } finally {
       process.env.NODE_ENV = before;

@@ -173,8 +173,10 @@ describe('final handler and mounting: parity with connect 3', () => {
 
 describe('dispatcher specifics on ordinary requests', () => {
   let server: TestServer;
+  /** Errors that reached the end of the stack (onError: not printed on the test run's stderr). */
+  const reported: unknown[] = [];
   beforeAll(async () => {
-    const app = createApp();
+    const app = createApp({ onError: (err) => void reported.push(err) });
     app.use('/chat', (req, res) => {
       res.end(`chat ${req.url}`);
     });
@@ -211,10 +213,12 @@ describe('dispatcher specifics on ordinary requests', () => {
     const before = process.env.NODE_ENV;
     process.env.NODE_ENV = 'production';
     try {
+      const count = reported.length;
       const res = await request(server.url + '/async');
       expect(res.status).toBe(422);
       expect(res.body).toContain('<pre>Unprocessable Entity</pre>');
       expect(res.body).not.toContain('async failure');
+      expect(reported.slice(count).map((e) => (e as Error).message)).toEqual(['async failure']);
     } finally {
       process.env.NODE_ENV = before;
     }

@@ -37,9 +37,11 @@ describe('upgrades through one stack', () => {
   let server: TestServer;
   const seen: string[] = [];
   const events: string[] = [];
+  /** Errors that reached the end of the stack (onError: not printed on the test run's stderr). */
+  const reported: unknown[] = [];
 
   beforeAll(async () => {
-    const app = createApp({ upgradeProtocols: ['websocket', 'echo'] });
+    const app = createApp({ upgradeProtocols: ['websocket', 'echo'], onError: (err) => void reported.push(err) });
     // Not opted in: passed over on upgrades, run on ordinary requests.
     app.use((req, _res, next) => {
       seen.push(`plain ${req.url}`);
@@ -224,10 +226,12 @@ describe('upgrades through one stack', () => {
     const before = process.env.NODE_ENV;
     process.env.NODE_ENV = 'production';
     try {
+      const count = reported.length;
       const res = await rawRequest(server.port, wsHandshake('/boom'));
       expect(res.status).toBe(500);
       expect(res.body).toContain('<pre>Internal Server Error</pre>');
       expect(res.body).not.toContain('kaboom');
+      expect(reported.slice(count).map((e) => (e as Error).message)).toEqual(['kaboom']);
     } finally {
       process.env.NODE_ENV = before;
     }
