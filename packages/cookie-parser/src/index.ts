@@ -147,6 +147,10 @@ function decoderOf(options: unknown): (value: string) => string {
   if (options !== undefined && options !== null && typeof options !== 'object') {
     throw new TypeError(`${PKG}: options must be an object`);
   }
+  for (const key of Object.keys(options ?? {})) {
+    // The stock package hands its options to cookie.parse, whose only option is decode.
+    if (key !== 'decode') throw new TypeError(`${PKG}: unknown option ${JSON.stringify(key)}`);
+  }
   const decode = (options as CookieParserOptions | null | undefined)?.decode;
   if (decode !== undefined && typeof decode !== 'function') {
     throw new TypeError(`${PKG}: option decode must be a function`);

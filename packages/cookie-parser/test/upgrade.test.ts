@@ -170,6 +170,10 @@ describe('options are checked when the factory is called', () => {
     expect(cookieParser(null, null).supportsUpgrade).toBe(true);
   });
 
+  test('the middleware is named cookieParser (for DEBUG traces), as the stock one', () => {
+    expect(cookieParser().name).toBe('cookieParser');
+  });
+
   const call = cookieParser as unknown as (...args: unknown[]) => unknown;
   test.each<[string, unknown[], RegExp]>([
     ['a numeric secret', [42], /option secret must be a string or an array of non-empty strings/],
@@ -178,6 +182,7 @@ describe('options are checked when the factory is called', () => {
     ['an array with a number', [['a', 1]], /option secret/],
     ['options that are a string', ['s', 'decode'], /options must be an object/],
     ['a decode that is not a function', ['s', { decode: 'yes' }], /option decode must be a function/],
+    ['an unknown option', ['s', { decoder: (v: string) => v }], /unknown option "decoder"/],
   ])('%s', (_name, args, message) => {
     expect(() => call(...args)).toThrow(TypeError);
     expect(() => call(...args)).toThrow(/^@upgradeware\/cookie-parser: /);

@@ -26,14 +26,26 @@ export interface TokenIndexer<Req extends IncomingMessage = IncomingMessage, Res
   [name: string]: (req: Req, res: Res, arg?: string) => TokenValue;
 }
 
-/** A format function: returns the line to log, or `null`/`undefined` to log nothing. */
+/**
+ * A format function: returns the line to log, or `null`/`undefined` to log nothing. An object is
+ * written as it is to a stream in object mode (`writableObjectMode: true`), as morgan 1.12 does.
+ */
 export type FormatFn<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = {
-  format(tokens: TokenIndexer<Req, Res>, req: Req, res: Res): string | null | undefined;
+  format(tokens: TokenIndexer<Req, Res>, req: Req, res: Res): string | object | null | undefined;
 }['format'];
 
-/** Where lines go: anything with a `write(string)` method. */
+/** What `logger.compile()` returns: a format function that always returns a string. */
+export type CompiledFormat<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = {
+  format(tokens: TokenIndexer<Req, Res>, req: Req, res: Res): string;
+}['format'];
+
+/**
+ * Where lines go: anything with a `write()` method. It gets each line followed by `\n`; a stream
+ * with `writableObjectMode: true` gets the objects a format function returns as they are.
+ */
 export interface LoggerStream {
-  write(line: string): unknown;
+  write(line: string | object): unknown;
+  readonly writableObjectMode?: boolean;
 }
 
 export interface LoggerOptions<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> {
@@ -48,6 +60,17 @@ export interface LoggerOptions<Req extends IncomingMessage = IncomingMessage, Re
    * name, a format string or a format function (default: none, one line per request).
    */
   closeFormat?: string | FormatFn<Req, Res>;
+  /**
+   * Deprecated (as in morgan): collect lines and write them together, `true` every second, a
+   * number every that many ms. The timer never keeps the process alive; pending lines are
+   * written when the process is about to exit.
+   */
+  buffer?: boolean | number;
+  /**
+   * Deprecated (as in morgan): the format, for the `logger(options)` form only. Without it that
+   * form uses the `default` format.
+   */
+  format?: string | FormatFn<Req, Res>;
 }
 
 export type LoggerMiddleware<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> =
@@ -56,7 +79,11 @@ export type LoggerMiddleware<Req extends IncomingMessage = IncomingMessage, Res 
 export interface Logger {
   <Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
     format?: string | FormatFn<Req, Res>,
-    options?: LoggerOptions<Req, Res>,
+    options?: LoggerOptions<Req, Res> | null,
+  ): LoggerMiddleware<Req, Res>;
+  /** Deprecated (as in morgan): the options alone, the format in `options.format` (default `'default'`). */
+  <Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
+    options: LoggerOptions<Req, Res>,
   ): LoggerMiddleware<Req, Res>;
   /** Register (or replace) the token `:name`, for every logger of this module. Returns `logger`. */
   token<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
@@ -71,7 +98,7 @@ export interface Logger {
   /** Turn a format string into a format function. */
   compile<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
     format: string,
-  ): FormatFn<Req, Res>;
+  ): CompiledFormat<Req, Res>;
 }
 
 const NAME = '@upgradeware/logger';
@@ -87,7 +114,7 @@ interface Marks {
 }
 
 type AnyTokenFn = (req: IncomingMessage, res: ServerResponse, arg?: string) => TokenValue;
-type AnyFormatFn = (tokens: TokenIndexer, req: IncomingMessage, res: ServerResponse) => string | null | undefined;
+type AnyFormatFn = (tokens: TokenIndexer, req: IncomingMessage, res: ServerResponse) => string | object | null | undefined;
 
 const tokens: Record<string, AnyTokenFn> = Object.create(null) as Record<string, AnyTokenFn>;
 const formats = new Map<string, string | AnyFormatFn>();
@@ -107,59 +134,175 @@ function escapeValue(text: string): string {
   return text.replace(UNSAFE, (c) => SHORT_ESCAPES[c] ?? '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
 }
 
+// ---- deprecations -------------------------------------------------------------------------
+
+const warned = new Set<string>();
+
+/**
+ * A deprecation warning, once per message and process, as depd prints morgan's: silenced by
+ * `--no-deprecation` and by `NO_DEPRECATION` naming `morgan`, `@upgradeware/logger` or `*`
+ * (comma- or space-separated; read at each call, not only when the module loads).
+ */
+function deprecate(message: string): void {
+  if (warned.has(message) || process.noDeprecation) return;
+  const ignored = (process.env.NO_DEPRECATION ?? '').split(/[ ,]+/).map((v) => v.toLowerCase());
+  if (ignored.includes('*') || ignored.includes('morgan') || ignored.includes(NAME)) return;
+  warned.add(message);
+  process.emitWarning(`${NAME}: ${message}`, 'DeprecationWarning');
+}
+
+// ---- buffering (the deprecated `buffer` option) -------------------------------------------
+
+const DEFAULT_BUFFER_MS = 1000;
+/** Buffers holding lines not written yet; written at exit if their timer has not fired. */
+const pending = new Set<LineBuffer>();
+let exitHooked = false;
+
+function flushAll(): void {
+  for (const b of [...pending]) b.flush();
+}
+
+/** morgan's buffer stream: lines collected, then written together in one `write`. */
+class LineBuffer {
+  private lines: string[] = [];
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly stream: LoggerStream,
+    private readonly interval: number,
+  ) {}
+
+  write(line: string): void {
+    this.lines.push(line);
+    if (this.timer !== null) return;
+    // unref(): a pending flush never keeps the process alive; 'beforeExit' and 'exit' write it.
+    this.timer = setTimeout(() => this.flushSafely(), this.interval).unref();
+    pending.add(this);
+    if (!exitHooked) {
+      exitHooked = true;
+      process.on('beforeExit', flushAll);
+      process.on('exit', flushAll);
+    }
+  }
+
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    pending.delete(this);
+    if (this.lines.length === 0) return;
+    const text = this.lines.join('');
+    this.lines = [];
+    this.stream.write(text);
+  }
+
+  private flushSafely(): void {
+    try {
+      this.flush();
+    } catch {
+      // A stream that throws from a timer would crash the process; these lines are lost.
+    }
+  }
+}
+
 // ---- the middleware ------------------------------------------------------------------------
 
+const OPTIONS = new Set(['immediate', 'skip', 'stream', 'closeFormat', 'buffer', 'format']);
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function isFormat(value: unknown): value is string | AnyFormatFn {
+  return typeof value === 'string' || typeof value === 'function';
+}
+
 function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
-  format: string | FormatFn<Req, Res> = 'combined',
-  options: LoggerOptions<Req, Res> = {},
+  format?: string | FormatFn<Req, Res> | LoggerOptions<Req, Res>,
+  options?: LoggerOptions<Req, Res> | null,
 ): LoggerMiddleware<Req, Res> {
-  if (typeof format !== 'string' && typeof format !== 'function') {
-    throw new TypeError(`${NAME}: format must be a format name, a format string or a function`);
+  let fmt: unknown = format;
+  let opts: unknown = options ?? {};
+  if (format !== null && typeof format === 'object') {
+    // morgan's deprecated form: logger(options), the format in options.format.
+    opts = format;
+    fmt = (format as { format?: unknown }).format || 'default';
+    deprecate(`logger(options): use logger(${typeof fmt === 'string' ? JSON.stringify(fmt) : 'format'}, options) instead`);
+  } else if (fmt === undefined) {
+    deprecate('undefined format: specify a format');
+  } else if (!isFormat(fmt)) {
+    throw new TypeError(`${NAME}: argument format must be a format name, a format string or a function`);
   }
-  if (options === null || typeof options !== 'object') throw new TypeError(`${NAME}: options must be an object`);
-  const { immediate = false, skip, stream = process.stdout, closeFormat } = options;
+  if (opts === null || typeof opts !== 'object') throw new TypeError(`${NAME}: options must be an object`);
+  for (const key of Object.keys(opts)) {
+    if (!OPTIONS.has(key)) throw new TypeError(`${NAME}: unknown option ${JSON.stringify(key)}`);
+  }
+  const given = opts as LoggerOptions<Req, Res>;
+  // As morgan, options.format is read by the logger(options) form only (ignored after a format).
+  if (format !== null && typeof format === 'object' && !isFormat(fmt)) {
+    throw new TypeError(`${NAME}: option format must be a format name, a format string or a function (argument format)`);
+  }
+  const { immediate = false, closeFormat, buffer } = given;
+  // As morgan: skip false/null and stream null mean their defaults.
+  const rawSkip: unknown = given.skip;
+  const skip = rawSkip === null || rawSkip === false ? undefined : given.skip;
+  const stream: LoggerStream = given.stream === null || given.stream === undefined ? (process.stdout as LoggerStream) : given.stream;
   if (typeof immediate !== 'boolean') throw new TypeError(`${NAME}: option immediate must be a boolean`);
   if (skip !== undefined && typeof skip !== 'function') throw new TypeError(`${NAME}: option skip must be a function`);
-  if (stream === null || typeof stream !== 'object' || typeof stream.write !== 'function') {
+  if (typeof stream !== 'object' || typeof stream.write !== 'function') {
     throw new TypeError(`${NAME}: option stream must have a write() method`);
   }
-  if (closeFormat !== undefined && typeof closeFormat !== 'string' && typeof closeFormat !== 'function') {
+  if (closeFormat !== undefined && !isFormat(closeFormat)) {
     throw new TypeError(`${NAME}: option closeFormat must be a format name, a format string or a function`);
   }
-  const formatLine = (typeof format === 'function' ? format : formatFunction(format)) as AnyFormatFn;
-  const formatClose =
-    closeFormat === undefined ? null : ((typeof closeFormat === 'function' ? closeFormat : formatFunction(closeFormat)) as AnyFormatFn);
+  let out: { write(line: string | object): unknown } = stream;
+  if (buffer !== undefined && buffer !== null && buffer !== false && buffer !== 0) {
+    if (buffer !== true && (typeof buffer !== 'number' || !(buffer > 0 && buffer <= MAX_TIMER_MS))) {
+      throw new TypeError(`${NAME}: option buffer must be true or a number of milliseconds from 1 to ${MAX_TIMER_MS}`);
+    }
+    deprecate('buffer option');
+    const lines = new LineBuffer(stream, buffer === true ? DEFAULT_BUFFER_MS : buffer);
+    out = { write: (line) => (typeof line === 'string' ? lines.write(line) : (lines.flush(), stream.write(line))) };
+  }
+  const objectMode = stream.writableObjectMode === true;
+  const formatLine = typeof fmt === 'function' ? (fmt as AnyFormatFn) : formatFunction(fmt as string);
+  const formatClose = closeFormat === undefined ? null : typeof closeFormat === 'function' ? (closeFormat as AnyFormatFn) : formatFunction(closeFormat);
 
   function log(req: IncomingMessage, res: ServerResponse, fmt: AnyFormatFn = formatLine): void {
     if (skip && skip(req as Req, res as Res)) return;
     const line = fmt(tokens, req, res);
     if (line === null || line === undefined) return;
-    stream.write(line + '\n');
+    if (objectMode && typeof line === 'object') out.write(line);
+    else out.write(String(line) + '\n');
   }
 
   /** With `closeFormat`: once the response ended as a switch, wait for its connection to close. */
-  function watchClose(req: IncomingMessage, res: ServerResponse & Marks): void {
+  function watchClose(req: IncomingMessage, res: ServerResponse): void {
     if (!switched(req, res)) return;
-    res._switchAt = process.hrtime();
+    // Only copies are kept for the close line: nothing of the request or the response (nor of
+    // the chain they reach) stays referenced for the life of the connection.
+    let view: CloseView;
+    try {
+      view = closeView(req, res);
+    } catch {
+      // Odd objects (a getter that throws): no close line rather than a throw from 'finish'.
+      return;
+    }
     const socket = req.socket;
     const closed = (): void => {
-      res._closeAt = process.hrtime();
+      view.res._closeAt = process.hrtime();
       // ws reports a WebSocket's close (req.webSocketClose) a tick after its socket closed.
-      setImmediate(logClose, req, res);
+      setImmediate(logClose, view);
     };
-    if (socket.closed) closed();
+    if (!socket || socket.closed || socket.destroyed) closed();
     else socket.once('close', closed);
   }
 
-  function logClose(req: IncomingMessage, res: ServerResponse): void {
+  function logClose(view: CloseView): void {
     try {
-      log(req, res, formatClose!);
+      log(view.req, view.res, formatClose!);
     } catch {
       // As for a line written after the response: nobody is left to answer.
     }
   }
 
-  return supportsUpgrade(function logRequest(req: Req, res: Res, next: NextFunction): void {
+  return supportsUpgrade(function logger(req: Req, res: Res, next: NextFunction): void {
     const reqMarks = req as Req & Marks;
     const resMarks = res as Res & Marks;
     reqMarks._startAt = process.hrtime();
@@ -167,7 +310,7 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     reqMarks._remoteAddress = remoteAddress(req);
     resMarks._startAt = undefined;
     resMarks._startTime = undefined;
-    if (formatClose !== null && isUpgradeResponse(res)) res.once('finish', () => watchClose(req, resMarks));
+    if (formatClose !== null && isUpgradeResponse(res)) res.once('finish', () => watchClose(req, res));
 
     if (immediate) {
       try {
@@ -203,6 +346,82 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
   });
 }
 
+// ---- the close line's request and response ------------------------------------------------
+
+interface CloseView {
+  req: IncomingMessage;
+  res: ServerResponse & Marks;
+}
+
+type Primitive = string | number | boolean | bigint | undefined | null;
+const isPrimitive = (v: unknown): v is Primitive => v === null || (typeof v !== 'object' && typeof v !== 'function');
+
+/**
+ * Stand-ins for `req` and `res`, made at the switch, that the close line's tokens, format and
+ * `skip` read: the request line, headers, version, address, the marks, every own property that
+ * holds a plain value (`req.user` …), the status and the response headers. The WebSocket close
+ * info (`req.webSocketClose`) is followed: whatever is assigned to it later lands here.
+ */
+function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
+  const vReq = Object.create(null) as Record<string, unknown>;
+  for (const key of Object.keys(req)) {
+    const value = (req as unknown as Record<string, unknown>)[key];
+    if (isPrimitive(value)) vReq[key] = value;
+  }
+  const r = req as IncomingMessage & Marks & { ip?: unknown; originalUrl?: unknown; webSocketClose?: unknown };
+  const remote = remoteAddress(req);
+  Object.assign(vReq, {
+    method: req.method,
+    url: req.url,
+    originalUrl: r.originalUrl,
+    headers: { ...req.headers },
+    httpVersion: req.httpVersion,
+    httpVersionMajor: req.httpVersionMajor,
+    httpVersionMinor: req.httpVersionMinor,
+    ip: typeof r.ip === 'string' ? r.ip : undefined,
+    _remoteAddress: remote,
+    _startAt: r._startAt,
+    _startTime: r._startTime,
+    socket: { remoteAddress: req.socket?.remoteAddress, remotePort: req.socket?.remotePort },
+  });
+  vReq.connection = vReq.socket;
+  let closeInfo: unknown = r.webSocketClose;
+  const follow = {
+    get: () => closeInfo,
+    set: (value: unknown) => {
+      closeInfo = value;
+    },
+    enumerable: true,
+    configurable: true,
+  };
+  Object.defineProperty(vReq, 'webSocketClose', follow);
+  // The setter on `req` keeps only `closeInfo` (its closure), never `req` itself. A library that
+  // made the property non-configurable keeps it: the copy above is then all there is.
+  const own = Object.getOwnPropertyDescriptor(req, 'webSocketClose');
+  if (own === undefined || own.configurable) Object.defineProperty(req, 'webSocketClose', follow);
+
+  const headers = res.getHeaders();
+  const vRes = Object.create(null) as Record<string, unknown>;
+  for (const key of Object.keys(res)) {
+    const value = (res as unknown as Record<string, unknown>)[key];
+    if (isPrimitive(value)) vRes[key] = value;
+  }
+  const m = res as ServerResponse & Marks;
+  Object.assign(vRes, {
+    statusCode: res.statusCode,
+    statusMessage: res.statusMessage,
+    headersSent: true,
+    _startAt: m._startAt,
+    _startTime: m._startTime,
+    _switchAt: process.hrtime(),
+    getHeader: (name: string) => headers[name.toLowerCase()],
+    getHeaders: () => ({ ...headers }),
+    hasHeader: (name: string) => Object.prototype.hasOwnProperty.call(headers, name.toLowerCase()),
+    getHeaderNames: () => Object.keys(headers),
+  });
+  return { req: vReq as unknown as IncomingMessage, res: vRes as unknown as ServerResponse & Marks };
+}
+
 /** Did the response end by switching protocols: a 101, or a 2xx to CONNECT (RFC 9110 §9.3.6)? */
 function switched(req: IncomingMessage, res: ServerResponse): boolean {
   if (res.statusCode === 101) return true;
@@ -233,8 +452,11 @@ function remoteAddress(req: IncomingMessage): string | undefined {
   return r._remoteAddress || req.socket?.remoteAddress || undefined;
 }
 
-function formatFunction(name: string): AnyFormatFn {
-  const fmt = formats.get(name) ?? name;
+/** A format by name, else the format string itself; morgan's `default` format for `''` or none. */
+function formatFunction(name: string | undefined): AnyFormatFn {
+  const key = name || 'default';
+  const fmt = formats.get(key) ?? key;
+  if (key === 'default' && formats.has(key)) deprecate('default format: use combined format');
   return typeof fmt === 'function' ? fmt : compile(fmt);
 }
 
@@ -251,8 +473,8 @@ interface TokenPart {
 
 function compile<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
   format: string,
-): FormatFn<Req, Res> {
-  if (typeof format !== 'string') throw new TypeError(`${NAME}: compile(format) needs a format string`);
+): CompiledFormat<Req, Res> {
+  if (typeof format !== 'string') throw new TypeError(`${NAME}: argument format must be a string (compile(format) needs a format string)`);
   const parts: Array<string | TokenPart> = [];
   let last = 0;
   for (const match of format.matchAll(TOKEN)) {

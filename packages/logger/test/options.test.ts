@@ -1,12 +1,18 @@
+import './quiet-deprecations';
 import { logger, type LoggerOptions } from '@upgradeware/logger';
 import { collector } from './helpers';
 
 describe('logger() checks its arguments when called', () => {
   test.each<[string, unknown, unknown, RegExp]>([
-    ['format: a number', 42, undefined, /format must be/],
-    ['format: null', null, undefined, /format must be/],
+    ['format: a number', 42, undefined, /argument format must be/],
+    ['format: null', null, undefined, /argument format must be/],
+    ['format: true (morgan: argument format)', true, undefined, /argument format must be/],
     ['options: a string', 'tiny', 'fast', /options must be an object/],
-    ['options: null', 'tiny', null, /options must be an object/],
+    ['an unknown option', 'tiny', { skp: () => true }, /unknown option "skp"/],
+    ['format in logger(options): a number', { format: 42 }, undefined, /option format must be .*\(argument format\)/],
+    ['buffer: a string', 'tiny', { buffer: '1s' }, /option buffer must be true or a number of milliseconds/],
+    ['buffer: negative', 'tiny', { buffer: -5 }, /option buffer must be true or a number of milliseconds/],
+    ['buffer: past the timer limit', 'tiny', { buffer: 2 ** 31 }, /option buffer must be true or a number of milliseconds/],
     ['stream without write()', 'tiny', { stream: {} }, /option stream must have a write\(\) method/],
     ['stream: a string', 'tiny', { stream: 'stdout' }, /option stream must have a write\(\) method/],
     ['skip: not a function', 'tiny', { skip: true }, /option skip must be a function/],
@@ -23,7 +29,21 @@ describe('logger() checks its arguments when called', () => {
     expect(() => logger.token('x', 'y' as never)).toThrow(/needs a function/);
     expect(() => logger.format('', 'x')).toThrow(/^@upgradeware\/logger: format\(name, fmt\) needs a name/);
     expect(() => logger.format('x', 3 as never)).toThrow(/needs a format string or a function/);
-    expect(() => logger.compile(3 as never)).toThrow(/^@upgradeware\/logger: compile\(format\) needs a format string/);
+    // morgan's wording (`argument format`), with our prefix; morgan's suite checks none, a function, a number.
+    for (const bad of [undefined, () => ':method', 42]) {
+      expect(() => logger.compile(bad as never)).toThrow(/^@upgradeware\/logger: argument format must be a string/);
+    }
+  });
+
+  test('null options are no options, as in morgan; so are skip: false / null and stream: null', () => {
+    for (const opts of [null, { skip: false }, { skip: null }, { stream: null }]) {
+      expect(typeof logger('tiny', opts as never)).toBe('function');
+    }
+  });
+
+  test('the middleware is named logger (for DEBUG traces) and compiled formats take 3 arguments', () => {
+    expect(logger('tiny', { stream: collector().stream }).name).toBe('logger');
+    expect(logger.compile(':method')).toHaveLength(3);
   });
 
   test('the middleware supports upgrades; token() and format() chain', () => {

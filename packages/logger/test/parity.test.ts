@@ -162,6 +162,42 @@ describe('every token, with its arguments, matches morgan', () => {
     expect(first[24]).toBe(String(process.pid));
   });
 
+  test('text around tokens, backslashes and quotes in the format string are kept as written', async () => {
+    const fmt = 'LOCAL\\:remote-user ":method :url" method=:method :status';
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan(fmt, { stream }) as Mw) : logger(fmt, { stream })]);
+    expect(result.ours[0]).toBe('LOCAL\\alice "GET /ok?q=1&r=%20x" method=GET 200');
+    expectSame(result);
+  });
+
+  test('times are - when the start mark was deleted, or when the logger ran after the response', async () => {
+    const fmt = ':method :url :response-time :total-time';
+    const dropMark: Mw = (req, _res, next) => {
+      delete (req as { _startAt?: unknown })._startAt;
+      next();
+    };
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan(fmt, { stream }) as Mw) : logger(fmt, { stream }), dropMark]);
+    expect(result.ours.every((l) => l.endsWith(' - -'))).toBe(true);
+    expectSame(result);
+    // A logger called once the response was sent (immediate): no response mark, so '-' too.
+    const lines = { stock: [] as string[], ours: [] as string[] };
+    for (const which of ['stock', 'ours'] as const) {
+      const c = collector();
+      const late = which === 'stock' ? (morgan(fmt, { stream: c.stream, immediate: true }) as Mw) : logger(fmt, { stream: c.stream, immediate: true });
+      const app = createApp();
+      app.use((req: http.IncomingMessage, res: http.ServerResponse) => {
+        res.end('done');
+        setTimeout(() => late(req, res, () => undefined), 5);
+      });
+      const s = await start(app);
+      servers.push(s);
+      await rawRequest(s.port, raw('GET /late HTTP/1.1'));
+      await until(() => c.lines().length === 1);
+      lines[which] = c.lines();
+    }
+    expect(lines.ours).toEqual(['GET /late - -']);
+    expect(lines.ours).toEqual(lines.stock);
+  });
+
   test('custom tokens registered with token(), in both', async () => {
     const lang = (req: http.IncomingMessage) => req.headers['accept'];
     const count = (_req: http.IncomingMessage, _res: http.ServerResponse, arg?: string) => (arg ? arg.length : 0);
@@ -260,5 +296,131 @@ describe('every option matches morgan', () => {
     } finally {
       spy.mockRestore();
     }
+  });
+});
+
+describe("morgan's deprecated forms, side by side (their warnings: deprecations.test.ts)", () => {
+  test('logger(options) without a format: the default format', async () => {
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan({ stream } as never) as Mw) : logger({ stream })]);
+    expect(result.ours[0]).toMatch(/^127\.0\.0\.1 - alice \[<?[A-Z][a-z]{2}, /);
+    expectSame(result);
+  });
+
+  test('logger(undefined, options): the default format', async () => {
+    const result = await compare((which, stream) => [which === 'stock' ? (morgan(undefined as never, { stream }) as Mw) : logger(undefined, { stream })]);
+    expectSame(result);
+  });
+
+  test("logger('', options): the default format too", async () => {
+    expectSame(await compare((which, stream) => [which === 'stock' ? (morgan('', { stream }) as Mw) : logger('', { stream })]));
+  });
+
+  test('logger({ format: string, ... }) and logger({ format: function, ... })', async () => {
+    const result = await compare((which, stream) => [
+      which === 'stock' ? (morgan({ format: ':method :url :status', stream } as never) as Mw) : logger({ format: ':method :url :status', stream }),
+    ]);
+    expect(result.ours[0]).toBe('GET /ok?q=1&r=%20x 200');
+    expectSame(result);
+    const fn = (_t: unknown, req: http.IncomingMessage, res: http.ServerResponse) => `${req.method} ${req.url} ${res.statusCode}`;
+    expectSame(await compare((which, stream) => [which === 'stock' ? (morgan({ format: fn, stream } as never) as Mw) : logger({ format: fn, stream })]));
+  });
+
+  test('logger({ format, skip, immediate }) honours every option', async () => {
+    const skip = (req: http.IncomingMessage) => req.url!.includes('q=1');
+    const result = await compare((which, stream) => [
+      which === 'stock'
+        ? (morgan({ format: 'tiny', skip, immediate: true, stream } as never) as Mw)
+        : logger({ format: 'tiny', skip, immediate: true, stream }),
+    ]);
+    expect(result.ours).toHaveLength(REQUESTS.length - 1);
+    expectSame(result);
+  });
+
+  test('buffer: a number of ms: lines written together, in one write', async () => {
+    const writes = { stock: [] as string[], ours: [] as string[] };
+    for (const which of ['stock', 'ours'] as const) {
+      const stream = { write: (s: string) => writes[which].push(s) };
+      const options = { buffer: 400, stream };
+      const app = createApp();
+      app.use(which === 'stock' ? (morgan(':method :url', options as never) as Mw) : logger(':method :url', options));
+      app.use(handler);
+      const s = await start(app);
+      servers.push(s);
+      await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+      await rawRequest(s.port, raw('GET /missing HTTP/1.1'));
+      expect(writes[which]).toEqual([]);
+      await until(() => writes[which].length > 0, 3000);
+    }
+    expect(writes.ours).toEqual(['GET /ok\nGET /missing\n']);
+    expect(writes.ours).toEqual(writes.stock);
+  });
+
+  test('buffer: true flushes after a second; a new batch starts a new timer', async () => {
+    const writes: string[] = [];
+    const app = createApp();
+    app.use(logger(':method :url', { buffer: true, stream: { write: (s) => writes.push(String(s)) } }));
+    app.use(handler);
+    const s = await start(app);
+    servers.push(s);
+    const started = Date.now();
+    await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+    await rawRequest(s.port, raw('GET /redirect HTTP/1.1'));
+    await until(() => writes.length === 1, 3000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect(writes).toEqual(['GET /ok\nGET /redirect\n']);
+    await rawRequest(s.port, raw('GET /missing HTTP/1.1'));
+    await until(() => writes.length === 2, 3000);
+    expect(writes[1]).toBe('GET /missing\n');
+  });
+});
+
+describe('buffer: edge values', () => {
+  test.each([[false], [0], [null]])('buffer: %p means no buffering: each line is its own write', async (buffer) => {
+    const writes: string[] = [];
+    const app = createApp();
+    app.use(logger(':method :url', { buffer: buffer as never, stream: { write: (s) => writes.push(String(s)) } }));
+    app.use(handler);
+    const s = await start(app);
+    servers.push(s);
+    await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+    await until(() => writes.length === 1);
+    await rawRequest(s.port, raw('GET /missing HTTP/1.1'));
+    await until(() => writes.length === 2);
+    expect(writes).toEqual(['GET /ok\n', 'GET /missing\n']);
+  });
+
+  test('a stream that throws when the buffer is flushed loses those lines, not the process', async () => {
+    let calls = 0;
+    const app = createApp();
+    app.use(logger(':method :url', { buffer: 20, stream: { write: () => { calls++; throw new Error('disk full'); } } }));
+    app.use(handler);
+    const s = await start(app);
+    servers.push(s);
+    await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+    await until(() => calls === 1);
+    // The server serves on, and the next batch is tried again.
+    expect((await rawRequest(s.port, raw('GET /ok HTTP/1.1'))).status).toBe(200);
+    await until(() => calls === 2);
+  });
+});
+
+describe('object-mode streams (morgan 1.12)', () => {
+  test('an object from the format function is written as it is; a string still gets its newline', async () => {
+    const fmt = (tokens: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => string | undefined>, req: http.IncomingMessage, res: http.ServerResponse) =>
+      req.url === '/redirect' ? 'as text' : { method: tokens.method!(req, res), status: Number(tokens.status!(req, res)) };
+    const written = { stock: [] as unknown[], ours: [] as unknown[] };
+    for (const which of ['stock', 'ours'] as const) {
+      const stream = { writableObjectMode: true, write: (entry: unknown) => written[which].push(entry) };
+      const app = createApp();
+      app.use(which === 'stock' ? (morgan(fmt as never, { stream } as never) as Mw) : logger(fmt as FormatFn, { stream }));
+      app.use(handler);
+      const s = await start(app);
+      servers.push(s);
+      await rawRequest(s.port, raw('GET /ok HTTP/1.1'));
+      await rawRequest(s.port, raw('GET /redirect HTTP/1.1'));
+      await until(() => written[which].length === 2);
+    }
+    expect(written.ours).toEqual([{ method: 'GET', status: 200 }, 'as text\n']);
+    expect(written.ours).toEqual(written.stock);
   });
 });

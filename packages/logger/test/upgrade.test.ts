@@ -8,6 +8,7 @@ import morgan from 'morgan';
 import { createApp } from '@upgradeware/dispatcher';
 import { supportsUpgrade, type Middleware } from '@upgradeware/upgrade-response';
 import { logger, type LoggerOptions } from '@upgradeware/logger';
+import { websocket } from '@upgradeware/websocket';
 import {
   start,
   rawRequest,
@@ -377,6 +378,26 @@ describe('closeFormat: a second line when a switched connection closes', () => {
     await until(() => lines().length === 2);
     await delay(20);
     expect(lines()).toEqual(['/ws 101', '/ws 101']);
+  });
+
+  test('@upgradeware/websocket: the close code recorded at the close; plain values set on req are on the close line', async () => {
+    const ep = websocket((ws) => ws.on('message', (m) => ws.send(String(m))));
+    open.push({ close: () => ep.close() });
+    logger.token('test-user', (req) => (req as http.IncomingMessage & { user?: string }).user);
+    const setUser = supportsUpgrade((req: http.IncomingMessage & { user?: string }, _res: http.ServerResponse, next: () => void) => {
+      req.user = 'ann';
+      next();
+    });
+    const { s, lines } = await serve([['/ws', setUser], ['/ws', ep]], ':url :status', {
+      closeFormat: 'closed :url :status :test-user :close-code :res[x-seen] :req[x-who]',
+    });
+    const { ws } = await wsOpen(s.wsUrl + '/ws', { headers: { 'X-Who': 'me' } });
+    const reply = nextMessage(ws);
+    ws.send('hi');
+    expect(await reply).toBe('hi');
+    ws.close(4001, 'bye');
+    await until(() => lines().length === 2);
+    expect(lines()).toEqual(['/ws 101', 'closed /ws 101 ann 4001 yes me']);
   });
 
   test('closeFormat is checked when logger() is called', () => {

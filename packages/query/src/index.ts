@@ -69,6 +69,9 @@ function parserOf(options: unknown): QueryParser {
   if (options === null || typeof options !== 'object') {
     throw new TypeError('@upgradeware/query: options must be an object or a parser function');
   }
+  for (const key of Object.keys(options)) {
+    if (key !== 'parser') throw new TypeError(`@upgradeware/query: unknown option ${JSON.stringify(key)}`);
+  }
   const { parser } = options as QueryOptions;
   if (parser === undefined) return parseQuery;
   if (typeof parser !== 'function') throw new TypeError('@upgradeware/query: parser must be a function');

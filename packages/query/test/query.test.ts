@@ -65,6 +65,14 @@ describe('factory', () => {
     );
   });
 
+  test('an unknown option is refused, named', () => {
+    expect(() => query({ parse: parseQuery } as never)).toThrow(new TypeError('@upgradeware/query: unknown option "parse"'));
+  });
+
+  test('the middleware is named query (for DEBUG traces)', () => {
+    expect(query().name).toBe('query');
+  });
+
   test.each([null, 'qs', 1, {}])('parser %p is refused', (parser) => {
     expect(() => query({ parser: parser as unknown as undefined })).toThrow(
       new TypeError('@upgradeware/query: parser must be a function'),

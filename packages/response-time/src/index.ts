@@ -29,6 +29,20 @@ export type ResponseTimeMiddleware<Req extends IncomingMessage = IncomingMessage
 
 const NAME = '@upgradeware/response-time';
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const OPTIONS = new Set(['digits', 'header', 'suffix']);
+const warned = new Set<string>();
+
+/**
+ * A deprecation warning, once per message, as depd prints response-time's: silenced by
+ * `--no-deprecation` and by `NO_DEPRECATION` naming `response-time`, this package or `*`.
+ */
+function deprecate(message: string): void {
+  if (warned.has(message) || process.noDeprecation) return;
+  const ignored = (process.env.NO_DEPRECATION ?? '').split(/[ ,]+/).map((v) => v.toLowerCase());
+  if (ignored.includes('*') || ignored.includes('response-time') || ignored.includes(NAME)) return;
+  warned.add(message);
+  process.emitWarning(`${NAME}: ${message}`, 'DeprecationWarning');
+}
 
 /**
  * `responseTime(options?)` sets a header with the response time; `responseTime(fn)` calls
@@ -37,12 +51,16 @@ const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 export function responseTime<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse>(
   options?: ResponseTimeOptions | ResponseTimeCallback<Req, Res> | number,
 ): ResponseTimeMiddleware<Req, Res> {
+  if (typeof options === 'number') {
+    // response-time 2's back-compat form, deprecated there with these words.
+    deprecate(`number argument: use {digits: ${JSON.stringify(options)}} instead`);
+  }
   const report: ResponseTimeCallback<Req, Res> =
     typeof options === 'function'
       ? options
       : headerSetter(typeof options === 'number' ? { digits: options } : options);
 
-  return supportsUpgrade(function responseTimeMiddleware(req: Req, res: Res, next: NextFunction): void {
+  return supportsUpgrade(function responseTime(req: Req, res: Res, next: NextFunction): void {
     const start = process.hrtime.bigint();
     onHeaders(res, function onResponseHead(): void {
       report(req, res, Number(process.hrtime.bigint() - start) / 1e6);
@@ -54,6 +72,9 @@ export function responseTime<Req extends IncomingMessage = IncomingMessage, Res 
 function headerSetter(options: ResponseTimeOptions | undefined): ResponseTimeCallback {
   if (options === undefined || options === null) options = {};
   if (typeof options !== 'object') throw new TypeError(`${NAME}: options must be an object, a function or a number`);
+  for (const key of Object.keys(options)) {
+    if (!OPTIONS.has(key)) throw new TypeError(`${NAME}: unknown option ${JSON.stringify(key)}`);
+  }
   const { digits = 3, header = 'X-Response-Time', suffix = true } = options;
   if (typeof digits !== 'number' || !Number.isInteger(digits) || digits < 0 || digits > 100) {
     throw new TypeError(`${NAME}: option digits must be an integer from 0 to 100`);

@@ -32,10 +32,16 @@ describe('options are checked when the factory is called', () => {
     ['header', { header: 'X Bad' }, /option header/],
     ['suffix', { suffix: 'yes' }, /option suffix/],
     ['options', 'fast', /options must be/],
+    ['an unknown option', { digit: 2 }, /unknown option "digit"/],
   ])('%s: %p', (_name, options, message) => {
     expect(() => responseTime(options as ResponseTimeOptions)).toThrow(TypeError);
     expect(() => responseTime(options as ResponseTimeOptions)).toThrow(/^@upgradeware\/response-time: /);
     expect(() => responseTime(options as ResponseTimeOptions)).toThrow(message);
+  });
+
+  test('the middleware is named responseTime (for DEBUG traces), as the stock one', () => {
+    expect(responseTime().name).toBe('responseTime');
+    expect(responseTime(() => undefined).name).toBe('responseTime');
   });
 
   test('the middleware supports upgrades', () => {

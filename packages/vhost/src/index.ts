@@ -46,8 +46,13 @@ const SPECIALS = /[.*+?^${}()|[\]\\]/g;
  * (a string where `*` stands for one label, or a RegExp), and `next()` for the others.
  */
 export function vhost(hostname: string | RegExp, handle: VhostHandle): UpgradeAware<Middleware> {
+  // Stock vhost's checks and wording (`argument hostname is required` …), with our prefix.
+  if (hostname === undefined || hostname === null || hostname === '') {
+    throw new TypeError('@upgradeware/vhost: argument hostname is required');
+  }
+  if (handle === undefined || handle === null) throw new TypeError('@upgradeware/vhost: argument handle is required');
+  if (typeof handle !== 'function') throw new TypeError('@upgradeware/vhost: argument handle must be a function');
   const pattern = compile(hostname);
-  if (typeof handle !== 'function') throw new TypeError('@upgradeware/vhost: handle must be a function');
 
   return supportsUpgrade(function vhost(req: IncomingMessage, res: ServerResponse, next: NextFunction): unknown {
     // HTTP/2 requests carry the host as `:authority` (Node adds no `Host`).
@@ -75,8 +80,7 @@ function compile(hostname: unknown): RegExp {
     const flags = hostname.flags.replace(/[^suv]/g, '');
     return new RegExp(`^(?:${hostname.source})$`, flags + 'i');
   }
-  if (typeof hostname !== 'string') throw new TypeError('@upgradeware/vhost: hostname must be a string or a RegExp');
-  if (hostname.length === 0) throw new TypeError('@upgradeware/vhost: hostname must not be empty');
+  if (typeof hostname !== 'string') throw new TypeError('@upgradeware/vhost: argument hostname must be a string or a RegExp');
   const source = hostname
     .split('*')
     .map((part) => part.replace(SPECIALS, '\\$&'))

@@ -51,19 +51,45 @@ describe('factory', () => {
   });
 
   test.each([
-    [undefined, 'hostname must be a string or a RegExp'],
-    [null, 'hostname must be a string or a RegExp'],
-    [42, 'hostname must be a string or a RegExp'],
-    [{}, 'hostname must be a string or a RegExp'],
-    ['', 'hostname must not be empty'],
+    [undefined, 'argument hostname is required'],
+    [null, 'argument hostname is required'],
+    ['', 'argument hostname is required'],
+    [42, 'argument hostname must be a string or a RegExp'],
+    [{}, 'argument hostname must be a string or a RegExp'],
   ])('hostname %p is refused', (hostname, message) => {
     expect(() => vhost(hostname as unknown as string, echo('x'))).toThrow(new TypeError(`@upgradeware/vhost: ${message}`));
   });
 
-  test.each([undefined, null, 'app', {}])('handle %p is refused', (handle) => {
-    expect(() => vhost('a.example', handle as unknown as () => void)).toThrow(
-      new TypeError('@upgradeware/vhost: handle must be a function'),
-    );
+  test.each([
+    [undefined, 'argument handle is required'],
+    [null, 'argument handle is required'],
+    ['app', 'argument handle must be a function'],
+    [{}, 'argument handle must be a function'],
+  ])('handle %p is refused', (handle, message) => {
+    expect(() => vhost('a.example', handle as unknown as () => void)).toThrow(new TypeError(`@upgradeware/vhost: ${message}`));
+  });
+
+  test("each refusal is stock vhost's message with our prefix (what its own suite looks for)", () => {
+    const cases: Array<[unknown[], RegExp]> = [
+      [[], /hostname.*required/],
+      [['a.example'], /handle.*required/],
+      [['a.example', {}], /handle.*function/],
+    ];
+    for (const [args, wording] of cases) {
+      let stockMessage = '';
+      try {
+        (stockVhost as unknown as (...a: unknown[]) => unknown)(...args);
+      } catch (err) {
+        stockMessage = (err as Error).message;
+      }
+      expect(stockMessage).toMatch(wording);
+      const call = () => (vhost as unknown as (...a: unknown[]) => unknown)(...args);
+      expect(call).toThrow(new TypeError(`@upgradeware/vhost: ${stockMessage}`));
+    }
+  });
+
+  test('the middleware is named vhost (for DEBUG traces)', () => {
+    expect(vhost('a.example', echo('a')).name).toBe('vhost');
   });
 });
 
@@ -80,6 +106,12 @@ describe('parity with the stock vhost on ordinary requests', () => {
     /(\w+)\.regex\.example/,
     /^api\.(?<version>v\d+)\.example$/,
     /(?:(www)\.)?opt\.example/,
+    // From stock vhost's own suite: a pattern that must match the whole name, two captures of a
+    // wildcard pattern, and RegExps whose own anchors must not let a longer name through.
+    '.example',
+    'user-*.*.example',
+    /\.tobi$/,
+    /^loki\./,
   ];
   const hosts: Array<string | null> = [
     'a.example',
@@ -109,6 +141,12 @@ describe('parity with the stock vhost on ordinary requests', () => {
     'api.v2.example.evil',
     'opt.example',
     'www.opt.example',
+    'foo.example',
+    'user-bob.foo.example:8080',
+    'user-.foo.example',
+    'loki.tobi',
+    'loki.tobi.example',
+    '.tobi',
     '',
     ':80',
     'a example',
