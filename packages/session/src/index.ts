@@ -8,11 +8,11 @@
 import { createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { parse as parseCookieHeader, serialize as serializeCookie } from 'cookie';
+import { parse as parseCookieHeader } from 'cookie';
 import createDebug from 'debug';
 import onHeaders from 'on-headers';
 import { abortSwitched, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
-import { Cookie, toSerializeOptions, type CookieData, type CookieOptions } from './cookie';
+import { Cookie, setCookieValue, type CookieData, type CookieOptions } from './cookie';
 import { MemoryStore } from './memory';
 import { deprecate } from './deprecate';
 import { Session, createSession, setHooks, type RequestHooks, type SessionData, type StoredSession } from './session';
@@ -171,7 +171,11 @@ function sign(value: string, secret: Secret): string {
 }
 
 function mac(value: string, secret: Secret): string {
-  return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
+  const digest = createHmac('sha256', secret).update(value).digest('base64');
+  // Without its padding (one '=' for SHA-256), as cookie-signature writes it.
+  let end = digest.length;
+  while (end > 0 && digest.charCodeAt(end - 1) === 61 /* = */) end--;
+  return end === digest.length ? digest : digest.slice(0, end);
 }
 
 /** The session id in a signed cookie value (without its `s:`), or undefined when no secret signed it. */
@@ -380,12 +384,13 @@ export function session(options?: SessionOptions): SessionMiddleware {
   const newSession = (req: IncomingMessage, cookieOptions: CookieOptions): void => {
     req.sessionID = genid(req);
     const current = new Session(req);
-    const secure = isSecure(req, proxy);
-    const cookie = new Cookie({
-      ...cookieOptions,
-      secure: cookieOptions.secure === 'auto' ? secure : cookieOptions.secure,
-      sameSite: cookieOptions.sameSite === 'auto' ? (secure ? 'none' : 'lax') : cookieOptions.sameSite,
-    } as CookieOptions);
+    const { secure, sameSite } = cookieOptions;
+    const cookie = new Cookie(cookieOptions);
+    // `'auto'` settled for this request. Assigned after the other attributes, as a copy of the
+    // options with these two replaced would give them: same values, same own keys, same order.
+    const https = (secure === 'auto' || sameSite === 'auto') && isSecure(req, proxy);
+    cookie.secure = secure === 'auto' ? https : secure;
+    cookie.sameSite = sameSite === 'auto' ? (https ? 'none' : 'lax') : sameSite;
     current.cookie = cookie;
     req.session = current;
   };
@@ -509,8 +514,8 @@ export function session(options?: SessionOptions): SessionMiddleware {
         // From the cookie's `data`, as express-session does: a `cookie` the application replaced
         // with a plain object is written without attributes rather than failing.
         const data = (current.cookie as { data?: unknown }).data;
-        const attributes = typeof data === 'object' && data !== null ? toSerializeOptions(data as CookieData) : undefined;
-        const value = serializeCookie(name, sign(req.sessionID as string, secrets[0]!), attributes);
+        const attributes = typeof data === 'object' && data !== null ? (data as CookieData) : undefined;
+        const value = setCookieValue(name, sign(req.sessionID as string, secrets[0]!), attributes);
         const previous = res.getHeader('Set-Cookie');
         const list = previous === undefined ? [] : Array.isArray(previous) ? previous : [String(previous)];
         res.setHeader('Set-Cookie', [...list, value]);

@@ -6,6 +6,7 @@
  */
 import type { SessionCallback, StoredSession } from './session';
 import { Store, type GetCallback } from './store';
+import { Cookie } from './cookie';
 
 export interface MemoryStoreOptions {
   /** Milliseconds between sweeps for expired sessions (default 60 000; 0 for no timer). */
@@ -24,8 +25,36 @@ interface Entry {
 const DEFAULT_CHECK_PERIOD = 60_000;
 const DEFAULT_TTL = 86_400_000;
 
-function later<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
-  if (typeof callback === 'function') setImmediate(() => callback(...args));
+/** Call back on a later turn of the event loop, as express-session's MemoryStore does (setImmediate). */
+function later(callback: ((...args: never[]) => void) | undefined): void {
+  if (typeof callback === 'function') setImmediate(callback);
+}
+
+function laterWith<A, B>(callback: ((a: A, b: B) => void) | undefined, a: A, b: B): void {
+  if (typeof callback === 'function') setImmediate(callback, a, b);
+}
+
+const hasOwn = Object.prototype.hasOwnProperty;
+const isEnumerable = Object.prototype.propertyIsEnumerable;
+
+/**
+ * The expiry, in epoch ms, that the session's JSON holds (`null`: none), read from the session
+ * itself when that is sure to give what parsing the JSON back would: a session without `toJSON`
+ * whose own `cookie` is a plain `Cookie` (its `toJSON` writes `expires` from the Date behind it).
+ * `undefined` when anything else may be involved: the JSON is parsed back then.
+ */
+function knownExpiry(session: StoredSession): number | null | undefined {
+  if (typeof (session as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  if (!isEnumerable.call(session, 'cookie')) return undefined;
+  const cookie = session.cookie as unknown;
+  if (!(cookie instanceof Cookie) || Object.getPrototypeOf(cookie) !== Cookie.prototype || hasOwn.call(cookie, 'toJSON')) return undefined;
+  const expires = cookie._expires;
+  if (expires === null || expires === undefined) return null;
+  if (Object.getPrototypeOf(expires) !== Date.prototype || hasOwn.call(expires, 'toJSON') || hasOwn.call(expires, 'toISOString')) return undefined;
+  // JSON writes a valid date as its ISO form, which parses back to the same millisecond, and an
+  // invalid one as null.
+  const at = expires.getTime();
+  return Number.isNaN(at) ? null : at;
 }
 
 function checkMs(name: string, value: unknown, fallback: number): number {
@@ -74,7 +103,7 @@ export class MemoryStore extends Store {
   }
 
   override get(sid: string, callback: GetCallback): void {
-    later(callback, null, this.read(sid));
+    laterWith(callback, null, this.read(sid));
   }
 
   override set(sid: string, session: StoredSession, callback?: SessionCallback): void {
@@ -103,7 +132,7 @@ export class MemoryStore extends Store {
       const session = this.read(sid);
       if (session) sessions[sid] = session;
     }
-    later(callback, null, sessions);
+    laterWith(callback, null, sessions);
   }
 
   override length(callback: (err: unknown, length?: number) => void): void {
@@ -117,7 +146,9 @@ export class MemoryStore extends Store {
 
   private write(sid: string, session: StoredSession): void {
     const json = JSON.stringify(session);
-    this.entries.set(sid, { json, expiresAt: this.expiryOf(JSON.parse(json) as StoredSession) });
+    const known = knownExpiry(session);
+    const expiresAt = known === undefined ? this.expiryOf(JSON.parse(json) as StoredSession) : known === null ? Date.now() + this.ttl : known;
+    this.entries.set(sid, { json, expiresAt });
   }
 
   private read(sid: string): StoredSession | undefined {
