@@ -5,7 +5,7 @@
  * HTTP Upgrade (WebSocket) requests alike: the session is loaded before the endpoint sees the
  * upgrade, and a new or changed session is saved and its `Set-Cookie` rides on the 101.
  */
-import { createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, randomFillSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parse as parseCookieHeader } from 'cookie';
@@ -165,12 +165,15 @@ function generateId(): string {
   return id;
 }
 
+/** A secret as the signing code takes it: as given (a request's `req.secret`), or a key made once. */
+type SigningKey = Secret | KeyObject;
+
 /** `s:` + value + `.` + HMAC-SHA256 in base64 without padding: cookie-signature's format. */
-function sign(value: string, secret: Secret): string {
+function sign(value: string, secret: SigningKey): string {
   return `s:${value}.${mac(value, secret)}`;
 }
 
-function mac(value: string, secret: Secret): string {
+function mac(value: string, secret: SigningKey): string {
   const digest = createHmac('sha256', secret).update(value).digest('base64');
   // Without its padding (one '=' for SHA-256), as cookie-signature writes it.
   let end = digest.length;
@@ -179,7 +182,7 @@ function mac(value: string, secret: Secret): string {
 }
 
 /** The session id in a signed cookie value (without its `s:`), or undefined when no secret signed it. */
-function unsign(signed: string, secrets: readonly Secret[]): string | undefined {
+function unsign(signed: string, secrets: readonly SigningKey[]): string | undefined {
   const dot = signed.lastIndexOf('.');
   if (dot < 0) return undefined;
   const value = signed.slice(0, dot);
@@ -253,7 +256,7 @@ function pathnameOf(url: string): string {
 }
 
 /** The session id from the request's cookie (also from cookie-parser's `req.cookies`). */
-function readSessionId(req: IncomingMessage, name: string, secrets: readonly Secret[]): string | undefined {
+function readSessionId(req: IncomingMessage, name: string, secrets: readonly SigningKey[]): string | undefined {
   const fromRaw = (raw: string | undefined): string | undefined => {
     if (!raw) return undefined;
     if (!raw.startsWith('s:')) {
@@ -326,7 +329,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
   }
 
   const secret = opts.secret;
-  let configuredSecrets: readonly Secret[] | undefined;
+  let configuredSecrets: readonly SigningKey[] | undefined;
   if (secret === undefined || secret === null) {
     deprecate('req.secret; provide secret option');
   } else {
@@ -336,8 +339,9 @@ export function session(options?: SessionOptions): SessionMiddleware {
     if (!list.every(usable)) {
       throw optionError('option secret must be a non-empty string or Buffer, or a non-empty array of them');
     }
-    // Buffers are copied: a caller reusing its buffer cannot change the key afterwards.
-    configuredSecrets = list.map((s) => (typeof s === 'string' ? s : Buffer.from(s as Uint8Array)));
+    // Made into keys once (a string as its UTF-8 bytes, as createHmac takes it), not on every
+    // signature; Buffers are copied: a caller reusing its buffer cannot change the key afterwards.
+    configuredSecrets = list.map((s) => createSecretKey(typeof s === 'string' ? Buffer.from(s, 'utf8') : Buffer.from(s as Uint8Array)));
   }
 
   const cookieOption = opts.cookie ?? {};

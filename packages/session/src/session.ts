@@ -42,7 +42,9 @@ const kHooks = Symbol.for('upgradeware.session.hooks');
 
 /** @internal */
 export function setHooks(req: object, hooks: RequestHooks): void {
-  Object.defineProperty(req, kHooks, { value: hooks, configurable: true, enumerable: false, writable: true });
+  // Defined once per request (not enumerable), then replaced by assignment.
+  if (Object.prototype.hasOwnProperty.call(req, kHooks)) (req as { [kHooks]?: RequestHooks })[kHooks] = hooks;
+  else Object.defineProperty(req, kHooks, { value: hooks, configurable: true, enumerable: false, writable: true });
 }
 
 function hooksOf(req: object): RequestHooks | undefined {

@@ -504,9 +504,14 @@ function restoreHeaders(res: ServerResponse, saved: SavedHeaders): void {
 function headerLines(res: ServerResponse, skip: ReadonlySet<string>): string[] {
   const lines: string[] = [];
   // getRawHeaderNames() (Node ≥ 15.13) keeps the case the names were set with.
-  for (const name of (res as ServerResponse & { getRawHeaderNames(): string[] }).getRawHeaderNames()) {
-    const value = res.getHeader(name);
-    if (value === undefined || skip.has(name.toLowerCase())) continue;
+  const names = (res as ServerResponse & { getRawHeaderNames(): string[] }).getRawHeaderNames();
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    // Lower-cased once: getHeader() finds an all-lowercase name without making another string.
+    const lower = name.toLowerCase();
+    if (skip.has(lower)) continue;
+    const value = res.getHeader(lower);
+    if (value === undefined) continue;
     if (Array.isArray(value)) for (const v of value) lines.push(`${name}: ${v}`);
     else lines.push(`${name}: ${value}`);
   }

@@ -124,6 +124,8 @@ const kResponse = Symbol('upgradeware.websocket.response');
 type Pending = IncomingMessage & { [kResponse]?: UpgradeResponse };
 
 const KEY = /^[+/0-9A-Za-z]{22}==$/;
+/** A header line ws writes itself (`Sec-WebSocket-Accept` …), in any case. */
+const WS_OWNED = /^sec-websocket-/i;
 const DIGITS = /^[0-9]{1,3}$/;
 const VERSIONS = '13, 8';
 const NO_SERVER_OPTIONS = ['server', 'port', 'host', 'backlog', 'path'] as const;
@@ -270,9 +272,11 @@ function onHeaders(headers: string[], req: Pending): void {
   req[kResponse] = undefined;
   // Before the switch is accounted for, so that on-headers listeners and 'finish' see it.
   req.webSocketClose = {};
-  for (const line of res.externalSwitch()) {
+  const lines = res.externalSwitch();
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
     // ws owns the Sec-WebSocket-* headers of the handshake: its values win.
-    if (line.length > 14 && line.slice(0, 14).toLowerCase() === 'sec-websocket-') continue;
+    if (line.length > 14 && WS_OWNED.test(line)) continue;
     headers.push(line);
   }
 }
