@@ -97,6 +97,17 @@ type GuardedSocket = Duplex & { [kGuarded]?: boolean; [kLinger]?: { timer: NodeJ
 /** Node's own `end()`, called with the arguments as given (no array per call). */
 const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => ServerResponse;
 
+/** Node's fields and method behind `writeHead()`: where the headers set are, and what writes them out. */
+interface HeadInternals {
+  _header: string | null;
+  _headerSent: boolean;
+  _storeHeader(firstLine: string, headers: unknown): void;
+}
+/** Node's own header block builder (the method `writeHead()` ends with). */
+const nodeStoreHeader = (ServerResponse.prototype as unknown as Partial<HeadInternals>)._storeHeader;
+/** The key under which Node keeps a message's headers (`undefined` if this Node has none such). */
+const kOutHeaders = Object.getOwnPropertySymbols(new http.OutgoingMessage()).find((key) => key.description === 'kOutHeaders');
+
 /**
  * A `ServerResponse` bound to a socket that Node's HTTP parser let go of. It never keeps the
  * connection alive: the response goes out with `Connection: close` and the socket is closed
@@ -153,6 +164,8 @@ export class UpgradeResponse extends SocketResponse {
   // A private field lives on the instance: `#onSwitch in res` is the brand that survives a
   // prototype swap (Express's `Object.setPrototypeOf(res, app.response)`), at no extra cost.
   #onSwitch: SwitchCallback | null = null;
+  /** True while `externalSwitch()` runs `writeHead()`: the head is accounted for, never written. */
+  #headOnly = false;
 
   static {
     hasOwnBrand = (value) => #onSwitch in value;
@@ -222,7 +235,12 @@ export class UpgradeResponse extends SocketResponse {
    */
   externalSwitch(statusCode: number = SWITCHING_PROTOCOLS): string[] {
     this.assertSwitchable('externalSwitch');
-    this.writeHead(statusCode);
+    this.#headOnly = true;
+    try {
+      this.writeHead(statusCode);
+    } finally {
+      this.#headOnly = false;
+    }
     this._upgradeState = EXTERNAL;
     const lines = headerLines(this, SWITCH_OWNED);
     const socket = this.socket;
@@ -248,6 +266,30 @@ export class UpgradeResponse extends SocketResponse {
       process.nextTick(finishExternal, this);
     }
     return this;
+  }
+
+  /**
+   * @internal Node's `writeHead()` ends here, building the header block that would go out with the
+   * first write. For an external switch nothing of ours is written (the library writes its own
+   * 101 from `headerLines`), so the block is not built: the response is only marked as having
+   * sent its head. Anything unusual (headers given to `writeHead()` itself, a `Trailer` or
+   * `Expect` header, whose handling Node's builder owns) goes through Node's builder as before.
+   */
+  _storeHeader(firstLine: string, headers: unknown): void {
+    const self = this as unknown as HeadInternals & Record<symbol, unknown>;
+    if (
+      this.#headOnly &&
+      kOutHeaders !== undefined &&
+      (headers === undefined || headers === null || headers === self[kOutHeaders]) &&
+      !this.hasHeader('trailer') &&
+      !this.hasHeader('expect')
+    ) {
+      // A head without fields: what `headersSent` (and code reading `_header`) needs to see.
+      self._header = firstLine + '\r\n';
+      self._headerSent = false;
+      return;
+    }
+    nodeStoreHeader!.call(this, firstLine, headers);
   }
 
   private assertSwitchable(method: string): void {
