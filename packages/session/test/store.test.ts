@@ -146,6 +146,33 @@ describe('MemoryStore', () => {
     expect(store.prune()).toBe(0);
   });
 
+  test('callbacks come asynchronously, and a loop polling the store never starves the event loop', async () => {
+    const store = new MemoryStore({ checkPeriod: 0 });
+    let inside = true;
+    const calledInside = await new Promise<boolean>((resolve) => {
+      store.get('x', () => resolve(inside));
+      inside = false;
+    });
+    expect(calledInside).toBe(false);
+    // A timer must get its turn while the loop polls (bounded: never more than 200,000 polls).
+    let fired = false;
+    const timer = setTimeout(() => (fired = true), 5);
+    let polls = 0;
+    await new Promise<void>((resolve) => {
+      const poll = (): void => {
+        store.get('x', () => {
+          polls++;
+          if (fired || polls >= 200_000) resolve();
+          else poll();
+        });
+      };
+      poll();
+    });
+    clearTimeout(timer);
+    expect(fired).toBe(true);
+    expect(polls).toBeLessThan(200_000);
+  });
+
   test('the expiry kept is the one the stored JSON says, whether the session holds a Cookie or plain data', async () => {
     const ttl = 60_000;
     const store = new MemoryStore({ checkPeriod: 0, ttl });
