@@ -160,8 +160,10 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
 
   function connected(ws: WebSocket, req: IncomingMessage): void {
     ws.on('error', onSocketError);
-    // The listener lives as long as the connection: it holds the small record, never `req`.
-    ws.once('close', closeRecorder(req.webSocketClose ?? (req.webSocketClose = {})));
+    // The record lives as long as the connection, on the WebSocket, for a module-level listener:
+    // nothing of `req`, and no closure or once() wrapper per connection.
+    (ws as Recorded)[kCloseRecord] = req.webSocketClose ?? (req.webSocketClose = {});
+    ws.on('close', recordClose);
     let ret: unknown;
     try {
       ret = onConnection(ws, req as Req);
@@ -353,15 +355,17 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-/**
- * The `'close'` listener of a connection. Made here, outside any function that sees the request,
- * so that its closure holds the record only.
- */
-function closeRecorder(record: WebSocketCloseInfo): (code: number, reason: Buffer) => void {
-  return (code, reason) => {
-    record.code = code;
-    record.reason = reason.toString();
-  };
+/** On a connection of the endpoint: where its close is recorded (`req.webSocketClose`). */
+const kCloseRecord = Symbol('upgradeware.websocket.closeRecord');
+type Recorded = WebSocket & { [kCloseRecord]?: WebSocketCloseInfo };
+
+/** The `'close'` listener of every connection (ws emits it once): fills the connection's record. */
+function recordClose(this: Recorded, code: number, reason: Buffer): void {
+  const record = this[kCloseRecord];
+  if (record === undefined) return;
+  this[kCloseRecord] = undefined;
+  record.code = code;
+  record.reason = reason.toString();
 }
 
 function onSocketError(this: WebSocket, err: Error): void {
