@@ -213,6 +213,21 @@ describe('other configurations against cookie-parser', () => {
   });
 });
 
+describe('deliberate difference: options the stock package ignores', () => {
+  test('a misspelt option is ignored by the stock package (cookie.parse), refused here', async () => {
+    const decoder = (v: string) => v.toUpperCase();
+    const p = await pair(stock(SECRET, { decoder }), cookieParser(SECRET), false);
+    try {
+      // The stock parser ignores `decoder`: it decodes as usual, exactly as ours without the option.
+      const r = await compare(p, 'a=x%20y');
+      expect(r.cookies).toEqual([['a', 'string', 'x y']]);
+    } finally {
+      await closePair(p);
+    }
+    expect(() => cookieParser(SECRET, { decoder } as never)).toThrow('@upgradeware/cookie-parser: unknown option "decoder"');
+  });
+});
+
 describe('exported helpers against the stock ones', () => {
   test('our signing format is cookie-signature\'s', () => {
     for (const value of ['abc', '', 'a.b', 'v\u00e4lue', 'j:{"a":1}']) {

@@ -84,9 +84,38 @@ describe('buffer: the timer never keeps the process alive, no line is lost', () 
     expect(child.stdout).toBe('GET /r0 200\nGET /r1 200\nGET /r2 200\n');
   });
 
+  test("morgan's own buffer keeps the process alive until its timer fires (the difference)", () => {
+    const stock = run('buffer-exit.cjs', ['1500', 'natural', 'stock'], { NO_DEPRECATION: 'morgan' });
+    expect(stock.status).toBe(0);
+    expect(stock.stdout).toBe('GET /r0 200\nGET /r1 200\nGET /r2 200\n');
+    expect(stock.ms).toBeGreaterThanOrEqual(1400);
+  });
+
   test('lines flushed by the timer are written once, not again at exit', () => {
     const child = run('buffer-exit.cjs', ['1', 'natural'], { NO_DEPRECATION: 'morgan' });
     expect(child.status).toBe(0);
     expect(child.stdout.split('\n').filter(Boolean).sort()).toEqual(['GET /r0 200', 'GET /r1 200', 'GET /r2 200']);
+  });
+});
+
+describe('NO_COLOR when the module loads', () => {
+  const devLines = (env: Record<string, string>) => {
+    const child = run('no-color.cjs', [], { NO_DEPRECATION: 'morgan', ...env });
+    expect(child.status).toBe(0);
+    const out = JSON.parse(child.stdout) as { stock: string[]; ours: string[] };
+    const norm = (lines: string[], prefix: string) => lines.map((l) => l.replace(prefix, '/').replace(/\d+\.\d{3} ms/, 'N ms'));
+    expect(norm(out.ours, '/ours/')).toEqual(norm(out.stock, '/stock/'));
+    return norm(out.ours, '/ours/');
+  };
+
+  test('a non-empty NO_COLOR gives the dev format without colours, as morgan', () => {
+    expect(devLines({ NO_COLOR: '1' })).toEqual(['GET /ok 200 N ms - -\n', 'GET /missing 404 N ms - -\n']);
+  });
+
+  test('an empty NO_COLOR keeps the colours, as morgan', () => {
+    expect(devLines({ NO_COLOR: '' })).toEqual([
+      '\x1b[0mGET /ok \x1b[32m200\x1b[0m N ms - -\x1b[0m\n',
+      '\x1b[0mGET /missing \x1b[33m404\x1b[0m N ms - -\x1b[0m\n',
+    ]);
   });
 });

@@ -1,5 +1,6 @@
 import './quiet-deprecations';
 import { logger, type LoggerOptions } from '@upgradeware/logger';
+import morgan from 'morgan';
 import { collector } from './helpers';
 
 describe('logger() checks its arguments when called', () => {
@@ -33,6 +34,23 @@ describe('logger() checks its arguments when called', () => {
     for (const bad of [undefined, () => ':method', 42]) {
       expect(() => logger.compile(bad as never)).toThrow(/^@upgradeware\/logger: argument format must be a string/);
     }
+  });
+
+  test('deliberate difference: what morgan takes without a word, this logger refuses', () => {
+    const stream = collector().stream;
+    for (const opts of [{ skp: () => true }, { immediate: 'yes' }, { buffer: '1s' }]) {
+      expect(typeof morgan('tiny', { stream, ...opts } as never)).toBe('function');
+      expect(() => logger('tiny', { stream, ...opts } as never)).toThrow(TypeError);
+    }
+  });
+
+  test('deliberate difference: formats and tokens are not properties of logger, as they are of morgan', () => {
+    logger.format('token', ':method');
+    expect(typeof (morgan as unknown as Record<string, unknown>).combined).toBe('string');
+    expect(typeof (morgan as unknown as Record<string, unknown>)['remote-addr']).toBe('function');
+    const props = logger as unknown as Record<string, unknown>;
+    expect([props.combined, props['remote-addr']]).toEqual([undefined, undefined]);
+    expect(typeof logger.token).toBe('function');
   });
 
   test('null options are no options, as in morgan; so are skip: false / null and stream: null', () => {

@@ -400,6 +400,43 @@ describe('closeFormat: a second line when a switched connection closes', () => {
     expect(lines()).toEqual(['/ws 101', 'closed /ws 101 ann 4001 yes me']);
   });
 
+  test('the close line gets copies: plain values and headers, not objects nor request methods', async () => {
+    const ep = switchEndpoint();
+    open.push(ep);
+    const seen: Array<Record<string, unknown>> = [];
+    const decorate = supportsUpgrade((req: http.IncomingMessage & { cart?: object; user?: string }, _res: http.ServerResponse, next: () => void) => {
+      req.cart = { big: 'object' };
+      req.user = 'bo';
+      next();
+    });
+    const { s, lines } = await serve([['/ws', decorate], ['/ws', ep.handle]], ':url :status', {
+      closeFormat: (_tokens, req, res) => {
+        const r = req as http.IncomingMessage & { cart?: object; user?: string };
+        seen.push({
+          cart: r.cart,
+          user: r.user,
+          method: req.method,
+          headerHost: req.headers.host,
+          on: typeof (req as unknown as { on?: unknown }).on,
+          status: res.statusCode,
+          sent: res.headersSent,
+          seenHeader: res.getHeader('X-Seen'),
+          names: res.getHeaderNames().includes('x-seen'),
+          has: res.hasHeader('x-seen'),
+        });
+        return 'closed';
+      },
+    });
+    const conn = await rawConnect(s.port);
+    conn.socket.write(wsHandshake('/ws'));
+    await conn.waitFor('\r\n\r\n');
+    conn.socket.resetAndDestroy();
+    await until(() => lines().length === 2);
+    expect(seen).toEqual([
+      { cart: undefined, user: 'bo', method: 'GET', headerHost: expect.stringMatching(/^127\.0\.0\.1/), on: 'undefined', status: 101, sent: true, seenHeader: 'yes', names: true, has: true },
+    ]);
+  });
+
   test('closeFormat is checked when logger() is called', () => {
     const call = () => logger('tiny', { closeFormat: 42 as never });
     expect(call).toThrow(TypeError);

@@ -70,7 +70,12 @@ function parserOf(options: unknown): QueryParser {
     throw new TypeError('@upgradeware/query: options must be an object or a parser function');
   }
   for (const key of Object.keys(options)) {
-    if (key !== 'parser') throw new TypeError(`@upgradeware/query: unknown option ${JSON.stringify(key)}`);
+    if (key !== 'parser') {
+      // Express 4's query() took qs options here; this one has no qs inside to give them to.
+      throw new TypeError(
+        `@upgradeware/query: unknown option ${JSON.stringify(key)} (for qs options, pass your own parser: query((s) => qs.parse(s, options)))`,
+      );
+    }
   }
   const { parser } = options as QueryOptions;
   if (parser === undefined) return parseQuery;

@@ -66,7 +66,10 @@ describe('factory', () => {
   });
 
   test('an unknown option is refused, named', () => {
-    expect(() => query({ parse: parseQuery } as never)).toThrow(new TypeError('@upgradeware/query: unknown option "parse"'));
+    expect(() => query({ parse: parseQuery } as never)).toThrow(TypeError);
+    expect(() => query({ parse: parseQuery } as never)).toThrow(/^@upgradeware\/query: unknown option "parse" /);
+    // Express 4's query() took qs options: the message says where they go now.
+    expect(() => query({ depth: 2 } as never)).toThrow('unknown option "depth" (for qs options, pass your own parser: query((s) => qs.parse(s, options)))');
   });
 
   test('the middleware is named query (for DEBUG traces)', () => {
@@ -313,5 +316,31 @@ describe('upgrades through the dispatcher', () => {
     if (expected !== null) expect(JSON.parse(Buffer.from(raw.body, 'latin1').toString('utf8'))).toEqual(expected);
     expect(raw.closed).toBe(true);
     await stillServing();
+  });
+});
+
+describe('what a custom parser is given', () => {
+  test("the query string ('' when there is none, no fragment) and the request itself", async () => {
+    const calls: Array<[string, boolean, string | undefined]> = [];
+    const app = createApp();
+    app.use(
+      query((s, req) => {
+        calls.push([s, typeof req.on === 'function', req.url]);
+        return {};
+      }),
+    );
+    app.use(show);
+    const s = await start(app);
+    try {
+      for (const path of ['/none', '/q?a=1&b', '/frag?x=1#part', '/empty?']) expect((await get(s.port, path)).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+    expect(calls).toEqual([
+      ['', true, '/none'],
+      ['a=1&b', true, '/q?a=1&b'],
+      ['x=1', true, '/frag?x=1#part'],
+      ['', true, '/empty?'],
+    ]);
   });
 });

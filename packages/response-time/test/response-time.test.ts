@@ -50,6 +50,21 @@ describe('options are checked when the factory is called', () => {
   });
 });
 
+describe('deliberate differences: what the stock package takes and this one refuses', () => {
+  test.each<[string, Record<string, unknown>, RegExp, RegExp]>([
+    ["suffix: 'no' (stock: true, so 'ms')", { suffix: 'no' }, /^\d+\.\d{3}ms$/, /option suffix/],
+    ["digits: '3' (stock: through toFixed)", { digits: '3' }, /^\d+\.\d{3}ms$/, /option digits/],
+    ['a misspelt option (stock: ignored)', { digit: 0 }, /^\d+\.\d{3}ms$/, /unknown option "digit"/],
+  ])('%s', async (_name, options, stockValue, ourError) => {
+    expect(() => responseTime(options as ResponseTimeOptions)).toThrow(ourError);
+    const stock = connect();
+    stock.use(stockResponseTime(options as never));
+    stock.use((_req: http.IncomingMessage, res: http.ServerResponse) => res.end('ok'));
+    const s = await serve(stock);
+    expect((await request(s.url)).headers['x-response-time']).toMatch(stockValue);
+  });
+});
+
 describe('parity with response-time on ordinary requests', () => {
   const cases: Array<ResponseTimeOptions | number | undefined> = [
     undefined,
