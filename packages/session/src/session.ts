@@ -111,6 +111,11 @@ export class Session {
     const hooks = hooksOf(this.req);
     if (hooks) hooks.saved(this);
     const store = storeOf(this);
+    if (typeof fn === 'function') {
+      // The middleware's save at the end of every response: no closure for the callback form.
+      store.set(this.id, this as unknown as StoredSession, fn);
+      return this;
+    }
     return settle(fn, (done) => store.set(this.id, this as unknown as StoredSession, done)) ?? this;
   }
 
