@@ -154,6 +154,16 @@ describe('MemoryStore', () => {
       inside = false;
     });
     expect(calledInside).toBe(false);
+    // On the next tick: before what was queued for the check phase.
+    const order: string[] = [];
+    await new Promise<void>((resolve) => {
+      setImmediate(() => {
+        order.push('immediate');
+        resolve();
+      });
+      store.get('x', () => order.push('store'));
+    });
+    expect(order).toEqual(['store', 'immediate']);
     // A timer must get its turn while the loop polls (bounded: never more than 200,000 polls).
     let fired = false;
     const timer = setTimeout(() => (fired = true), 5);
