@@ -89,11 +89,9 @@ const RELEASED = 3;
 const kBrand = Symbol.for('upgradeware.UpgradeResponse');
 /** `#onSwitch in value`, set by UpgradeResponse's static block. */
 let hasOwnBrand: (value: object) => boolean;
-/** On a socket: our 'error' listener is on it. */
-const kGuarded = Symbol('upgradeware.guarded');
 /** On a socket being closed after a refusal: the hard deadline, and the bytes drained so far. */
 const kLinger = Symbol('upgradeware.linger');
-type GuardedSocket = Duplex & { [kGuarded]?: boolean; [kLinger]?: { timer: NodeJS.Timeout; bytes: number } };
+type GuardedSocket = Duplex & { [kLinger]?: { timer: NodeJS.Timeout; bytes: number } };
 /** Node's own `end()`, called with the arguments as given (no array per call). */
 const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => ServerResponse;
 
@@ -581,13 +579,19 @@ function handOver(this: UpgradeResponse): void {
  * exception. The listener is a plain function: it holds nothing of the request or response.
  */
 function guard(socket: GuardedSocket): void {
-  if (socket[kGuarded] === true) return;
-  socket[kGuarded] = true;
+  // Told by the listener itself, not by a mark on the socket: a socket kept open for hours by its
+  // new owner carries nothing more of ours than the listener.
+  if (isGuarded(socket)) return;
   socket.on('error', onSocketError);
 }
 
+function isGuarded(socket: Duplex): boolean {
+  const listeners = socket.rawListeners('error');
+  for (let i = 0; i < listeners.length; i++) if (listeners[i] === onSocketError) return true;
+  return false;
+}
+
 function unguard(socket: GuardedSocket): void {
-  socket[kGuarded] = false;
   socket.removeListener('error', onSocketError);
 }
 
