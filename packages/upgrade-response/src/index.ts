@@ -543,19 +543,34 @@ function restoreHeaders(res: ServerResponse, saved: SavedHeaders): void {
 /** The response's headers as `Name: value` lines, names as they were set, one line per value. */
 function headerLines(res: ServerResponse, skip: ReadonlySet<string>): string[] {
   const lines: string[] = [];
-  // getRawHeaderNames() (Node ≥ 15.13) keeps the case the names were set with.
+  // Node keeps each header as [name as set, value] under its lower-case name: read there, there is
+  // no list of names to make and no name to lower-case (where this Node keeps them elsewhere,
+  // getRawHeaderNames(), Node ≥ 15.13, gives the names as set).
+  const map = kOutHeaders === undefined ? undefined : (res as unknown as Record<symbol, unknown>)[kOutHeaders];
+  if (map !== null && typeof map === 'object') {
+    const entries = map as Record<string, [string, ReturnType<ServerResponse['getHeader']>]>;
+    for (const lower in entries) {
+      const entry = entries[lower]!;
+      if (skip.has(lower)) continue;
+      pushLines(lines, entry[0], entry[1]);
+    }
+    return lines;
+  }
+  if (map === null) return lines;
   const names = (res as ServerResponse & { getRawHeaderNames(): string[] }).getRawHeaderNames();
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
-    // Lower-cased once: getHeader() finds an all-lowercase name without making another string.
     const lower = name.toLowerCase();
-    if (skip.has(lower)) continue;
-    const value = res.getHeader(lower);
-    if (value === undefined) continue;
-    if (Array.isArray(value)) for (const v of value) lines.push(`${name}: ${v}`);
-    else lines.push(`${name}: ${value}`);
+    if (!skip.has(lower)) pushLines(lines, name, res.getHeader(lower));
   }
   return lines;
+}
+
+/** `Name: value` lines of one header: one line per value. */
+function pushLines(lines: string[], name: string, value: ReturnType<ServerResponse['getHeader']>): void {
+  if (value === undefined) return;
+  if (Array.isArray(value)) for (const v of value) lines.push(`${name}: ${v}`);
+  else lines.push(`${name}: ${value}`);
 }
 
 function urlOf(req: IncomingMessage): string | undefined {
