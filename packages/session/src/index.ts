@@ -256,23 +256,25 @@ function pathnameOf(url: string): string {
 }
 
 /** The session id from the request's cookie (also from cookie-parser's `req.cookies`). */
+/** The session id in a cookie value as sent (`s:` + signed id), or undefined. */
+function idFromCookie(req: IncomingMessage, name: string, secrets: readonly SigningKey[], raw: string | undefined): string | undefined {
+  if (!raw) return undefined;
+  if (!raw.startsWith('s:')) {
+    if (debug.enabled) debug('%s: cookie %s is not signed', label(req), name);
+    return undefined;
+  }
+  const id = unsign(raw.slice(2), secrets);
+  if (id === undefined && debug.enabled) debug('%s: cookie %s has a bad signature', label(req), name);
+  return id;
+}
+
 function readSessionId(req: IncomingMessage, name: string, secrets: readonly SigningKey[]): string | undefined {
-  const fromRaw = (raw: string | undefined): string | undefined => {
-    if (!raw) return undefined;
-    if (!raw.startsWith('s:')) {
-      if (debug.enabled) debug('%s: cookie %s is not signed', label(req), name);
-      return undefined;
-    }
-    const id = unsign(raw.slice(2), secrets);
-    if (id === undefined && debug.enabled) debug('%s: cookie %s has a bad signature', label(req), name);
-    return id;
-  };
   let id: string | undefined;
   const header = req.headers.cookie;
   if (header) {
     let raw = parseCookieHeader(header)[name];
     if (raw !== undefined && raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"')) raw = raw.slice(1, -1);
-    id = fromRaw(raw);
+    id = idFromCookie(req, name, secrets, raw);
   }
   const parsed = req as { signedCookies?: Record<string, unknown>; cookies?: Record<string, unknown> };
   if (!id && parsed.signedCookies && typeof parsed.signedCookies[name] === 'string') {
@@ -280,7 +282,7 @@ function readSessionId(req: IncomingMessage, name: string, secrets: readonly Sig
     if (id) deprecate('cookie should be available in req.headers.cookie');
   }
   if (!id && parsed.cookies && typeof parsed.cookies[name] === 'string') {
-    id = fromRaw(parsed.cookies[name] as string);
+    id = idFromCookie(req, name, secrets, parsed.cookies[name] as string);
     if (id) deprecate('cookie should be available in req.headers.cookie');
   }
   return id || undefined;
@@ -521,8 +523,8 @@ export function session(options?: SessionOptions): SessionMiddleware {
         const attributes = typeof data === 'object' && data !== null ? (data as CookieData) : undefined;
         const value = setCookieValue(name, sign(req.sessionID as string, secrets[0]!), attributes);
         const previous = res.getHeader('Set-Cookie');
-        const list = previous === undefined ? [] : Array.isArray(previous) ? previous : [String(previous)];
-        res.setHeader('Set-Cookie', [...list, value]);
+        if (previous === undefined) res.setHeader('Set-Cookie', [value]);
+        else res.setHeader('Set-Cookie', [...(Array.isArray(previous) ? previous : [String(previous)]), value]);
       } catch (err) {
         // As express-session: the response goes on without the cookie; next(err) hears of it.
         reportLater(err);
