@@ -5,7 +5,7 @@
  * WebSocket upgrades and CONNECT alike. In proxy mode it guards a forward proxy with
  * `Proxy-Authorization` / `407` / `Proxy-Authenticate`.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parse } from 'basic-auth';
 import { supportsUpgrade, type Middleware, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
@@ -62,8 +62,11 @@ interface SignIn {
 }
 type Marked = IncomingMessage & { [kSignedIn]?: SignIn };
 const DEFAULT_REALM = 'Authorization Required';
-/** Per-process key: both sides of a comparison are HMAC'd to fixed-length digests first. */
-const COMPARE_KEY = randomBytes(32);
+/**
+ * Per-process key: both sides of a comparison are HMAC'd to fixed-length digests first. A key
+ * object, made once, so that no request pays for turning the bytes into a key again.
+ */
+const COMPARE_KEY = createSecretKey(randomBytes(32));
 
 /** Require `user:pass` credentials matching these strings. */
 export function basicAuth(user: string, pass: string, realm?: string | BasicAuthOptions): UpgradeAware<Middleware>;

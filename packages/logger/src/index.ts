@@ -595,11 +595,23 @@ token('total-time', (req, res, digits) => {
   if (!start || !(res as ServerResponse & Marks)._startAt) return undefined;
   return msBetween(start, process.hrtime(), digits);
 });
+/** The last second written in each whole-second style, and its text: one formatting per second. */
+const webSecond = { at: Number.NaN, text: '' };
+const clfSecond = { at: Number.NaN, text: '' };
+function inSecond(cache: { at: number; text: string }, ms: number, write: (d: Date) => string): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== cache.at) {
+    cache.text = write(new Date(ms));
+    cache.at = second;
+  }
+  return cache.text;
+}
+const webDate = (d: Date): string => d.toUTCString();
+
 token('date', (_req, _res, style) => {
-  const now = new Date();
-  if (style === undefined || style === 'web') return now.toUTCString();
-  if (style === 'clf') return clfDate(now);
-  if (style === 'iso') return now.toISOString();
+  if (style === undefined || style === 'web') return inSecond(webSecond, Date.now(), webDate);
+  if (style === 'clf') return inSecond(clfSecond, Date.now(), clfDate);
+  if (style === 'iso') return new Date().toISOString();
   return undefined;
 });
 token('referrer', (req) => req.headers.referer || (req.headers.referrer as string | undefined));

@@ -1,7 +1,7 @@
 /**
  * The session cookie: its attributes, its expiry, and how it is written into `Set-Cookie`.
  */
-import { serialize, type SerializeOptions } from 'cookie';
+import { stringifySetCookie, type SetCookie } from 'cookie';
 import { deprecate } from './deprecate';
 
 export type SameSite = boolean | 'lax' | 'strict' | 'none';
@@ -124,7 +124,7 @@ export class Cookie {
 
   /** A `Set-Cookie` value for `name=value` with this cookie's attributes. */
   serialize(name: string, value: string): string {
-    return serialize(name, value, toSerializeOptions(this.data));
+    return setCookieValue(name, value, this.data);
   }
 
   toJSON(): CookieData {
@@ -132,9 +132,20 @@ export class Cookie {
   }
 }
 
-/** Cookie attributes in the shape the `cookie` package takes. */
-export function toSerializeOptions(data: CookieData): SerializeOptions {
-  const out: SerializeOptions = {};
+/**
+ * A `Set-Cookie` value: `name=value` (the value URI-encoded) with the attributes in `data`, or
+ * none without it. Written by the `cookie` package from one object (its `stringifySetCookie(cookie)`
+ * form): given a name, a value and options instead, it copies the options into a new object first,
+ * which costs several times the rest of the work on every response that sets the cookie.
+ */
+export function setCookieValue(name: string, value: string, data: CookieData | undefined): string {
+  const cookie: SetCookie = { name, value };
+  if (data !== undefined) withAttributes(cookie, data);
+  return stringifySetCookie(cookie);
+}
+
+/** Put the attributes of `data` on `out`, as the `cookie` package names them. */
+function withAttributes<T extends Omit<SetCookie, 'name' | 'value'>>(out: T, data: CookieData): T {
   if (data.expires instanceof Date) {
     // The message express-session's cookie library gives (and its own tests check).
     if (Number.isNaN(data.expires.getTime())) throw new TypeError('option expires is invalid');

@@ -5,14 +5,14 @@
  * HTTP Upgrade (WebSocket) requests alike: the session is loaded before the endpoint sees the
  * upgrade, and a new or changed session is saved and its `Set-Cookie` rides on the 101.
  */
-import { createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, randomFillSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { parse as parseCookieHeader, serialize as serializeCookie } from 'cookie';
+import { parse as parseCookieHeader } from 'cookie';
 import createDebug from 'debug';
 import onHeaders from 'on-headers';
 import { abortSwitched, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
-import { Cookie, toSerializeOptions, type CookieData, type CookieOptions } from './cookie';
+import { Cookie, setCookieValue, type CookieData, type CookieOptions } from './cookie';
 import { MemoryStore } from './memory';
 import { deprecate } from './deprecate';
 import { Session, createSession, setHooks, type RequestHooks, type SessionData, type StoredSession } from './session';
@@ -165,17 +165,24 @@ function generateId(): string {
   return id;
 }
 
+/** A secret as the signing code takes it: as given (a request's `req.secret`), or a key made once. */
+type SigningKey = Secret | KeyObject;
+
 /** `s:` + value + `.` + HMAC-SHA256 in base64 without padding: cookie-signature's format. */
-function sign(value: string, secret: Secret): string {
+function sign(value: string, secret: SigningKey): string {
   return `s:${value}.${mac(value, secret)}`;
 }
 
-function mac(value: string, secret: Secret): string {
-  return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
+function mac(value: string, secret: SigningKey): string {
+  const digest = createHmac('sha256', secret).update(value).digest('base64');
+  // Without its padding (one '=' for SHA-256), as cookie-signature writes it.
+  let end = digest.length;
+  while (end > 0 && digest.charCodeAt(end - 1) === 61 /* = */) end--;
+  return end === digest.length ? digest : digest.slice(0, end);
 }
 
 /** The session id in a signed cookie value (without its `s:`), or undefined when no secret signed it. */
-function unsign(signed: string, secrets: readonly Secret[]): string | undefined {
+function unsign(signed: string, secrets: readonly SigningKey[]): string | undefined {
   const dot = signed.lastIndexOf('.');
   if (dot < 0) return undefined;
   const value = signed.slice(0, dot);
@@ -249,23 +256,25 @@ function pathnameOf(url: string): string {
 }
 
 /** The session id from the request's cookie (also from cookie-parser's `req.cookies`). */
-function readSessionId(req: IncomingMessage, name: string, secrets: readonly Secret[]): string | undefined {
-  const fromRaw = (raw: string | undefined): string | undefined => {
-    if (!raw) return undefined;
-    if (!raw.startsWith('s:')) {
-      if (debug.enabled) debug('%s: cookie %s is not signed', label(req), name);
-      return undefined;
-    }
-    const id = unsign(raw.slice(2), secrets);
-    if (id === undefined && debug.enabled) debug('%s: cookie %s has a bad signature', label(req), name);
-    return id;
-  };
+/** The session id in a cookie value as sent (`s:` + signed id), or undefined. */
+function idFromCookie(req: IncomingMessage, name: string, secrets: readonly SigningKey[], raw: string | undefined): string | undefined {
+  if (!raw) return undefined;
+  if (!raw.startsWith('s:')) {
+    if (debug.enabled) debug('%s: cookie %s is not signed', label(req), name);
+    return undefined;
+  }
+  const id = unsign(raw.slice(2), secrets);
+  if (id === undefined && debug.enabled) debug('%s: cookie %s has a bad signature', label(req), name);
+  return id;
+}
+
+function readSessionId(req: IncomingMessage, name: string, secrets: readonly SigningKey[]): string | undefined {
   let id: string | undefined;
   const header = req.headers.cookie;
   if (header) {
     let raw = parseCookieHeader(header)[name];
     if (raw !== undefined && raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"')) raw = raw.slice(1, -1);
-    id = fromRaw(raw);
+    id = idFromCookie(req, name, secrets, raw);
   }
   const parsed = req as { signedCookies?: Record<string, unknown>; cookies?: Record<string, unknown> };
   if (!id && parsed.signedCookies && typeof parsed.signedCookies[name] === 'string') {
@@ -273,7 +282,7 @@ function readSessionId(req: IncomingMessage, name: string, secrets: readonly Sec
     if (id) deprecate('cookie should be available in req.headers.cookie');
   }
   if (!id && parsed.cookies && typeof parsed.cookies[name] === 'string') {
-    id = fromRaw(parsed.cookies[name] as string);
+    id = idFromCookie(req, name, secrets, parsed.cookies[name] as string);
     if (id) deprecate('cookie should be available in req.headers.cookie');
   }
   return id || undefined;
@@ -322,7 +331,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
   }
 
   const secret = opts.secret;
-  let configuredSecrets: readonly Secret[] | undefined;
+  let configuredSecrets: readonly SigningKey[] | undefined;
   if (secret === undefined || secret === null) {
     deprecate('req.secret; provide secret option');
   } else {
@@ -332,8 +341,9 @@ export function session(options?: SessionOptions): SessionMiddleware {
     if (!list.every(usable)) {
       throw optionError('option secret must be a non-empty string or Buffer, or a non-empty array of them');
     }
-    // Buffers are copied: a caller reusing its buffer cannot change the key afterwards.
-    configuredSecrets = list.map((s) => (typeof s === 'string' ? s : Buffer.from(s as Uint8Array)));
+    // Made into keys once (a string as its UTF-8 bytes, as createHmac takes it), not on every
+    // signature; Buffers are copied: a caller reusing its buffer cannot change the key afterwards.
+    configuredSecrets = list.map((s) => createSecretKey(typeof s === 'string' ? Buffer.from(s, 'utf8') : Buffer.from(s as Uint8Array)));
   }
 
   const cookieOption = opts.cookie ?? {};
@@ -380,12 +390,13 @@ export function session(options?: SessionOptions): SessionMiddleware {
   const newSession = (req: IncomingMessage, cookieOptions: CookieOptions): void => {
     req.sessionID = genid(req);
     const current = new Session(req);
-    const secure = isSecure(req, proxy);
-    const cookie = new Cookie({
-      ...cookieOptions,
-      secure: cookieOptions.secure === 'auto' ? secure : cookieOptions.secure,
-      sameSite: cookieOptions.sameSite === 'auto' ? (secure ? 'none' : 'lax') : cookieOptions.sameSite,
-    } as CookieOptions);
+    const { secure, sameSite } = cookieOptions;
+    const cookie = new Cookie(cookieOptions);
+    // `'auto'` settled for this request. Assigned after the other attributes, as a copy of the
+    // options with these two replaced would give them: same values, same own keys, same order.
+    const https = (secure === 'auto' || sameSite === 'auto') && isSecure(req, proxy);
+    cookie.secure = secure === 'auto' ? https : secure;
+    cookie.sameSite = sameSite === 'auto' ? (https ? 'none' : 'lax') : sameSite;
     current.cookie = cookie;
     req.session = current;
   };
@@ -509,11 +520,11 @@ export function session(options?: SessionOptions): SessionMiddleware {
         // From the cookie's `data`, as express-session does: a `cookie` the application replaced
         // with a plain object is written without attributes rather than failing.
         const data = (current.cookie as { data?: unknown }).data;
-        const attributes = typeof data === 'object' && data !== null ? toSerializeOptions(data as CookieData) : undefined;
-        const value = serializeCookie(name, sign(req.sessionID as string, secrets[0]!), attributes);
+        const attributes = typeof data === 'object' && data !== null ? (data as CookieData) : undefined;
+        const value = setCookieValue(name, sign(req.sessionID as string, secrets[0]!), attributes);
         const previous = res.getHeader('Set-Cookie');
-        const list = previous === undefined ? [] : Array.isArray(previous) ? previous : [String(previous)];
-        res.setHeader('Set-Cookie', [...list, value]);
+        if (previous === undefined) res.setHeader('Set-Cookie', [value]);
+        else res.setHeader('Set-Cookie', [...(Array.isArray(previous) ? previous : [String(previous)]), value]);
       } catch (err) {
         // As express-session: the response goes on without the cookie; next(err) hears of it.
         reportLater(err);

@@ -42,7 +42,9 @@ const kHooks = Symbol.for('upgradeware.session.hooks');
 
 /** @internal */
 export function setHooks(req: object, hooks: RequestHooks): void {
-  Object.defineProperty(req, kHooks, { value: hooks, configurable: true, enumerable: false, writable: true });
+  // Defined once per request (not enumerable), then replaced by assignment.
+  if (Object.prototype.hasOwnProperty.call(req, kHooks)) (req as { [kHooks]?: RequestHooks })[kHooks] = hooks;
+  else Object.defineProperty(req, kHooks, { value: hooks, configurable: true, enumerable: false, writable: true });
 }
 
 function hooksOf(req: object): RequestHooks | undefined {
@@ -109,6 +111,11 @@ export class Session {
     const hooks = hooksOf(this.req);
     if (hooks) hooks.saved(this);
     const store = storeOf(this);
+    if (typeof fn === 'function') {
+      // The middleware's save at the end of every response: no closure for the callback form.
+      store.set(this.id, this as unknown as StoredSession, fn);
+      return this;
+    }
     return settle(fn, (done) => store.set(this.id, this as unknown as StoredSession, done)) ?? this;
   }
 

@@ -146,6 +146,89 @@ describe('MemoryStore', () => {
     expect(store.prune()).toBe(0);
   });
 
+  test('callbacks come asynchronously, and a loop polling the store never starves the event loop', async () => {
+    const store = new MemoryStore({ checkPeriod: 0 });
+    let inside = true;
+    const calledInside = await new Promise<boolean>((resolve) => {
+      store.get('x', () => resolve(inside));
+      inside = false;
+    });
+    expect(calledInside).toBe(false);
+    // On the next tick: before what was queued for the check phase.
+    const order: string[] = [];
+    await new Promise<void>((resolve) => {
+      setImmediate(() => {
+        order.push('immediate');
+        resolve();
+      });
+      store.get('x', () => order.push('store'));
+    });
+    expect(order).toEqual(['store', 'immediate']);
+    // A timer must get its turn while the loop polls (bounded: never more than 200,000 polls).
+    let fired = false;
+    const timer = setTimeout(() => (fired = true), 5);
+    let polls = 0;
+    await new Promise<void>((resolve) => {
+      const poll = (): void => {
+        store.get('x', () => {
+          polls++;
+          if (fired || polls >= 200_000) resolve();
+          else poll();
+        });
+      };
+      poll();
+    });
+    clearTimeout(timer);
+    expect(fired).toBe(true);
+    expect(polls).toBeLessThan(200_000);
+  });
+
+  test('the expiry kept is the one the stored JSON says, whether the session holds a Cookie or plain data', async () => {
+    const ttl = 60_000;
+    const store = new MemoryStore({ checkPeriod: 0, ttl });
+    const set = (sid: string, data: object): Promise<void> =>
+      new Promise((resolve) => store.set(sid, data as StoredSession, () => resolve()));
+    const expiresAt = (sid: string): number | undefined =>
+      (store as unknown as { entries: Map<string, { expiresAt: number }> }).entries.get(sid)?.expiresAt;
+    const past = new Date(Date.now() - 1000);
+    const future = new Date(Date.now() + 3_600_000);
+    const invalid = new Cookie();
+    invalid.expires = new Date(Number.NaN);
+    class PastCookie extends Cookie {
+      override toJSON(): ReturnType<Cookie['toJSON']> {
+        return { ...super.toJSON(), expires: past };
+      }
+    }
+    try {
+      const before = Date.now();
+      await set('cookie-past', { cookie: new Cookie({ expires: past }) });
+      await set('cookie-future', { cookie: new Cookie({ expires: future }) });
+      await set('cookie-none', { cookie: new Cookie() });
+      // An invalid date is written as null: no expiry.
+      await set('cookie-invalid', { cookie: invalid });
+      // What toJSON writes counts: a subclass's, the session's own.
+      await set('subclass', { cookie: new PastCookie({ expires: future }) });
+      await set('rewritten', { cookie: new Cookie({ expires: future }), toJSON: () => ({ cookie: { expires: past.toISOString() } }) });
+      // A cookie JSON does not write (not enumerable) gives no expiry.
+      await set('hidden', Object.defineProperty({}, 'cookie', { value: new Cookie({ expires: past }), enumerable: false }));
+      await set('plain', { cookie: { expires: future.toISOString() } });
+      const after = Date.now();
+      expect(expiresAt('cookie-past')).toBe(past.getTime());
+      expect(expiresAt('cookie-future')).toBe(future.getTime());
+      expect(expiresAt('subclass')).toBe(past.getTime());
+      expect(expiresAt('rewritten')).toBe(past.getTime());
+      expect(expiresAt('plain')).toBe(future.getTime());
+      for (const sid of ['cookie-none', 'cookie-invalid', 'hidden']) {
+        expect(expiresAt(sid)).toBeGreaterThanOrEqual(before + ttl);
+        expect(expiresAt(sid)).toBeLessThanOrEqual(after + ttl);
+      }
+      const got = await new Promise<StoredSession | null | undefined>((resolve) => store.get('cookie-past', (_e, s) => resolve(s)));
+      expect(got).toBeUndefined();
+    } finally {
+      store.close();
+    }
+  });
+
   test('bad options throw', () => {
     expect(() => new MemoryStore({ checkPeriod: -1 })).toThrow(/MemoryStore option checkPeriod/);
     expect(() => new MemoryStore({ ttl: Number.NaN })).toThrow(/MemoryStore option ttl/);

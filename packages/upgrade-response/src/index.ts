@@ -89,13 +89,22 @@ const RELEASED = 3;
 const kBrand = Symbol.for('upgradeware.UpgradeResponse');
 /** `#onSwitch in value`, set by UpgradeResponse's static block. */
 let hasOwnBrand: (value: object) => boolean;
-/** On a socket: our 'error' listener is on it. */
-const kGuarded = Symbol('upgradeware.guarded');
 /** On a socket being closed after a refusal: the hard deadline, and the bytes drained so far. */
 const kLinger = Symbol('upgradeware.linger');
-type GuardedSocket = Duplex & { [kGuarded]?: boolean; [kLinger]?: { timer: NodeJS.Timeout; bytes: number } };
+type GuardedSocket = Duplex & { [kLinger]?: { timer: NodeJS.Timeout; bytes: number } };
 /** Node's own `end()`, called with the arguments as given (no array per call). */
 const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => ServerResponse;
+
+/** Node's fields and method behind `writeHead()`: where the headers set are, and what writes them out. */
+interface HeadInternals {
+  _header: string | null;
+  _headerSent: boolean;
+  _storeHeader(firstLine: string, headers: unknown): void;
+}
+/** Node's own header block builder (the method `writeHead()` ends with). */
+const nodeStoreHeader = (ServerResponse.prototype as unknown as Partial<HeadInternals>)._storeHeader;
+/** The key under which Node keeps a message's headers (`undefined` if this Node has none such). */
+const kOutHeaders = Object.getOwnPropertySymbols(new http.OutgoingMessage()).find((key) => key.description === 'kOutHeaders');
 
 /**
  * A `ServerResponse` bound to a socket that Node's HTTP parser let go of. It never keeps the
@@ -153,6 +162,8 @@ export class UpgradeResponse extends SocketResponse {
   // A private field lives on the instance: `#onSwitch in res` is the brand that survives a
   // prototype swap (Express's `Object.setPrototypeOf(res, app.response)`), at no extra cost.
   #onSwitch: SwitchCallback | null = null;
+  /** True while `externalSwitch()` runs `writeHead()`: the head is accounted for, never written. */
+  #headOnly = false;
 
   static {
     hasOwnBrand = (value) => #onSwitch in value;
@@ -222,7 +233,12 @@ export class UpgradeResponse extends SocketResponse {
    */
   externalSwitch(statusCode: number = SWITCHING_PROTOCOLS): string[] {
     this.assertSwitchable('externalSwitch');
-    this.writeHead(statusCode);
+    this.#headOnly = true;
+    try {
+      this.writeHead(statusCode);
+    } finally {
+      this.#headOnly = false;
+    }
     this._upgradeState = EXTERNAL;
     const lines = headerLines(this, SWITCH_OWNED);
     const socket = this.socket;
@@ -248,6 +264,30 @@ export class UpgradeResponse extends SocketResponse {
       process.nextTick(finishExternal, this);
     }
     return this;
+  }
+
+  /**
+   * @internal Node's `writeHead()` ends here, building the header block that would go out with the
+   * first write. For an external switch nothing of ours is written (the library writes its own
+   * 101 from `headerLines`), so the block is not built: the response is only marked as having
+   * sent its head. Anything unusual (headers given to `writeHead()` itself, a `Trailer` or
+   * `Expect` header, whose handling Node's builder owns) goes through Node's builder as before.
+   */
+  _storeHeader(firstLine: string, headers: unknown): void {
+    const self = this as unknown as HeadInternals & Record<symbol, unknown>;
+    if (
+      this.#headOnly &&
+      kOutHeaders !== undefined &&
+      (headers === undefined || headers === null || headers === self[kOutHeaders]) &&
+      !this.hasHeader('trailer') &&
+      !this.hasHeader('expect')
+    ) {
+      // A head without fields: what `headersSent` (and code reading `_header`) needs to see.
+      self._header = firstLine + '\r\n';
+      self._headerSent = false;
+      return;
+    }
+    nodeStoreHeader!.call(this, firstLine, headers);
   }
 
   private assertSwitchable(method: string): void {
@@ -503,14 +543,34 @@ function restoreHeaders(res: ServerResponse, saved: SavedHeaders): void {
 /** The response's headers as `Name: value` lines, names as they were set, one line per value. */
 function headerLines(res: ServerResponse, skip: ReadonlySet<string>): string[] {
   const lines: string[] = [];
-  // getRawHeaderNames() (Node ≥ 15.13) keeps the case the names were set with.
-  for (const name of (res as ServerResponse & { getRawHeaderNames(): string[] }).getRawHeaderNames()) {
-    const value = res.getHeader(name);
-    if (value === undefined || skip.has(name.toLowerCase())) continue;
-    if (Array.isArray(value)) for (const v of value) lines.push(`${name}: ${v}`);
-    else lines.push(`${name}: ${value}`);
+  // Node keeps each header as [name as set, value] under its lower-case name: read there, there is
+  // no list of names to make and no name to lower-case (where this Node keeps them elsewhere,
+  // getRawHeaderNames(), Node ≥ 15.13, gives the names as set).
+  const map = kOutHeaders === undefined ? undefined : (res as unknown as Record<symbol, unknown>)[kOutHeaders];
+  if (map !== null && typeof map === 'object') {
+    const entries = map as Record<string, [string, ReturnType<ServerResponse['getHeader']>]>;
+    for (const lower in entries) {
+      const entry = entries[lower]!;
+      if (skip.has(lower)) continue;
+      pushLines(lines, entry[0], entry[1]);
+    }
+    return lines;
+  }
+  if (map === null) return lines;
+  const names = (res as ServerResponse & { getRawHeaderNames(): string[] }).getRawHeaderNames();
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    const lower = name.toLowerCase();
+    if (!skip.has(lower)) pushLines(lines, name, res.getHeader(lower));
   }
   return lines;
+}
+
+/** `Name: value` lines of one header: one line per value. */
+function pushLines(lines: string[], name: string, value: ReturnType<ServerResponse['getHeader']>): void {
+  if (value === undefined) return;
+  if (Array.isArray(value)) for (const v of value) lines.push(`${name}: ${v}`);
+  else lines.push(`${name}: ${value}`);
 }
 
 function urlOf(req: IncomingMessage): string | undefined {
@@ -534,13 +594,19 @@ function handOver(this: UpgradeResponse): void {
  * exception. The listener is a plain function: it holds nothing of the request or response.
  */
 function guard(socket: GuardedSocket): void {
-  if (socket[kGuarded] === true) return;
-  socket[kGuarded] = true;
+  // Told by the listener itself, not by a mark on the socket: a socket kept open for hours by its
+  // new owner carries nothing more of ours than the listener.
+  if (isGuarded(socket)) return;
   socket.on('error', onSocketError);
 }
 
+function isGuarded(socket: Duplex): boolean {
+  const listeners = socket.rawListeners('error');
+  for (let i = 0; i < listeners.length; i++) if (listeners[i] === onSocketError) return true;
+  return false;
+}
+
 function unguard(socket: GuardedSocket): void {
-  socket[kGuarded] = false;
   socket.removeListener('error', onSocketError);
 }
 

@@ -169,6 +169,30 @@ test('externalSwitch returns the headers as lines (case kept, owned ones left ou
   expect(events).toEqual(['returned true', 'finish 101', 'close']);
 });
 
+test('externalSwitch marks the head as sent without writing it; what Node checks as it writes a head is still checked', async () => {
+  const seen: string[] = [];
+  handler = (res, _req, socket) => {
+    socket.on('error', () => undefined);
+    const mode = res.req.url;
+    if (mode === '/trailer') res.setHeader('Trailer', 'X-Sum');
+    if (mode === '/bad-arg') {
+      // Headers given to writeHead() itself (here by a wrapper, before any setHeader) are checked by Node.
+      const writeHead = res.writeHead;
+      res.writeHead = ((status: number) => writeHead.call(res, status, { 'X-Bad': 'a\nb' })) as typeof res.writeHead;
+    }
+    try {
+      const lines = res.externalSwitch();
+      seen.push(`${mode} switched ${res.headersSent} ${lines.length}`);
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+    } catch (err) {
+      seen.push(`${mode} ${(err as { code?: string }).code} ${res.headersSent}`);
+      socket.destroy();
+    }
+  };
+  for (const path of ['/plain', '/trailer', '/bad-arg']) await rawRequest(server.port, upgradeRequest(path, 'echo'));
+  expect(seen).toEqual(['/plain switched true 0', '/trailer ERR_HTTP_TRAILER_INVALID false', '/bad-arg ERR_INVALID_CHAR false']);
+});
+
 test('CONNECT: 200 Connection Established with no framing or Connection header', async () => {
   handler = (res) => {
     expect(res.isConnect).toBe(true);

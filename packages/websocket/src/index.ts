@@ -140,6 +140,8 @@ const kResponse = Symbol('upgradeware.websocket.response');
 type Pending = IncomingMessage & { [kResponse]?: UpgradeResponse };
 
 const KEY = /^[+/0-9A-Za-z]{22}==$/;
+/** A header line ws writes itself (`Sec-WebSocket-Accept` …), in any case. */
+const WS_OWNED = /^sec-websocket-/i;
 const DIGITS = /^[0-9]{1,3}$/;
 const VERSIONS = '13, 8';
 const NO_SERVER_OPTIONS = ['server', 'port', 'host', 'backlog', 'path'] as const;
@@ -174,8 +176,10 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
 
   function connected(ws: WebSocket, req: IncomingMessage): void {
     ws.on('error', onSocketError);
-    // The listener lives as long as the connection: it holds the small record, never `req`.
-    ws.once('close', closeRecorder(req.webSocketClose ?? (req.webSocketClose = {})));
+    // The record lives as long as the connection, on the WebSocket, for a module-level listener:
+    // nothing of `req`, and no closure or once() wrapper per connection.
+    (ws as Recorded)[kCloseRecord] = req.webSocketClose ?? (req.webSocketClose = {});
+    ws.on('close', recordClose);
     if (hub !== undefined) {
       try {
         joinRooms(hub, rooms, ws, req as Req);
@@ -311,9 +315,11 @@ function onHeaders(headers: string[], req: Pending): void {
   req[kResponse] = undefined;
   // Before the switch is accounted for, so that on-headers listeners and 'finish' see it.
   req.webSocketClose = {};
-  for (const line of res.externalSwitch()) {
+  const lines = res.externalSwitch();
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
     // ws owns the Sec-WebSocket-* headers of the handshake: its values win.
-    if (line.length > 14 && line.slice(0, 14).toLowerCase() === 'sec-websocket-') continue;
+    if (line.length > 14 && WS_OWNED.test(line)) continue;
     headers.push(line);
   }
 }
@@ -390,15 +396,17 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-/**
- * The `'close'` listener of a connection. Made here, outside any function that sees the request,
- * so that its closure holds the record only.
- */
-function closeRecorder(record: WebSocketCloseInfo): (code: number, reason: Buffer) => void {
-  return (code, reason) => {
-    record.code = code;
-    record.reason = reason.toString();
-  };
+/** On a connection of the endpoint: where its close is recorded (`req.webSocketClose`). */
+const kCloseRecord = Symbol('upgradeware.websocket.closeRecord');
+type Recorded = WebSocket & { [kCloseRecord]?: WebSocketCloseInfo };
+
+/** The `'close'` listener of every connection (ws emits it once): fills the connection's record. */
+function recordClose(this: Recorded, code: number, reason: Buffer): void {
+  const record = this[kCloseRecord];
+  if (record === undefined) return;
+  this[kCloseRecord] = undefined;
+  record.code = code;
+  record.reason = reason.toString();
 }
 
 function onSocketError(this: WebSocket, err: Error): void {
