@@ -643,7 +643,9 @@ export function session(options?: SessionOptions): SessionMiddleware {
       let plan: 'destroy' | 'save' | 'touch' | undefined;
       const current = req.session;
       try {
-        if (req.sessionID && unsetDestroy && (current === undefined || current === null)) plan = 'destroy';
+        // Only a session that was loaded or made, then dropped by the app: a response that ends
+        // before the store answered (the time limit's 503, a store.get error's 500) destroys nothing.
+        if (req.sessionID && unsetDestroy && originalId !== undefined && (current === undefined || current === null)) plan = 'destroy';
         else if (current) {
           if (!touched) {
             current.touch();
