@@ -1,8 +1,9 @@
 /**
  * Issue 13 items 6–8 on the HTTP/2 path (RFC 8441 WebSockets): every asynchronous dependency of
  * the handshake hangs or fails — the session store's get/set/touch/destroy never answering or
- * answering an error, a verifyClient that never calls back or calls back after the time limit —
- * and the dispatcher's upgradeTimeout must close the stream. The server goes on serving the
+ * answering an error, a verifyClient or an asynchronous basic-auth check that never calls back or
+ * calls back after the time limit — and the dispatcher's upgradeTimeout must close the stream; a
+ * late answer must not run the rest of the stack, nor destroy the user's session. The server goes on serving the
  * session's other streams. Real h2 sessions over TLS on 127.0.0.1.
  */
 import * as http2 from 'node:http2';
@@ -11,6 +12,7 @@ import { createApp } from '@upgradeware/dispatcher';
 import { session, Store, type StoredSession } from '@upgradeware/session';
 import { websocket } from '@upgradeware/websocket';
 import { supportsUpgrade } from '@upgradeware/upgrade-response';
+import { basicAuth } from '@upgradeware/basic-auth';
 import { h2Connect, h2Request, h2WebSocket, H2Refused, startHttp2, type Http2App, type Http2TestServer } from '../../test-support/http2';
 
 const LIMIT_MS = 300;
@@ -56,6 +58,9 @@ const store = new FaultyStore();
 let verifyMode: 'never' | 'late-yes' | 'late-no' | 'yes' = 'yes';
 const errors: unknown[] = [];
 let afterSession = 0;
+let afterAuth = 0;
+let endpoint: ReturnType<typeof websocket>;
+let authMode: 'never' | 'late-yes' | 'late-no' | 'late-error' = 'never';
 
 beforeAll(async () => {
   const app = createApp({ upgradeTimeout: LIMIT_MS });
@@ -82,7 +87,7 @@ beforeAll(async () => {
     if (verifyMode === 'never') return;
     setTimeout(() => done(verifyMode === 'late-yes', 403), LIMIT_MS + 200);
   };
-  const endpoint = websocket((ws) => ws.on('message', (m) => ws.send(String(m))), { verifyClient });
+  endpoint = websocket((ws) => ws.on('message', (m) => ws.send(String(m))), { verifyClient });
   // What runs after the session, for upgrades: counted (the stack must not run on once the time
   // limit answered).
   app.use(supportsUpgrade((_req, _res, next) => {
@@ -92,7 +97,16 @@ beforeAll(async () => {
   app.use('/whoami', (req: unknown, res: { end(b: string): void }) => {
     res.end(String((req as { session?: { user?: string } }).session?.user));
   });
-  for (const route of ['/ws', '/save', '/logout']) app.use(route, endpoint);
+  // An asynchronous Basic check (proxy-less, site mode) that hangs or answers late.
+  app.use('/auth', basicAuth((user: string, _pass: string, done: (err: unknown, ok?: unknown) => void) => {
+    if (authMode === 'never') return;
+    setTimeout(() => (authMode === 'late-error' ? done(new Error('directory down')) : done(null, authMode === 'late-yes' ? user : false)), LIMIT_MS + 200);
+  }));
+  app.use('/auth', supportsUpgrade((_req, _res, next) => {
+    afterAuth++;
+    next();
+  }));
+  for (const route of ['/ws', '/save', '/logout', '/auth']) app.use(route, endpoint);
   app.use((err: unknown, _req: unknown, res: { statusCode: number; end(b: string): void }, _next: unknown) => {
     errors.push(err);
     res.statusCode = 500;
@@ -173,6 +187,10 @@ const cases: Array<[string, () => void, string, boolean, RegExp]> = [
   ['verifyClient never calls back', () => (verifyMode = 'never'), '/ws', true, /^status 503$/],
   ['verifyClient accepts after the time limit', () => (verifyMode = 'late-yes'), '/ws', true, /^status 503$/],
   ['verifyClient refuses after the time limit', () => (verifyMode = 'late-no'), '/ws', true, /^status 503$/],
+  ['an asynchronous basic-auth check never answers', () => (authMode = 'never'), '/auth', true, /^status 503$/],
+  ['an asynchronous basic-auth check accepts after the time limit', () => (authMode = 'late-yes'), '/auth', true, /^status 503$/],
+  ['an asynchronous basic-auth check refuses after the time limit', () => (authMode = 'late-no'), '/auth', true, /^status 503$/],
+  ['an asynchronous basic-auth check fails after the time limit', () => (authMode = 'late-error'), '/auth', true, /^status 503$/],
 ];
 
 test.each(cases)('%s: the stream is answered or closed within the limit; the session goes on serving', async (name, arrange, path, withCookie, expected) => {
@@ -181,12 +199,15 @@ test.each(cases)('%s: the stream is answered or closed within the limit; the ses
     errors.length = 0;
     arrange();
     afterSession = 0;
-    const result = await attempt(s, path, withCookie ? { cookie } : {});
+    afterAuth = 0;
+    const headers: http2.OutgoingHttpHeaders = withCookie ? { cookie } : {};
+    if (path === '/auth') headers.authorization = 'Basic ' + Buffer.from('ann:pw').toString('base64');
+    const result = await attempt(s, path, headers);
     expect(result.outcome).toMatch(expected);
     expect(result.ms).toBeLessThan(CLOSED_WITHIN_MS);
     const ranOn = afterSession;
-    // Late answers: verifyClient's come LIMIT_MS + 200 after the request; the store's now.
-    await new Promise((r) => setTimeout(r, 300));
+    // Late answers: verifyClient's and basic-auth's come LIMIT_MS + 200 after the request; the store's now.
+    await new Promise((r) => setTimeout(r, 400));
     store.mode = { get: 'ok', set: 'ok', touch: 'ok', destroy: 'ok' };
     verifyMode = 'yes';
     for (const late of store.held.splice(0)) late();
@@ -194,6 +215,8 @@ test.each(cases)('%s: the stream is answered or closed within the limit; the ses
     // A store.get answered after the time limit does not run the rest of the stack for an
     // answered request.
     if (name.startsWith('store.get')) expect({ ranOn, after: afterSession }).toEqual({ ranOn: 0, after: 0 });
+    // A late basic-auth answer does not run the rest of the stack (the endpoint after it) either.
+    if (path === '/auth') expect({ afterAuth, clients: endpoint.clients.size }).toEqual({ afterAuth: 0, clients: 0 });
     await stillServes(s, cookie);
   });
 }, 15_000);
