@@ -3,8 +3,8 @@
  * the handshake hangs or fails — the session store's get/set/touch/destroy never answering or
  * answering an error, a verifyClient or an asynchronous basic-auth check that never calls back or
  * calls back after the time limit — and the dispatcher's upgradeTimeout must close the stream; a
- * late answer must not run the rest of the stack, nor destroy the user's session. The server goes on serving the
- * session's other streams. Real h2 sessions over TLS on 127.0.0.1.
+ * late answer must not run the rest of the stack, nor destroy the user's session. The server goes
+ * on serving the session's other streams. Real h2 sessions over TLS on 127.0.0.1.
  */
 import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
