@@ -317,3 +317,8 @@ test.each(keys.map((k) => [k]))('%s: 1,000 client resets at eight moments; it an
     }
   }
 }, 60_000);
+
+test('after all the resets: the child is alive and printed no warning of a leak or an unhandled error', () => {
+  alive('the whole run');
+  expect(stderr).not.toMatch(/MaxListenersExceeded|Unhandled|uncaught|ERR_HTTP_SOCKET_ASSIGNED/i);
+});
