@@ -94,9 +94,14 @@ function cut(session: http2.ClientHttp2Session, moment: number, cookie: string):
 
 test(`${ROUNDS * PER_ROUND} extended CONNECTs cut at four moments, and sessions torn down with streams in flight: the server lives and serves`, async () => {
   const first = await h2Connect(`https://${HOST}:${port}`);
-  const login = await new Promise<string>((resolve) => {
+  const login = await new Promise<string>((resolve, reject) => {
     const s = first.session.request({ ':path': '/login', authorization: AUTH });
-    s.on('response', (h) => resolve(String(h['set-cookie']).split(';')[0]!));
+    const timer = setTimeout(() => reject(new Error('no answer to the login')), 5000);
+    s.on('response', (h) => {
+      clearTimeout(timer);
+      resolve(String(h['set-cookie']).split(';')[0]!);
+    });
+    s.on('error', () => undefined);
     s.resume();
   });
   first.session.close();
@@ -107,8 +112,12 @@ test(`${ROUNDS * PER_ROUND} extended CONNECTs cut at four moments, and sessions 
     // Every third round, the whole session goes while its streams are in flight.
     if (round % 3 === 1) setImmediate(() => session.destroy());
     else if (round % 3 === 2) setImmediate(() => session.goaway(http2.constants.NGHTTP2_CANCEL));
-    await Promise.all(streams);
+    let timer: NodeJS.Timeout | undefined;
+    const bounded = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('hung'), 10_000)));
+    const outcome = await Promise.race([Promise.all(streams).then(() => 'done'), bounded]);
+    clearTimeout(timer);
     session.destroy();
+    expect({ round, outcome }).toEqual({ round, outcome: 'done' });
     alive();
   }
   const { session } = await h2Connect(`https://${HOST}:${port}`);
