@@ -16,6 +16,9 @@
 // For "express", "h2" and "full" the first layer registers req and res. /held on "h2" is the
 // control: a connection callback that keeps req on purpose.
 //
+// For finding a holder by hand (the tests never set them): ATTACK_WITHOUT=logger,responseTime,
+// cookieParser,session leaves those layers out of the "h2" and "full" stacks; ATTACK_WITH=closeFormat
+// adds the logger with closeFormat (see upgradewareStack).
 // Every server's socket errors are left to the packages: an uncaught exception ends this process
 // (the parent checks it is alive). IPC: sends { type: 'listening', ports }; answers 'count' with
 // { type: 'count', <name>: { seen, req, res, heldReq } , clients }, and 'exit'.
