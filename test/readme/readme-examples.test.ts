@@ -31,6 +31,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import * as ts from 'typescript';
@@ -328,7 +329,18 @@ async function run(block: Block): Promise<Running> {
   const fakeConsole = { ...console, log: (...a: unknown[]) => void logged.push(a), error: (...a: unknown[]) => void logged.push(a), warn: (...a: unknown[]) => void logged.push(a) };
   const serveApp = (app: dispatcher.App) => (app.listen as (...a: unknown[]) => http.Server)();
   const assumed = block.assumes.map(() => standIn());
-  new Function('require', 'module', 'exports', 'process', 'console', ...block.assumes, js.outputText)(fakeRequire, { exports: {} }, {}, fakeProcess, fakeConsole, ...assumed);
+  // A server made where the example's `http` is not ours (Express's app.listen() makes its own)
+  // is adopted when it listens: it too listens on 127.0.0.1 port 0 and is closed after the test.
+  const netListen = net.Server.prototype.listen;
+  net.Server.prototype.listen = function adoptingListen(this: net.Server, ...args: unknown[]) {
+    if (this instanceof http.Server && !servers.includes(this)) return adopt(this).listen(...(args as []));
+    return (netListen as (...a: unknown[]) => net.Server).apply(this, args);
+  } as typeof netListen;
+  try {
+    new Function('require', 'module', 'exports', 'process', 'console', ...block.assumes, js.outputText)(fakeRequire, { exports: {} }, {}, fakeProcess, fakeConsole, ...assumed);
+  } finally {
+    net.Server.prototype.listen = netListen;
+  }
   // An example that stops short of listening (its point is the middleware): its server listens
   // now, or, when it made none, its last app (the one the others are mounted on) gets one.
   if (servers.length === 0 && apps.length > 0) serveApp(apps[apps.length - 1]!);
@@ -403,7 +415,6 @@ describe('the root README', () => {
 
   test('echo: the bytes sent with the request (head) come back first, then everything after them', async () => {
     const r = await run(example('README.md', 'upgradeware'));
-    const net = await import('node:net');
     const socket = net.connect(r.port(), HOST);
     try {
       let text = '';

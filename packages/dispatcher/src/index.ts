@@ -125,6 +125,8 @@ const DEFAULT_TIMEOUT = 30_000;
 /** Node's parser keeps this many `rawHeaders` entries (1,000 lines) when maxHeadersCount is unset. */
 const DEFAULT_MAX_HEADER_ENTRIES = 2000;
 const kDeadline = Symbol('upgradeware.deadline');
+/** Set on a response once the time limit acted on it (answered 503 or closed the connection). */
+const kTimedOut = Symbol('upgradeware.timedOut');
 
 /** Create an app. */
 export function createApp(options: AppOptions = {}): App {
@@ -294,6 +296,10 @@ function dispatch(
   if (req.originalUrl === undefined) req.originalUrl = req.url;
 
   const next: NextFunction = (err?: unknown) => {
+    if (upgrade && (res as Deadlined)[kTimedOut] === true) {
+      if (debug.enabled) debug('%s %s: next() after the time limit answered: nothing more runs (%s)', req.method, req.originalUrl, err ?? 'no error');
+      return;
+    }
     // Put back what the previous layer's mount path took off.
     if (slashAdded) {
       req.url = req.url!.slice(1);
@@ -478,7 +484,7 @@ function servesProtocol(protocols: ReadonlySet<string>, header: string | undefin
 
 // ---- Rule 8: the time limit ----------------------------------------------------------------
 
-type Deadlined = http.ServerResponse & { [kDeadline]?: NodeJS.Timeout };
+type Deadlined = http.ServerResponse & { [kDeadline]?: NodeJS.Timeout; [kTimedOut]?: true };
 
 function armDeadline(req: http.IncomingMessage, res: Deadlined, ms: number): void {
   res[kDeadline] = setTimeout(onDeadline, ms, req, res);
@@ -508,6 +514,9 @@ function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
   res[kDeadline] = undefined;
   const socket = res.socket;
   if (!socket || !ownsSocket(res)) return;
+  // From now on the request is over: a layer that calls next() late (a store answering after
+  // the limit) does not run the rest of the stack for it.
+  res[kTimedOut] = true;
   if (res.headersSent) {
     // Started but never finished (a switch waiting on a session save that never comes): no
     // status can be sent any more, so the connection is closed.

@@ -450,6 +450,11 @@ export function session(options?: SessionOptions): SessionMiddleware {
 
     const upgrade = isUpgradeResponse(res);
     const socket: Duplex | null = req.socket;
+    // What 'close' is heard on while a store operation runs. Over HTTP/2, req.socket is Node's
+    // proxy: its on/once reach the stream but its removeListener reaches the TLS socket, so a
+    // listener put on it could never be taken off and would hold req and res for the stream's
+    // whole life (an RFC 8441 WebSocket's). The stream itself is the emitter.
+    const closeSource: Duplex | null = (req as { stream?: Duplex }).stream ?? socket;
     let originalId: string | undefined;
     let originalHash: string | undefined;
     let savedHash: string | undefined;
@@ -613,7 +618,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
           finishLater();
         };
         box.done = (err?: unknown): void => {
-          socket?.removeListener('close', abandon);
+          closeSource?.removeListener('close', abandon);
           release();
           if (!err) {
             if (debug.enabled) debug('%s: session %s done', label(req), what);
@@ -622,7 +627,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
           }
           failEnd(err, true);
         };
-        socket?.once('close', abandon);
+        closeSource?.once('close', abandon);
         const done = relay(box);
         try {
           op(done);
@@ -630,7 +635,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
           done(err);
         }
         // Gone before the store was asked (its 'close' has already been emitted): same as above.
-        if ((socket as { closed?: boolean } | null)?.closed === true) abandon();
+        if ((closeSource as { closed?: boolean } | null)?.closed === true) abandon();
         // As express-session on an ordinary request while the store works: the head is made now
         // (on-headers listeners run, later header changes throw, the body goes out chunked); the
         // body and the end wait for the store. An upgrade's answer waits whole, so that a refusal
@@ -649,7 +654,9 @@ export function session(options?: SessionOptions): SessionMiddleware {
       let plan: 'destroy' | 'save' | 'touch' | undefined;
       const current = req.session;
       try {
-        if (req.sessionID && unsetDestroy && (current === undefined || current === null)) plan = 'destroy';
+        // Only a session that was loaded or made, then dropped by the app: a response that ends
+        // before the store answered (the time limit's 503, a store.get error's 500) destroys nothing.
+        if (req.sessionID && unsetDestroy && originalId !== undefined && (current === undefined || current === null)) plan = 'destroy';
         else if (current) {
           if (!touched) {
             current.touch();
