@@ -223,17 +223,6 @@ const PACKAGES: Record<string, unknown> = {
   '@upgradeware/websocket': websocketPkg,
 };
 
-/** `express` as an example gets it: every app's `listen()` makes a server `adopt` redirects. */
-function expressFor(adopt: (server: http.Server) => http.Server): unknown {
-  const express = require('express') as ((...args: unknown[]) => http.RequestListener & { listen: unknown }) & Record<string, unknown>;
-  const wrapped = (...args: unknown[]) => {
-    const app = express(...args);
-    app.listen = (...listenArgs: unknown[]) => (adopt(http.createServer(app)).listen as (...a: unknown[]) => http.Server)(...listenArgs);
-    return app;
-  };
-  return Object.assign(wrapped, express, { default: wrapped });
-}
-
 /** Run one example; resolves once every server it started listens. */
 async function run(block: Block): Promise<Running> {
   const lines: string[] = [];
@@ -303,8 +292,6 @@ async function run(block: Block): Promise<Running> {
     },
     http: httpModule,
     'node:http': httpModule,
-    // An Express app's own listen() (the express package's README example) is redirected too.
-    express: expressFor(adopt),
   };
   const js = ts.transpileModule(block.code, {
     compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, allowJs: true },
