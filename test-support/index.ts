@@ -413,3 +413,39 @@ export function readmeDispatcher(servers: http.Server[], sockets?: Set<net.Socke
     },
   };
 }
+
+/**
+ * A raw WebSocket handshake on `socket` (connected or connecting): `headers` are extra
+ * `Name: value\r\n` lines. Resolves with the socket once its 101 is in (what follows is drained),
+ * or with the reason it was not: `refused: …`, `error …`, `no answer: …` (after `timeoutMs`).
+ */
+export function rawSwitch(socket: net.Socket, url: string, headers = '', timeoutMs = 15_000): Promise<net.Socket | string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(`no answer: ${JSON.stringify(got.slice(0, 120))}`);
+    }, timeoutMs);
+    socket.on('error', (e) => {
+      clearTimeout(timer);
+      resolve(`error ${e.message}`);
+    });
+    const onData = (chunk: Buffer) => {
+      got += chunk.toString('latin1');
+      if (!got.includes('\r\n\r\n')) return;
+      clearTimeout(timer);
+      socket.removeListener('data', onData);
+      socket.on('data', () => undefined);
+      if (got.startsWith('HTTP/1.1 101 ')) resolve(socket);
+      else {
+        socket.destroy();
+        resolve(`refused: ${JSON.stringify(got.slice(0, 120))}`);
+      }
+    };
+    socket.on('data', onData);
+    socket.write(
+      `GET ${url} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${headers}\r\n`,
+    );
+  });
+}

@@ -14,7 +14,7 @@ import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { HOST } from '../../test-support';
+import { HOST, rawSwitch } from '../../test-support';
 import { h2Connect, h2WebSocket } from '../../test-support/http2';
 
 const root = path.join(__dirname, '..', '..');
@@ -88,34 +88,7 @@ afterAll(async () => {
 
 /** A raw handshake on `connect()`'s socket; resolves with the socket after the 101, or a reason. */
 function handshake(socket: net.Socket, url: string, headers: string): Promise<net.Socket | string> {
-  return new Promise((resolve) => {
-    let got = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(`no answer: ${JSON.stringify(got.slice(0, 80))}`);
-    }, 15_000);
-    socket.on('error', (e) => {
-      clearTimeout(timer);
-      resolve(`error ${e.message}`);
-    });
-    const onData = (chunk: Buffer) => {
-      got += chunk.toString('latin1');
-      if (!got.includes('\r\n\r\n')) return;
-      clearTimeout(timer);
-      socket.removeListener('data', onData);
-      socket.on('data', () => undefined);
-      if (got.startsWith('HTTP/1.1 101 ')) resolve(socket);
-      else {
-        socket.destroy();
-        resolve(`refused: ${JSON.stringify(got.slice(0, 120))}`);
-      }
-    };
-    socket.on('data', onData);
-    socket.write(
-      `GET ${url} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${headers}\r\n`,
-    );
-  });
+  return rawSwitch(socket, url, headers);
 }
 
 async function openMany(n: number, open: () => Promise<net.Socket | string>): Promise<net.Socket[]> {

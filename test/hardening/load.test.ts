@@ -7,7 +7,7 @@
 import { spawnSync, fork, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { HOST, request } from '../../test-support';
+import { HOST, rawSwitch, request } from '../../test-support';
 import { ORIGIN, CLOSE_FRAME } from './stack';
 
 const root = path.join(__dirname, '..', '..');
@@ -62,34 +62,7 @@ afterAll(async () => {
 
 /** Open one WebSocket with a raw handshake; resolves with the socket once the 101 is in. */
 function openOne(cookie: string): Promise<net.Socket | string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, HOST);
-    let got = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(`no answer: ${JSON.stringify(got.slice(0, 80))}`);
-    }, 15_000);
-    socket.on('error', (e) => {
-      clearTimeout(timer);
-      resolve(`error ${e.message}`);
-    });
-    const onData = (chunk: Buffer) => {
-      got += chunk.toString('latin1');
-      if (!got.includes('\r\n\r\n')) return;
-      clearTimeout(timer);
-      socket.removeListener('data', onData);
-      if (got.startsWith('HTTP/1.1 101 ')) resolve(socket);
-      else {
-        socket.destroy();
-        resolve(`refused: ${JSON.stringify(got.slice(0, 80))}`);
-      }
-    };
-    socket.on('data', onData);
-    socket.write(
-      `GET /ws HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n` +
-        `Sec-WebSocket-Version: 13\r\nOrigin: ${ORIGIN}\r\nCookie: ${cookie}\r\n\r\n`,
-    );
-  });
+  return rawSwitch(net.connect(port, HOST), '/ws', `Origin: ${ORIGIN}\r\nCookie: ${cookie}\r\n`);
 }
 
 async function wave(cookie: string): Promise<{ opened: number; failures: string[] }> {

@@ -11,7 +11,7 @@
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { HOST, request } from '../../test-support';
+import { HOST, rawSwitch, request } from '../../test-support';
 
 const root = path.join(__dirname, '..', '..');
 const FULL_SOCKETS = 2000;
@@ -94,36 +94,7 @@ afterAll(async () => {
 
 /** A raw WebSocket handshake; resolves with the open socket once the 101 is in, or a reason. */
 function openOne(port: number, url: string, cookie: string | undefined): Promise<net.Socket | string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, HOST);
-    let got = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(`no answer: ${JSON.stringify(got.slice(0, 80))}`);
-    }, 15_000);
-    socket.on('error', (e) => {
-      clearTimeout(timer);
-      resolve(`error ${e.message}`);
-    });
-    const onData = (chunk: Buffer) => {
-      got += chunk.toString('latin1');
-      if (!got.includes('\r\n\r\n')) return;
-      clearTimeout(timer);
-      socket.removeListener('data', onData);
-      socket.on('data', () => undefined);
-      if (got.startsWith('HTTP/1.1 101 ')) resolve(socket);
-      else {
-        socket.destroy();
-        resolve(`refused: ${JSON.stringify(got.slice(0, 80))}`);
-      }
-    };
-    socket.on('data', onData);
-    socket.write(
-      `GET ${url} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: ${ORIGIN}\r\n` +
-        `Authorization: ${AUTH}\r\n${cookie ? `Cookie: ${cookie}\r\n` : ''}\r\n`,
-    );
-  });
+  return rawSwitch(net.connect(port, HOST), url, `Origin: ${ORIGIN}\r\nAuthorization: ${AUTH}\r\n${cookie ? `Cookie: ${cookie}\r\n` : ''}`);
 }
 
 async function openMany(port: number, url: string, n: number, cookie?: string): Promise<net.Socket[]> {
