@@ -79,28 +79,30 @@ function hostnameOf(host: string | undefined): string | undefined {
   return colon === -1 ? host : host.slice(0, colon);
 }
 
+/** The socket's own protocol: `https` on a TLS socket, else `http`. */
+function socketProtocol(req: IncomingMessage): string {
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http';
+}
+
 /** Compute the request's client address, protocol and host under `trust` (also usable without the middleware). */
 export function applyTrust(req: IncomingMessage, trust: TrustFunction): void {
-  const socket = req.socket as (IncomingMessage['socket'] & { encrypted?: boolean }) | null;
-  const peer = socket?.remoteAddress;
+  const peer = req.socket?.remoteAddress;
+  // A socket already gone (no peer): nothing to trust.
+  const trusted = peer !== undefined && trust(peer, 0);
   if (peer === undefined) {
-    // A socket already gone: nothing to trust.
     set(req, 'ip', undefined);
     set(req, 'ips', []);
-    set(req, 'protocol', socket?.encrypted ? 'https' : 'http');
   } else {
     const addrs = proxyaddr.all(req, trust);
     set(req, 'ip', addrs[addrs.length - 1]);
     set(req, 'ips', addrs.slice(1).reverse());
-    const own = socket?.encrypted ? 'https' : 'http';
-    const trusted = trust(peer, 0);
-    // As Express: the first value, as sent (`HTTPS` is not `https`).
-    const proto = trusted ? (firstValue(req.headers['x-forwarded-proto']) ?? own) : own;
-    set(req, 'protocol', proto);
   }
-  set(req, 'secure', req.protocol === 'https');
-  let host = req.headers.host;
-  if (peer !== undefined && trust(peer, 0)) host = firstValue(req.headers['x-forwarded-host']) ?? host;
+  const own = socketProtocol(req);
+  // As Express: the first value, as sent (`HTTPS` is not `https`).
+  const protocol = trusted ? (firstValue(req.headers['x-forwarded-proto']) ?? own) : own;
+  set(req, 'protocol', protocol);
+  set(req, 'secure', protocol === 'https');
+  const host = trusted ? (firstValue(req.headers['x-forwarded-host']) ?? req.headers.host) : req.headers.host;
   set(req, 'host', host);
   set(req, 'hostname', hostnameOf(host));
 }
@@ -122,7 +124,7 @@ export function trustProxy(trust: TrustValue = false): UpgradeAware<Middleware> 
 export function publicOrigin(req: IncomingMessage): string | undefined {
   const host = req.host ?? req.headers.host;
   if (host === undefined) return undefined;
-  const protocol = req.protocol ?? ((req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http');
+  const protocol = req.protocol ?? socketProtocol(req);
   return `${protocol}://${host}`.toLowerCase();
 }
 
