@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import createDebug from 'debug';
-import { decode, encode, isCloseCode, type Envelope, type HubMessage } from './message';
+import { MAX_ROOM, decode, encode, isCloseCode, isCloseReason, isRoom, type Envelope, type HubMessage } from './message';
 
 export { decode, encode, isCloseCode } from './message';
 export type { BroadcastMessage, DisconnectMessage, Envelope, HubMessage, MoveMessage } from './message';
@@ -53,7 +53,6 @@ export interface HubTransport {
 }
 
 const OPEN = 1;
-const ROOM_MAX = 512;
 
 export type BroadcastData = string | Buffer | ArrayBuffer | ArrayBufferView;
 export type Except = HubMember | string | ReadonlyArray<HubMember | string>;
@@ -183,8 +182,8 @@ const EMPTY_ROOMS: ReadonlySet<string> = new Set();
 const EMPTY_MEMBERS: ReadonlySet<HubMember> = new Set();
 
 function checkRoom(room: unknown, where: string): asserts room is string {
-  if (typeof room !== 'string' || room.length === 0 || room.length > ROOM_MAX) {
-    throw new TypeError(`${PKG}: ${where}: room must be a non-empty string of at most ${ROOM_MAX} characters`);
+  if (!isRoom(room)) {
+    throw new TypeError(`${PKG}: ${where}: room must be a non-empty string of at most ${MAX_ROOM} characters`);
   }
 }
 
@@ -196,6 +195,11 @@ function isMember(value: unknown): value is HubMember {
     typeof (value as HubMember).close === 'function' &&
     typeof (value as HubMember).on === 'function'
   );
+}
+
+function hasAny(set: ReadonlySet<string>, values: readonly string[]): boolean {
+  for (let i = 0; i < values.length; i++) if (set.has(values[i]!)) return true;
+  return false;
 }
 
 function toBuffer(data: BroadcastData): string | Buffer {
@@ -301,7 +305,7 @@ export function createHub(options: HubOptions = {}): Hub {
       if (ws.readyState !== OPEN || exceptSockets.has(ws)) continue;
       if (exceptRooms.length > 0) {
         const mine = memberRooms.get(ws)?.rooms;
-        if (mine && exceptRooms.some((r) => mine.has(r))) continue;
+        if (mine && hasAny(mine, exceptRooms)) continue;
       }
       if (ws.bufferedAmount > maxBuffered) {
         stats.slowClosed++;
@@ -379,14 +383,16 @@ export function createHub(options: HubOptions = {}): Hub {
     const room = opts.room ?? null;
     if (room !== null) checkRoom(room, 'broadcast');
     const exceptRooms: string[] = [];
-    const exceptSockets = new Set<HubMember>();
+    let exceptSockets: ReadonlySet<HubMember> = EMPTY_MEMBERS;
     const except = opts.except;
     if (except !== undefined) {
+      const sockets = new Set<HubMember>();
+      exceptSockets = sockets;
       for (const item of Array.isArray(except) ? except : [except]) {
         if (typeof item === 'string') {
           checkRoom(item, 'broadcast except');
           exceptRooms.push(item);
-        } else if (isMember(item)) exceptSockets.add(item);
+        } else if (isMember(item)) sockets.add(item);
         else throw new TypeError(`${PKG}: broadcast: except must be sockets and room names`);
       }
     }
@@ -400,7 +406,7 @@ export function createHub(options: HubOptions = {}): Hub {
     const code = opts.code ?? 1000;
     const reason = opts.reason ?? '';
     if (!isCloseCode(code)) throw new TypeError(`${PKG}: disconnect: code must be 1000, 1001, 1008, 1011-1014 or 3000-4999`);
-    if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) throw new TypeError(`${PKG}: disconnect: reason must be a string of at most 123 bytes`);
+    if (!isCloseReason(reason)) throw new TypeError(`${PKG}: disconnect: reason must be a string of at most 123 bytes`);
     const n = closeLocal(room, code, reason);
     publish({ type: 'disconnect', room, code, reason });
     return n;
@@ -463,7 +469,6 @@ export function createHub(options: HubOptions = {}): Hub {
   Object.defineProperty(hub, 'ready', { enumerable: false, value: readyPromise });
 
   const watched: Array<{ code: number; reason: string }> = [];
-  const keeping = KEEPING;
 
   hub.keepOnRegenerate = () => {
     const middleware = function keepOnRegenerate(req: RegeneratingRequest, _res: unknown, next: (err?: unknown) => void): void {
@@ -472,9 +477,9 @@ export function createHub(options: HubOptions = {}): Hub {
         const original = sess.regenerate as (this: unknown, fn?: (err?: unknown) => void) => unknown;
         const wrapped = function regenerate(this: unknown, fn?: (err?: unknown) => void): unknown {
           const oldSid = req.sessionID;
-          if (typeof oldSid === 'string') keeping.add(oldSid);
+          if (typeof oldSid === 'string') KEEPING.add(oldSid);
           const done = (err?: unknown) => {
-            if (typeof oldSid === 'string') keeping.delete(oldSid);
+            if (typeof oldSid === 'string') KEEPING.delete(oldSid);
             const newSid = req.sessionID;
             if (!err && typeof oldSid === 'string' && typeof newSid === 'string' && newSid !== oldSid) {
               const from = SESSION_ROOM_PREFIX + oldSid;
@@ -520,7 +525,7 @@ export function createHub(options: HubOptions = {}): Hub {
     const code = opts.code ?? 4001;
     const reason = opts.reason ?? 'session ended';
     if (!isCloseCode(code)) throw new TypeError(`${PKG}: watchSessions: option code must be a close code an application may send`);
-    if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) throw new TypeError(`${PKG}: watchSessions: option reason must be at most 123 bytes`);
+    if (!isCloseReason(reason)) throw new TypeError(`${PKG}: watchSessions: option reason must be at most 123 bytes`);
     const activity = opts.activity ?? 'expire';
     if (activity !== 'expire' && activity !== 'touch') throw new TypeError(`${PKG}: watchSessions: option activity must be 'expire' or 'touch'`);
     const touchInterval = opts.touchInterval ?? 60_000;
@@ -535,7 +540,7 @@ export function createHub(options: HubOptions = {}): Hub {
     const original = store.destroy;
     const wrapped = function destroy(this: unknown, sid: string, callback?: (err?: unknown) => void): unknown {
       return original.call(this, sid, (err?: unknown) => {
-        if (!err && typeof sid === 'string' && sid.length > 0 && !keeping.has(sid)) {
+        if (!err && typeof sid === 'string' && sid.length > 0 && !KEEPING.has(sid)) {
           try {
             hub.disconnect(SESSION_ROOM_PREFIX + sid, how);
           } catch (e) {
@@ -586,7 +591,7 @@ export function createHub(options: HubOptions = {}): Hub {
     const touched = new Map<string, number>();
     const listeners = new Map<HubMember, () => void>();
     const onJoin = (ws: HubMember, room: string) => {
-      if (activity !== 'touch' || !room.startsWith(SESSION_ROOM_PREFIX) || listeners.has(ws)) return;
+      if (!room.startsWith(SESSION_ROOM_PREFIX) || listeners.has(ws)) return;
       const sid = room.slice(SESSION_ROOM_PREFIX.length);
       const onMessage = () => {
         const now = Date.now();
@@ -619,7 +624,8 @@ export function createHub(options: HubOptions = {}): Hub {
         debug('touch threw: %o', err);
       }
     }
-    joinHooks.add(onJoin);
+    // Only 'touch' acts on joins: with 'expire' every join would call a hook that does nothing.
+    if (activity === 'touch') joinHooks.add(onJoin);
 
     let timer: NodeJS.Timeout | null = null;
     if (revalidateInterval > 0) {

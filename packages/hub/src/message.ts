@@ -38,7 +38,12 @@ export interface Envelope {
   message: HubMessage;
 }
 
-const MAX_ROOM = 512;
+/** The longest room name, in characters. */
+export const MAX_ROOM = 512;
+/** The longest close reason a WebSocket close frame carries, in bytes (RFC 6455 §5.5). */
+const MAX_REASON_BYTES = 123;
+/** Standard base64, as `Buffer.toString('base64')` writes it. */
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export function encode(envelope: Envelope): string {
   const { origin, seq, message } = envelope;
@@ -53,7 +58,7 @@ export function encode(envelope: Envelope): string {
   return JSON.stringify({ v: 1, o: origin, s: seq, t: 'd', r: message.room, c: message.code, e: message.reason });
 }
 
-function isRoom(value: unknown): value is string {
+export function isRoom(value: unknown): value is string {
   return typeof value === 'string' && value.length > 0 && value.length <= MAX_ROOM;
 }
 
@@ -79,7 +84,7 @@ export function decode(text: unknown): Envelope | null {
     }
     let data: string | Buffer;
     if (typeof b.d === 'string' && b.b === undefined) data = b.d;
-    else if (typeof b.b === 'string' && b.d === undefined && /^[A-Za-z0-9+/]*={0,2}$/.test(b.b)) data = Buffer.from(b.b, 'base64');
+    else if (typeof b.b === 'string' && b.d === undefined && BASE64.test(b.b)) data = Buffer.from(b.b, 'base64');
     else return null;
     return { origin: b.o, seq: b.s, message: { type: 'broadcast', room: b.r as string | null, except, data } };
   }
@@ -88,7 +93,7 @@ export function decode(text: unknown): Envelope | null {
     return { origin: b.o, seq: b.s, message: { type: 'move', room: b.r, to: b.n } };
   }
   if (b.t === 'd') {
-    if (!isRoom(b.r) || !isCloseCode(b.c) || typeof b.e !== 'string' || Buffer.byteLength(b.e) > 123) return null;
+    if (!isRoom(b.r) || !isCloseCode(b.c) || !isCloseReason(b.e)) return null;
     return { origin: b.o, seq: b.s, message: { type: 'disconnect', room: b.r, code: b.c, reason: b.e } };
   }
   return null;
@@ -101,4 +106,9 @@ export function isCloseCode(code: unknown): code is number {
     Number.isInteger(code) &&
     (code === 1000 || code === 1001 || code === 1008 || (code >= 1011 && code <= 1014) || (code >= 3000 && code <= 4999))
   );
+}
+
+/** A close reason a close frame can carry: a string of at most 123 bytes. */
+export function isCloseReason(reason: unknown): reason is string {
+  return typeof reason === 'string' && Buffer.byteLength(reason) <= MAX_REASON_BYTES;
 }
