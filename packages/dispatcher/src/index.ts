@@ -122,6 +122,7 @@ interface Fallback {
 }
 
 const DEFAULT_TIMEOUT = 30_000;
+const EMPTY = Buffer.alloc(0);
 /** Node's parser keeps this many `rawHeaders` entries (1,000 lines) when maxHeadersCount is unset. */
 const DEFAULT_MAX_HEADER_ENTRIES = 2000;
 const kDeadline = Symbol('upgradeware.deadline');
@@ -222,7 +223,7 @@ export function createApp(options: AppOptions = {}): App {
   app.handleUpgrade = (req, socket, head) => dispatchSocket(req, socket, head, null, false);
   app.handleConnect = function handleConnect(req: http.IncomingMessage | http2.Http2ServerRequest, socket: Duplex | http2.Http2ServerResponse, head?: Buffer): void {
     if (isHttp2Request(req)) dispatchHttp2(req as http2.Http2ServerRequest);
-    else dispatchSocket(req as http.IncomingMessage, socket as Duplex, head ?? Buffer.alloc(0), null, true);
+    else dispatchSocket(req as http.IncomingMessage, socket as Duplex, head ?? EMPTY, null, true);
   } as App['handleConnect'];
 
   /** An HTTP/2 CONNECT (`'connect'` with Node's compat request and response). */

@@ -10,6 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import * as http2 from 'node:http2';
+import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeader, OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
@@ -141,14 +142,11 @@ export class Http2UpgradeResponse extends EventEmitter {
 
   setHeader(name: string, value: OutgoingHttpHeader): this {
     if (this.headersSent) throw headersSentError('set');
-    if (typeof name !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
-      throw new TypeError(`Header name must be a valid HTTP token ["${String(name)}"]`);
-    }
-    if (value === undefined) throw new TypeError(`Invalid value "undefined" for header "${name}"`);
+    // Node's own checks, as `ServerResponse#setHeader` makes them (same errors, codes included);
+    // Node checks numbers and arrays too, its typings take strings only.
+    validateHeaderName(name);
+    validateHeaderValue(name, value as string);
     const stored = Array.isArray(value) ? value.map(String) : typeof value === 'number' ? value : String(value);
-    for (const v of Array.isArray(stored) ? stored : [String(stored)]) {
-      if (/[^\t\x20-\x7e\x80-\xff]/.test(v)) throw new TypeError(`Invalid character in header content ["${name}"]`);
-    }
     this.store.set(name.toLowerCase(), { name, value: stored });
     return this;
   }
@@ -429,9 +427,10 @@ function headersSentError(what: string): Error {
   return err;
 }
 
-/** A WebSocket close frame from a server: code 1011 (internal error). */
-const WS_CLOSE_1011 = Buffer.from([0x88, 0x02, 0x03, 0xf3]);
-const ABORT_GRACE_MS = 1000;
+/** A WebSocket close frame from a server: code 1011 (internal error). Also `abortSwitched`'s. */
+export const WS_CLOSE_1011 = Buffer.from([0x88, 0x02, 0x03, 0xf3]);
+/** How long an aborted connection (or stream) is given to say goodbye before it is cut. */
+export const ABORT_GRACE_MS = 1000;
 
 /**
  * `abortSwitched` for a request that arrived over HTTP/2: acts on the stream (the request's

@@ -16,7 +16,7 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
-import { abortSwitchedHttp2, isHttp2Request } from './http2';
+import { ABORT_GRACE_MS, WS_CLOSE_1011, abortSwitchedHttp2, isHttp2Request } from './http2';
 
 export {
   Http2UpgradeResponse,
@@ -426,11 +426,6 @@ export function whenSocketFree(socket: Duplex, then: () => void, limitMs = 0): v
 function ownerOf(socket: Duplex): ServerResponse | null {
   return (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage ?? null;
 }
-
-/** A WebSocket close frame from a server: code 1011 (internal error). */
-const WS_CLOSE_1011 = Buffer.from([0x88, 0x02, 0x03, 0xf3]);
-/** How long a close frame is given to leave before the connection is cut. */
-const ABORT_GRACE_MS = 1000;
 
 /**
  * End a connection after its switch, because the server failed (e.g. a session that could not be
