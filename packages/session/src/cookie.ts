@@ -145,7 +145,7 @@ export function setCookieValue(name: string, value: string, data: CookieData | u
 }
 
 /** Put the attributes of `data` on `out`, as the `cookie` package names them. */
-function withAttributes<T extends Omit<SetCookie, 'name' | 'value'>>(out: T, data: CookieData): T {
+function withAttributes(out: SetCookie, data: CookieData): void {
   if (data.expires instanceof Date) {
     // The message express-session's cookie library gives (and its own tests check).
     if (Number.isNaN(data.expires.getTime())) throw new TypeError('option expires is invalid');
@@ -158,5 +158,4 @@ function withAttributes<T extends Omit<SetCookie, 'name' | 'value'>>(out: T, dat
   if (data.partitioned) out.partitioned = true;
   if (data.priority !== undefined) out.priority = data.priority;
   if (data.sameSite !== undefined) out.sameSite = data.sameSite;
-  return out;
 }

@@ -255,7 +255,6 @@ function pathnameOf(url: string): string {
   return url.slice(start, end) || '/';
 }
 
-/** The session id from the request's cookie (also from cookie-parser's `req.cookies`). */
 /** The session id in a cookie value as sent (`s:` + signed id), or undefined. */
 function idFromCookie(req: IncomingMessage, name: string, secrets: readonly SigningKey[], raw: string | undefined): string | undefined {
   if (!raw) return undefined;
@@ -268,6 +267,7 @@ function idFromCookie(req: IncomingMessage, name: string, secrets: readonly Sign
   return id;
 }
 
+/** The session id from the request's cookie (also from cookie-parser's `req.cookies`). */
 function readSessionId(req: IncomingMessage, name: string, secrets: readonly SigningKey[]): string | undefined {
   let id: string | undefined;
   const header = req.headers.cookie;
@@ -515,7 +515,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
       try {
         if (!shouldSetCookie(current)) return;
         if (current.cookie.secure && !isSecure(req, proxy)) {
-          debug('%s: secure cookie not sent over an insecure connection', label(req));
+          if (debug.enabled) debug('%s: secure cookie not sent over an insecure connection', label(req));
           return;
         }
         if (!touched) {
@@ -564,6 +564,37 @@ export function session(options?: SessionOptions): SessionMiddleware {
       };
       if (settled) return finish();
       settled = true;
+      /** Where the response stands now: has ws already written its own 101 (external switch)? */
+      const external = upgrade && res.headersSent && res.socket === null;
+      const switching = upgrade && res.headersSent && !external && (res.statusCode === 101 || res.statusCode === 200);
+
+      let plan: 'destroy' | 'save' | 'touch' | undefined;
+      // False when the session could not be judged (judgeError says why).
+      let judged = true;
+      let judgeError: unknown;
+      const current = req.session;
+      try {
+        // Only a session that was loaded or made, then dropped by the app: a response that ends
+        // before the store answered (the time limit's 503, a store.get error's 500) destroys nothing.
+        if (req.sessionID && unsetDestroy && originalId !== undefined && (current === undefined || current === null)) plan = 'destroy';
+        else if (current) {
+          if (!touched) {
+            current.touch();
+            touched = true;
+          }
+          if (shouldSave(current)) plan = 'save';
+          else if (storeTouches && shouldTouch(current)) plan = 'touch';
+        }
+      } catch (err) {
+        judged = false;
+        judgeError = err;
+      }
+      // Nothing for the store (the common unchanged session): end now, with no more closures made.
+      if (judged && plan === undefined) {
+        release();
+        return finish();
+      }
+
       /** After an asynchronous store operation nobody can catch a throw: it goes to the stack. */
       const finishLater = (): void => {
         try {
@@ -573,19 +604,15 @@ export function session(options?: SessionOptions): SessionMiddleware {
         }
       };
 
-      /** Where the response stands now: has ws already written its own 101 (external switch)? */
-      const external = upgrade && res.headersSent && res.socket === null;
-      const switching = upgrade && res.headersSent && !external && (res.statusCode === 101 || res.statusCode === 200);
-
       /** The session's part failed (`op`: a store operation; otherwise it could not be judged). */
       const failEnd = (err: unknown, op: boolean): void => {
         if (switching) {
           // The 101 has not left yet: better no switch than a switch over a session that was not saved.
-          debug('%s: session failed before the switch: closing the connection', label(req));
+          if (debug.enabled) debug('%s: session failed before the switch: closing the connection', label(req));
           if (socket && !socket.destroyed) socket.destroy();
         } else if (external) {
           // The 101 is on the wire and the connection is open: close it as an internal error.
-          debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
+          if (debug.enabled) debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
           // A store failure comes after ws wrote its 101; a session that could not be judged
           // fails inside ws's 'headers' event, before the 101 is written: close after it.
           if (op) abortSwitched(req, socket);
@@ -601,87 +628,63 @@ export function session(options?: SessionOptions): SessionMiddleware {
         reportLater(err);
       };
 
-      /** Run a store operation, then end the response (see "On upgrades" in the README for errors). */
-      const thenEnd = (what: string, op: (done: (err?: unknown) => void) => void): ServerResponse => {
-        const box: Pending = { done: undefined };
-        const abandon = (): void => {
-          // The connection is gone while the store works (a store that never answers, cut off by
-          // the dispatcher's time limit; a client reset): the response ends now ('finish' and
-          // 'close' fire, a logger logs it) instead of waiting for the store, whose late answer
-          // then has nothing to do and holds nothing of the request.
-          // Only while the store works: a listener left behind (a socket proxy whose
-          // removeListener misses, as HTTP/2's compatibility socket may) must not end twice.
-          if (box.done === undefined) return;
-          debug('%s: connection closed during the session %s', label(req), what);
-          box.done = undefined;
-          release();
-          finishLater();
-        };
-        box.done = (err?: unknown): void => {
-          closeSource?.removeListener('close', abandon);
-          release();
-          if (!err) {
-            if (debug.enabled) debug('%s: session %s done', label(req), what);
-            finishLater();
-            return;
-          }
-          failEnd(err, true);
-        };
-        closeSource?.once('close', abandon);
-        const done = relay(box);
-        try {
-          op(done);
-        } catch (err) {
-          done(err);
-        }
-        // Gone before the store was asked (its 'close' has already been emitted): same as above.
-        if ((closeSource as { closed?: boolean } | null)?.closed === true) abandon();
-        // As express-session on an ordinary request while the store works: the head is made now
-        // (on-headers listeners run, later header changes throw, the body goes out chunked); the
-        // body and the end wait for the store. An upgrade's answer waits whole, so that a refusal
-        // keeps its Content-Length and a switch can still be called off.
-        if (!upgrade && box.done !== undefined && !res.headersSent) {
-          try {
-            res.writeHead(res.statusCode);
-          } catch (err) {
-            // Thrown again, and handled, when the response ends.
-            debug('%s: writing the head threw: %o', label(req), err);
-          }
-        }
-        return res;
-      };
-
-      let plan: 'destroy' | 'save' | 'touch' | undefined;
-      const current = req.session;
-      try {
-        // Only a session that was loaded or made, then dropped by the app: a response that ends
-        // before the store answered (the time limit's 503, a store.get error's 500) destroys nothing.
-        if (req.sessionID && unsetDestroy && originalId !== undefined && (current === undefined || current === null)) plan = 'destroy';
-        else if (current) {
-          if (!touched) {
-            current.touch();
-            touched = true;
-          }
-          if (shouldSave(current)) plan = 'save';
-          else if (storeTouches && shouldTouch(current)) plan = 'touch';
-        }
-      } catch (err) {
+      if (!judged) {
         failed = true;
         release();
-        failEnd(err, false);
+        failEnd(judgeError, false);
         return res;
       }
-      if (plan === 'destroy') {
-        const id = req.sessionID as string;
-        return thenEnd('destroy', (done) => store.destroy(id, done));
+
+      // Run the store operation, then end the response (see "On upgrades" in the README for errors).
+      const what = plan as 'destroy' | 'save' | 'touch';
+      const box: Pending = { done: undefined };
+      const abandon = (): void => {
+        // The connection is gone while the store works (a store that never answers, cut off by
+        // the dispatcher's time limit; a client reset): the response ends now ('finish' and
+        // 'close' fire, a logger logs it) instead of waiting for the store, whose late answer
+        // then has nothing to do and holds nothing of the request.
+        // Only while the store works: a listener left behind (a socket proxy whose
+        // removeListener misses, as HTTP/2's compatibility socket may) must not end twice.
+        if (box.done === undefined) return;
+        if (debug.enabled) debug('%s: connection closed during the session %s', label(req), what);
+        box.done = undefined;
+        release();
+        finishLater();
+      };
+      box.done = (err?: unknown): void => {
+        closeSource?.removeListener('close', abandon);
+        release();
+        if (!err) {
+          if (debug.enabled) debug('%s: session %s done', label(req), what);
+          finishLater();
+          return;
+        }
+        failEnd(err, true);
+      };
+      closeSource?.once('close', abandon);
+      const done = relay(box);
+      try {
+        if (what === 'save') current!.save(done);
+        else if (what === 'touch') store.touch!(req.sessionID as string, current as unknown as StoredSession, done);
+        else store.destroy(req.sessionID as string, done);
+      } catch (err) {
+        done(err);
       }
-      if (plan === 'save') return thenEnd('save', (done) => current!.save(done));
-      if (plan === 'touch') {
-        const id = req.sessionID as string;
-        return thenEnd('touch', (done) => store.touch!(id, current as unknown as StoredSession, done));
+      // Gone before the store was asked (its 'close' has already been emitted): same as above.
+      if ((closeSource as { closed?: boolean } | null)?.closed === true) abandon();
+      // As express-session on an ordinary request while the store works: the head is made now
+      // (on-headers listeners run, later header changes throw, the body goes out chunked); the
+      // body and the end wait for the store. An upgrade's answer waits whole, so that a refusal
+      // keeps its Content-Length and a switch can still be called off.
+      if (!upgrade && box.done !== undefined && !res.headersSent) {
+        try {
+          res.writeHead(res.statusCode);
+        } catch (err) {
+          // Thrown again, and handled, when the response ends.
+          if (debug.enabled) debug('%s: writing the head threw: %o', label(req), err);
+        }
       }
-      release();
-      return finish();
+      return res;
     } as ServerResponse['end'];
 
     if (!cookieId) {
