@@ -140,6 +140,8 @@ const kResponse = Symbol('upgradeware.websocket.response');
 type Pending = IncomingMessage & { [kResponse]?: UpgradeResponse };
 
 const KEY = /^[+/0-9A-Za-z]{22}==$/;
+/** An Upgrade list that names websocket among other tokens (a malformed upgrade to it). */
+const LISTS_WEBSOCKET = /(^|,)\s*websocket\s*(,|$)/i;
 /** A header line ws writes itself (`Sec-WebSocket-Accept` …), in any case. */
 const WS_OWNED = /^sec-websocket-/i;
 const DIGITS = /^[0-9]{1,3}$/;
@@ -235,21 +237,23 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   const endpoint = supportsUpgrade(function websocket(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
     if (!isUpgradeResponse(res) || res.isConnect || !(atRoot(req.url) || inRoute(req, endpoint))) return next();
     // HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` stands for the upgrade.
-    const h2 = isHttp2UpgradeResponse(res);
-    if (h2 && !isWebSocketConnect(res)) return next();
-    const upgrade = h2 ? 'websocket' : req.headers.upgrade;
-    if (upgrade === undefined) return next();
-    if (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
-      // Another protocol this app serves is somebody else's business; a malformed one is not.
-      if (!/(^|,)\s*websocket\s*(,|$)/i.test(upgrade)) return next();
-      return refuse(res, 400, 'Invalid Upgrade header');
+    if (isHttp2UpgradeResponse(res)) {
+      if (!isWebSocketConnect(res)) return next();
+    } else {
+      const upgrade = req.headers.upgrade;
+      if (upgrade === undefined) return next();
+      if (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
+        // Another protocol this app serves is somebody else's business; a malformed one is not.
+        if (!LISTS_WEBSOCKET.test(upgrade)) return next();
+        return refuse(res, 400, 'Invalid Upgrade header');
+      }
+      if (req.method !== 'GET') return refuse(res, 405, 'Invalid HTTP method', 'Allow', 'GET');
+      // Node hands a request body over as the first bytes of the connection: after a 101 they
+      // would be read as WebSocket frames. A handshake has no body (RFC 6455 §4.1): refuse one.
+      if (hasBody(req)) return refuse(res, 400, 'Unexpected request body');
+      const key = req.headers['sec-websocket-key'];
+      if (key === undefined || !KEY.test(key)) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
     }
-    if (!h2 && req.method !== 'GET') return refuse(res, 405, 'Invalid HTTP method', 'Allow', 'GET');
-    // Node hands a request body over as the first bytes of the connection: after a 101 they would
-    // be read as WebSocket frames. A handshake has no body (RFC 6455 §4.1): refuse one.
-    if (!h2 && hasBody(req)) return refuse(res, 400, 'Unexpected request body');
-    const key = req.headers['sec-websocket-key'];
-    if (!h2 && (key === undefined || !KEY.test(key))) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
     const version = req.headers['sec-websocket-version'];
     if (version !== '13' && version !== '8') {
       // RFC 6455 §4.2.2: a well-formed version we do not speak is 426; anything else is 400.
@@ -302,10 +306,21 @@ function joinRooms<Req extends IncomingMessage>(hub: WebSocketHub, rooms: RoomsO
     else if (Array.isArray(more)) joined.push(...(more as string[]));
     else if (more !== null && more !== undefined) throw new TypeError(`${PKG}: rooms(req) must return a room name, an array of them, or nothing`);
   }
-  ws.once('close', () => {
-    for (const room of joined) hub.leave(ws, room);
-  });
+  (ws as Joined)[kRooms] = { hub, joined };
+  ws.on('close', leaveRooms);
   for (const room of joined) hub.join(ws, room);
+}
+
+/** On a connection that joined rooms: the hub and the rooms to leave when it closes. */
+const kRooms = Symbol('upgradeware.websocket.rooms');
+type Joined = WebSocket & { [kRooms]?: { hub: WebSocketHub; joined: readonly string[] } };
+
+/** The `'close'` listener of a connection with rooms (ws emits it once): leaves them all. */
+function leaveRooms(this: Joined): void {
+  const entry = this[kRooms];
+  if (entry === undefined) return;
+  this[kRooms] = undefined;
+  for (const room of entry.joined) entry.hub.leave(this, room);
 }
 
 /** ws's 'headers': account for the 101 on the response, add the stack's headers to ws's own. */
