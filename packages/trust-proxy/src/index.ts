@@ -136,15 +136,9 @@ export function sameOrigin(origin: string | undefined, req: IncomingMessage): bo
   if (origin === undefined) return true;
   const own = publicOrigin(req);
   if (own === undefined) return false;
-  let normalized: string;
+  // URL drops a default port and lower-cases scheme and host: compare both in that form.
   try {
-    normalized = new URL(origin).origin.toLowerCase();
-  } catch {
-    return false;
-  }
-  // URL drops a default port: compare in the same form.
-  try {
-    return normalized === new URL(own).origin.toLowerCase();
+    return new URL(origin).origin === new URL(own).origin;
   } catch {
     return false;
   }
