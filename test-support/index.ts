@@ -449,3 +449,17 @@ export function rawSwitch(socket: net.Socket, url: string, headers = '', timeout
     );
   });
 }
+
+/**
+ * The first fenced block of `lang` after the line `heading` in the README at `path`: what a user
+ * copies. Throws when the README has no such heading.
+ */
+export function readmeBlock(path: string, heading: string, lang: 'js' | 'ts'): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const text = (require('node:fs') as typeof import('node:fs')).readFileSync(path, 'utf8');
+  const at = text.indexOf(`${heading}\n`);
+  if (at === -1) throw new Error(`${path} has no heading ${heading}`);
+  const start = text.indexOf(`\`\`\`${lang}\n`, at) + lang.length + 4;
+  const end = text.indexOf('\n```', start);
+  return text.slice(start, end + 1);
+}

@@ -4,7 +4,6 @@
  * machine is redirected: `app.listen(port, host)` listens on 127.0.0.1 port 0, and `process` is
  * a stand-in with the example's environment.
  */
-import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
@@ -14,18 +13,11 @@ import type { AddressInfo } from 'node:net';
 import * as ts from 'typescript';
 import * as basicAuthPkg from '@upgradeware/basic-auth';
 import * as uprPkg from '@upgradeware/upgrade-response';
-import { HOST, rawConnect, rawRequest, request, until, readmeDispatcher } from '../../../test-support';
+import { HOST, rawConnect, rawRequest, request, until, readmeDispatcher, readmeBlock } from '../../../test-support';
 
-const README = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
 
-/** The first ```js block after the heading `heading`. */
-function block(heading: string): string {
-  const at = README.indexOf(`${heading}\n`);
-  if (at === -1) throw new Error(`README has no heading ${heading}`);
-  const start = README.indexOf('```js\n', at);
-  const end = README.indexOf('\n```', start + 6);
-  return README.slice(start + 6, end + 1);
-}
+/** The first ```js block after the heading `heading` in this package's README. */
+const block = (heading: string): string => readmeBlock(join(__dirname, '..', 'README.md'), heading, 'js');
 
 interface Running {
   port: number;

@@ -5,24 +5,19 @@
  * its /chat endpoint: what one sends reaches the other (through the hub and Redis), not itself.
  * (test/readme/readme-examples.test.ts type-checks the example and points here for the run.)
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import * as ts from 'typescript';
 import WebSocket from 'ws';
+import { readmeBlock } from '../../../test-support';
 import { startRedis, type RedisServer } from './redis-helpers';
 
 const README = join(__dirname, '..', 'README.md');
 const HEADING = '## With sessions, a WebSocket endpoint and Redis';
 
 function example(): string {
-  const text = readFileSync(README, 'utf8');
-  const from = text.indexOf(HEADING);
-  expect(from).toBeGreaterThan(-1);
-  const open = text.indexOf('```ts\n', from);
-  const close = text.indexOf('\n```', open + 6);
-  return text.slice(open + 6, close + 1);
+  return readmeBlock(README, HEADING, 'ts');
 }
 
 interface Made {

@@ -3,7 +3,6 @@
  * compiled and run against the real packages it imports. Only `app.listen(port)` is redirected
  * (127.0.0.1, port 0) and `process` is a stand-in carrying the example's environment.
  */
-import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -12,19 +11,12 @@ import * as ts from 'typescript';
 import * as sessionPkg from '@upgradeware/session';
 import * as uprPkg from '@upgradeware/upgrade-response';
 import * as websocketPkg from '@upgradeware/websocket';
-import { HOST, nextMessage, request, wsClose, wsOpen, WsRefused, readmeDispatcher } from '../../../test-support';
+import { HOST, nextMessage, request, wsClose, wsOpen, WsRefused, readmeDispatcher, readmeBlock } from '../../../test-support';
 import { cookiePairs } from './helpers';
 
-const README = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
 
-/** The first ```ts block after the heading `heading`. */
-function block(heading: string): string {
-  const at = README.indexOf(`${heading}\n`);
-  if (at === -1) throw new Error(`README has no heading ${heading}`);
-  const start = README.indexOf('```ts\n', at);
-  const end = README.indexOf('\n```', start + 6);
-  return README.slice(start + 6, end + 1);
-}
+/** The first ```ts block after the heading `heading` in this package's README. */
+const block = (heading: string): string => readmeBlock(join(__dirname, '..', 'README.md'), heading, 'ts');
 
 /** Compile and run a block; returns its exports and the servers it started. */
 function run(source: string, env: Record<string, string> = {}): { exports: Record<string, unknown>; servers: http.Server[]; sockets: Set<Socket> } {

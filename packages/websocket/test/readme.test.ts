@@ -5,7 +5,6 @@
  * `app.listen(port)` listens on 127.0.0.1 port 0, the logger writes to a collector instead of
  * stdout, and `process` is a stand-in with the example's environment and signal handlers.
  */
-import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -16,18 +15,11 @@ import * as sessionPkg from '@upgradeware/session';
 import * as basicAuthPkg from '@upgradeware/basic-auth';
 import * as uprPkg from '@upgradeware/upgrade-response';
 import * as websocketPkg from '@upgradeware/websocket';
-import { rawRequest, request, wsHandshake, wsOpen, wsClose, nextMessage, until, WsRefused, HOST, readmeDispatcher } from '../../../test-support';
+import { rawRequest, request, wsHandshake, wsOpen, wsClose, nextMessage, until, WsRefused, HOST, readmeDispatcher, readmeBlock } from '../../../test-support';
 
-const README = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
 
-/** The first ```ts block after the heading `heading`. */
-function block(heading: string): string {
-  const at = README.indexOf(`${heading}\n`);
-  if (at === -1) throw new Error(`README has no heading ${heading}`);
-  const start = README.indexOf('```ts\n', at);
-  const end = README.indexOf('\n```', start + 6);
-  return README.slice(start + 6, end + 1);
-}
+/** The first ```ts block after the heading `heading` in this package's README. */
+const block = (heading: string): string => readmeBlock(join(__dirname, '..', 'README.md'), heading, 'ts');
 
 interface Running {
   server: http.Server;
