@@ -51,6 +51,8 @@ type WriteFn = ServerHttp2Stream['write'];
 /**
  * Hand an extended CONNECT stream to `wss`. `connected(ws, req)` receives the real request.
  * Throws what ws or an on-headers listener throws before the switch (the caller answers it).
+ * The caller (the endpoint's `accept`) has already checked that the stream is open and that
+ * nothing was sent.
  */
 export function acceptHttp2(
   wss: WebSocketServer,
@@ -60,7 +62,7 @@ export function acceptHttp2(
   next: NextFunction,
 ): void {
   const stream = res.socket;
-  if (stream === null || stream.destroyed || res.headersSent) return;
+  if (stream === null) return;
   let headWritten = false;
   const interceptor = function writeHead(this: ServerHttp2Stream, chunk: unknown): boolean {
     // Only ws's first write is its head; every later write goes to the stream as it is.
