@@ -351,7 +351,7 @@ function dispatch(
         traceSkipped(req, skipped);
         debug('%s %s: %s %s', req.method, req.originalUrl, hasError ? 'error to' : 'run', nameOf(layer));
       }
-      call(layer.handle, err, req, res, next);
+      call(layer.handle, hasError, err, req, res, next);
       return;
     }
   };
@@ -389,25 +389,21 @@ function nameOf(layer: Layer): string {
   return `${layer.handle.name || 'anonymous'}${layer.route ? ` at ${layer.route}` : ''}`;
 }
 
-/** Call one layer the Connect way: by arity, with throws and rejections becoming `next(err)`. */
+/**
+ * Call one layer, which `next` picked by arity (an error layer when there is an error), with
+ * throws and rejections becoming `next(err)`.
+ */
 function call(
   handle: Handler,
+  hasError: boolean,
   err: unknown,
   req: http.IncomingMessage,
   res: http.ServerResponse,
   next: NextFunction,
 ): void {
-  const hasError = err !== undefined && err !== null && err !== false;
-  const arity = handle.length;
-  let error = err;
+  let error: unknown;
   try {
-    let ret: unknown;
-    if (hasError && arity === 4) ret = (handle as ErrorMiddleware)(err, req, res, next);
-    else if (!hasError && arity < 4) ret = (handle as Middleware)(req, res, next);
-    else {
-      next(error);
-      return;
-    }
+    const ret: unknown = hasError ? (handle as ErrorMiddleware)(err, req, res, next) : (handle as Middleware)(req, res, next);
     if (ret !== undefined && ret !== null && typeof (ret as PromiseLike<unknown>).then === 'function') {
       (ret as PromiseLike<unknown>).then(undefined, (e: unknown) => next(e ?? new Error('Rejected without a reason')));
     }

@@ -91,6 +91,7 @@ export class Http2UpgradeResponse extends EventEmitter {
   finished = false;
   writableEnded = false;
   writableFinished = false;
+  /** True once `'close'` was emitted. */
   destroyed = false;
   /** @internal */
   _upgradeState = OPEN;
@@ -98,7 +99,6 @@ export class Http2UpgradeResponse extends EventEmitter {
   private readonly store = new Map<string, StoredHeader>();
   private body: Buffer[] = [];
   private onSwitch: Http2SwitchCallback | null = null;
-  private closeEmitted = false;
 
   constructor(req: Http2ConnectRequest) {
     super();
@@ -389,8 +389,8 @@ export class Http2UpgradeResponse extends EventEmitter {
 
   /** @internal */
   emitClose(): void {
-    if (this.closeEmitted) return;
-    this.closeEmitted = true;
+    // `destroyed` is set here only: it tells whether 'close' was emitted.
+    if (this.destroyed) return;
     this.destroyed = true;
     this.emit('close');
   }
