@@ -596,9 +596,8 @@ function guard(socket: GuardedSocket): void {
 }
 
 function isGuarded(socket: Duplex): boolean {
-  const listeners = socket.rawListeners('error');
-  for (let i = 0; i < listeners.length; i++) if (listeners[i] === onSocketError) return true;
-  return false;
+  // listenerCount(name, listener) counts in place: no copy of the listener array per response.
+  return socket.listenerCount('error', onSocketError) !== 0;
 }
 
 function unguard(socket: GuardedSocket): void {
