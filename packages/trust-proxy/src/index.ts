@@ -137,8 +137,11 @@ export function sameOrigin(origin: string | undefined, req: IncomingMessage): bo
   const own = publicOrigin(req);
   if (own === undefined) return false;
   // URL drops a default port and lower-cases scheme and host: compare both in that form.
+  // An opaque origin ("null": file:, data:, a sandboxed page, or a forwarded scheme other than
+  // http/https) is never the same as anything, itself included.
   try {
-    return new URL(origin).origin === new URL(own).origin;
+    const theirs = new URL(origin).origin;
+    return theirs !== 'null' && theirs === new URL(own).origin;
   } catch {
     return false;
   }

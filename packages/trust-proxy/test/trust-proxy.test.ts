@@ -147,3 +147,16 @@ describe('behind a TLS-terminating proxy', () => {
     }
   });
 });
+
+describe('sameOrigin and opaque origins', () => {
+  test('an opaque Origin ("null", file:) never matches, not even an opaque public origin from an odd X-Forwarded-Proto', () => {
+    const req = { headers: { host: 'chat.example.com' }, socket: {}, protocol: 'foo', host: 'chat.example.com' } as unknown as IncomingMessage;
+    expect(publicOrigin(req)).toBe('foo://chat.example.com');
+    expect(sameOrigin('file:///x', req)).toBe(false);
+    expect(sameOrigin('null', req)).toBe(false);
+    const plain = { headers: { host: 'chat.example.com' }, socket: {}, protocol: 'https', host: 'chat.example.com' } as unknown as IncomingMessage;
+    expect(sameOrigin('https://chat.example.com', plain)).toBe(true);
+    expect(sameOrigin('https://CHAT.example.com:443', plain)).toBe(true);
+    expect(sameOrigin('file:///x', plain)).toBe(false);
+  });
+});
