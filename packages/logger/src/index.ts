@@ -418,6 +418,9 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
     getHeaders: () => ({ ...headers }),
     hasHeader: (name: string) => Object.prototype.hasOwnProperty.call(headers, name.toLowerCase()),
     getHeaderNames: () => Object.keys(headers),
+    // `:switched` of the close line: what the switch was, worked out now (the stand-in is no
+    // upgrade response of its own).
+    [kSwitched]: switchedTo(req, res),
   });
   return { req: vReq as unknown as IncomingMessage, res: vRes as unknown as ServerResponse & Marks };
 }
@@ -434,7 +437,11 @@ function markResponseStart(this: ServerResponse): void {
   marks._startTime = new Date();
 }
 
+/** On a close line's stand-in response: the `:switched` value, worked out at the switch. */
+const kSwitched = Symbol('upgradeware.logger.switched');
+
 function switchedTo(req: IncomingMessage, res: ServerResponse): string | undefined {
+  if (kSwitched in res) return (res as ServerResponse & { [kSwitched]: string | undefined })[kSwitched];
   if (!isUpgradeResponse(res) || !res.headersSent) return undefined;
   const over = req.httpVersionMajor === 2 ? 'h2' : '1.1';
   if (res.statusCode === 101) {

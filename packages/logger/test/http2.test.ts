@@ -61,3 +61,19 @@ test('closeFormat on HTTP/2: a second line when the WebSocket stream closes, wit
   expect(log.lines()[0]).toBe('CONNECT /chat 200 websocket/h2');
   expect(log.lines()[1]).toMatch(/^CONNECT \/chat closed 4000 after \d+ ms$/);
 });
+
+test('closeFormat with :switched: the close line says what the switch was, on both transports', async () => {
+  const log = collector();
+  const app = createApp();
+  app.use(logger(':method :url :status', { stream: log.stream, closeFormat: 'closed :switched :close-code' }));
+  app.use('/chat', websocket((ws) => ws.on('message', () => ws.close(4000, 'done'))));
+  s = await startHttp2(app as never);
+  client = (await h2Connect(s.url)).session;
+  const { ws } = await h2WebSocket(client, '/chat');
+  ws.send('bye');
+  await until(() => log.lines().length === 2);
+  expect(log.lines()[1]).toBe('closed websocket/h2 4000');
+  expect(await wsAsk(`wss://127.0.0.1:${s.port}/chat`, 'bye', { rejectUnauthorized: false }).catch(() => 'closed')).toBe('closed');
+  await until(() => log.lines().length === 4);
+  expect(log.lines()[3]).toBe('closed websocket/1.1 4000');
+});
