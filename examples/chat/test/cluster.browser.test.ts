@@ -159,6 +159,27 @@ test('users on two instances chat; a logout on one instance closes the page on t
   });
 
   await step('log out on one instance: both pages of alice go to the login page', async () => {
+    // Which instance serves the logout is nginx's round robin; when it is the instance of alice2's
+    // socket, the only socket elsewhere is alice1's own, which its navigation closes too (1001) and
+    // proves nothing. So alice also holds a socket on each instance directly (her session cookie, no
+    // nginx): whichever instance serves the logout, the witness on the other one must be closed with
+    // 4001, and only the hub can have told it.
+    const ports = /A on (\d+),.*B on (\d+),/.exec(output);
+    expect(ports).not.toBeNull();
+    const cookie = (await aliceCtx.cookies(origin)).map((c) => `${c.name}=${c.value}`).join('; ');
+    const witnesses = new Map<string, { ws: WebSocket; closed: Promise<number> }>();
+    for (const [instance, port] of [['A', ports![1]], ['B', ports![2]]] as const) {
+      const mark = events.length;
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/chat`, { headers: { cookie } });
+      const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      await waitEvent((e) => e.type === 'open' && e.user === 'alice' && e.instance === instance, mark);
+      witnesses.set(instance, { ws, closed });
+    }
+
     const mark = events.length;
     await alice1.click('button:has-text("Log out")');
     await alice1.waitForURL(`${origin}/login`, { timeout: WAIT });
@@ -169,6 +190,12 @@ test('users on two instances chat; a logout on one instance closes the page on t
     // The socket on the instance that did not serve the logout was closed with 4001 too.
     const other = logout.instance === 'A' ? 'B' : 'A';
     await waitEvent((e) => e.type === 'close' && e.user === 'alice' && e.code === 4001 && e.instance === other, mark);
+    let timer: NodeJS.Timeout | undefined;
+    const codes = await Promise.race([
+      Promise.all([witnesses.get('A')!.closed, witnesses.get('B')!.closed]),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('a witness socket stayed open')), WAIT))),
+    ]).finally(() => clearTimeout(timer));
+    expect(codes).toEqual([4001, 4001]);
     // Bob, on his instance, is still connected.
     expect(await bob.locator('#status').getAttribute('data-state')).toBe('online');
   });
