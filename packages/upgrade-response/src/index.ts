@@ -604,6 +604,18 @@ function unguard(socket: GuardedSocket): void {
   socket.removeListener('error', onSocketError);
 }
 
+/**
+ * For the new owner of a switched socket that keeps an `'error'` listener of its own on it until
+ * it is gone (ws does, from the moment it takes the socket): take ours off, so that a long-lived
+ * connection carries nothing of this package. Ours stays, and the answer is false, when no other
+ * listener is there.
+ */
+export function dropErrorGuard(socket: Duplex): boolean {
+  if (!isGuarded(socket) || socket.listenerCount('error') < 2) return false;
+  unguard(socket);
+  return true;
+}
+
 function onSocketError(this: Duplex, err: Error): void {
   debug('socket error: %s', err.message);
   this.destroy();

@@ -1,7 +1,7 @@
 /** UpgradeResponse on its own: a Node server's 'upgrade'/'connect' events, no dispatcher. */
 import * as http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { UpgradeResponse, SocketResponse, abortSwitched, isUpgradeResponse, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
+import { UpgradeResponse, SocketResponse, abortSwitched, dropErrorGuard, isUpgradeResponse, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
 import { start, rawRequest, rawConnect, upgradeRequest, until, delay, HOST, type TestServer } from '../../../test-support';
 
 type Handler = (res: UpgradeResponse, req: http.IncomingMessage, socket: Duplex) => void;
@@ -102,6 +102,38 @@ test('after the hand-off our error listener stays beside the new owner\'s, and n
   expect(listeners).toBe(2);
   expect(res.socket).toBeNull();
   expect(res.upgradeHead.length).toBe(0);
+});
+
+test('dropErrorGuard: an owner that keeps its own error listener takes ours off; alone, ours stays', async () => {
+  const seen: Array<[boolean, number, boolean, number]> = [];
+  let owner = true;
+  handler = (r) => {
+    const withOwner = owner;
+    owner = false;
+    r.switchProtocols((socket) => {
+      if (withOwner) socket.on('error', () => undefined);
+      const dropped = dropErrorGuard(socket);
+      // Asked twice: nothing more to drop.
+      seen.push([dropped, socket.listenerCount('error'), dropErrorGuard(socket), socket.listenerCount('error')]);
+      socket.on('close', () => closed++);
+      socket.resume();
+    });
+  };
+  let closed = 0;
+  for (let i = 0; i < 2; i++) {
+    const conn = await rawConnect(server.port);
+    conn.socket.write(upgradeRequest('/', 'echo'));
+    await conn.waitFor('\r\n\r\n');
+    // A reset after the switch (ECONNRESET on the server's socket): with only the owner's listener
+    // or only ours, no uncaught error.
+    conn.socket.resetAndDestroy();
+    await until(() => closed === i + 1);
+  }
+  expect(seen).toEqual([
+    [true, 1, false, 1],
+    [false, 1, false, 1],
+  ]);
+  expect((await rawRequest(server.port, upgradeRequest('/', 'echo'))).raw).toMatch(/^HTTP\/1\.1 101 /);
 });
 
 test('switchProtocols after the client went away returns false and never calls back', async () => {

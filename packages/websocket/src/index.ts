@@ -12,6 +12,7 @@ import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 import { acceptHttp2, isWebSocketConnect } from './http2';
 import {
   isHttp2UpgradeResponse,
+  dropErrorGuard,
   isUpgradeResponse,
   supportsUpgrade,
   type Middleware,
@@ -163,7 +164,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   if (typeof onConnection !== 'function') throw new TypeError(`${PKG}: onConnection must be a function`);
   const { origins, verifyClient, onError, hub, rooms, ...wsOptions } = checkOptions(options);
   const allowed = originCheck(origins);
-  const wss = new WebSocketServer({ ...wsOptions, noServer: true } as ServerOptions);
+  const wss = new WebSocketServer({ ...wsOptions, WebSocket: endpointClass(wsOptions.WebSocket), noServer: true } as ServerOptions);
   let closing: Promise<void> | null = null;
 
   wss.on('headers', onHeaders);
@@ -177,11 +178,11 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
     });
 
   function connected(ws: WebSocket, req: IncomingMessage): void {
-    ws.on('error', onSocketError);
-    // The record lives as long as the connection, on the WebSocket, for a module-level listener:
-    // nothing of `req`, and no closure or once() wrapper per connection.
+    // The record lives as long as the connection, on the WebSocket (see endpointClass): nothing
+    // of `req`, and no listener, closure or once() wrapper per connection.
     (ws as Recorded)[kCloseRecord] = req.webSocketClose ?? (req.webSocketClose = {});
-    ws.on('close', recordClose);
+    // ws keeps an 'error' listener of its own on the socket until it is gone: ours can go.
+    if (req.httpVersionMajor === 1) dropErrorGuard(req.socket);
     if (hub !== undefined) {
       try {
         joinRooms(hub, rooms, ws, req as Req);
@@ -415,18 +416,46 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
 const kCloseRecord = Symbol('upgradeware.websocket.closeRecord');
 type Recorded = WebSocket & { [kCloseRecord]?: WebSocketCloseInfo };
 
-/** The `'close'` listener of every connection (ws emits it once): fills the connection's record. */
-function recordClose(this: Recorded, code: number, reason: Buffer): void {
-  const record = this[kCloseRecord];
-  if (record === undefined) return;
-  this[kCloseRecord] = undefined;
-  record.code = code;
-  record.reason = reason.toString();
-}
+type WebSocketClass = new (...args: never[]) => WebSocket;
 
-function onSocketError(this: WebSocket, err: Error): void {
-  // ws closes the connection itself (1002, 1007, 1009 …); the error is only worth a debug line.
-  debug('client error: %s', err.message);
+/**
+ * The class ws makes the endpoint's connections with: ws's `WebSocket` (or the `WebSocket` option's
+ * class), which fills the connection's close record before its `'close'` reaches any listener, and
+ * never lets an `'error'` nobody listens to become an uncaught exception — ws closes the connection
+ * itself (1002, 1007, 1009 …); the error is only worth a debug line. Done in `emit`, once per class,
+ * instead of two listeners per connection: an open connection carries what a plain ws server's does.
+ */
+function endpointClass(Base: WebSocketClass = WebSocket): WebSocketClass {
+  const Parent = Base as unknown as typeof WebSocket;
+  class EndpointWebSocket extends Parent {
+    [kCloseRecord]: WebSocketCloseInfo | undefined = undefined;
+
+    override emit(event: string | symbol, a?: unknown, b?: unknown): boolean {
+      if (event === 'close') {
+        const record = this[kCloseRecord];
+        if (record !== undefined) {
+          this[kCloseRecord] = undefined;
+          record.code = a as number;
+          record.reason = b === undefined ? '' : String(b);
+        }
+      } else if (event === 'error' && this.listenerCount('error') === 0) {
+        debug('client error: %s', (a as Error | undefined)?.message);
+        return false;
+      }
+      // The arguments as given (no rest array per message): listeners see the same arguments.length.
+      switch (arguments.length) {
+        case 1:
+          return super.emit(event);
+        case 2:
+          return super.emit(event, a);
+        case 3:
+          return super.emit(event, a, b);
+        default:
+          return (super.emit as (...args: unknown[]) => boolean).apply(this, Array.from(arguments));
+      }
+    }
+  }
+  return EndpointWebSocket as unknown as WebSocketClass;
 }
 
 /** Is the URL left after the mount path exactly '/' (query allowed)? */

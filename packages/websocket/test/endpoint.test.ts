@@ -1,3 +1,4 @@
+import * as http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import WebSocket from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
@@ -319,6 +320,93 @@ describe('errors after the switch', () => {
       await s2.close();
     }
     await stillServes(s);
+  });
+});
+
+describe('what an open connection carries', () => {
+  type Profile = Record<string, number>;
+  const profile = (e: { listenerCount(name: string): number }, names: string[]): Profile =>
+    Object.fromEntries(names.map((n) => [n, e.listenerCount(n)]));
+  const WS_EVENTS = ['close', 'error', 'message', 'ping', 'pong', 'open'];
+  const SOCKET_EVENTS = ['close', 'error', 'end', 'data', 'drain', 'timeout', 'finish'];
+  const socketOf = (ws: WebSocket) => (ws as unknown as { _socket: import('node:net').Socket })._socket;
+
+  test('the listeners a plain ws server leaves, no more: none of ours on the WebSocket or its socket', async () => {
+    // A plain ws server on an HTTP server that tracks its sockets as the test server does.
+    const server = http.createServer();
+    server.on('connection', (socket) => socket.once('close', () => undefined));
+    const plain = new WebSocket.Server({ server });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const plainSeen = new Promise<[Profile, Profile]>((resolve) =>
+      plain.once('connection', (ws) => resolve([profile(ws, WS_EVENTS), profile(socketOf(ws), SOCKET_EVENTS)])),
+    );
+    const { ws: client } = await wsOpen(`ws://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}/`);
+    const expected = await plainSeen;
+    await wsClose(client);
+    await new Promise((r) => plain.close(r));
+    await new Promise((r) => server.close(r));
+
+    const app = createApp();
+    const oursSeen = new Promise<[Profile, Profile]>((resolve) => {
+      app.use('/chat', websocket((ws) => resolve([profile(ws, WS_EVENTS), profile(socketOf(ws), SOCKET_EVENTS)])));
+    });
+    s = await start(app);
+    const { ws } = await wsOpen(`${s.wsUrl}/chat`);
+    expect(await oursSeen).toEqual(expected);
+    await wsClose(ws);
+  });
+
+  test('an error nobody listens to closes the connection without crashing; a listener of the app still hears it', async () => {
+    const errors: string[] = [];
+    const app = createApp();
+    let first = true;
+    app.use(
+      '/chat',
+      websocket((ws) => {
+        // The first connection has no 'error' listener at all; the second has the app's.
+        if (!first) ws.on('error', (err: Error) => errors.push(err.message));
+        first = false;
+      }),
+    );
+    s = await start(app);
+    for (const listened of [false, true]) {
+      const conn = await rawConnect(s.port);
+      conn.socket.write(wsHandshake('/chat'));
+      await conn.waitFor('\r\n\r\n');
+      // Unmasked: a protocol error, 1002.
+      conn.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
+      const all = await conn.waitFor(Buffer.from([0x88, 0x02, 0x03, 0xea]));
+      expect(all.includes(Buffer.from([0x88, 0x02, 0x03, 0xea]))).toBe(true);
+      expect(await conn.waitClose()).toBe(true);
+      conn.close();
+      expect(errors.length).toBe(listened ? 1 : 0);
+    }
+    expect(errors[0]).toMatch(/MASK must be set/);
+    // Still serving.
+    const { ws } = await wsOpen(`${s.wsUrl}/chat`);
+    await wsClose(ws);
+  });
+
+  test('the WebSocket option: connections are of that class, and still record how they closed', async () => {
+    class Tagged extends WebSocket {
+      tagged = true;
+    }
+    const app = createApp();
+    const seen: Array<{ tagged: boolean; record: IncomingMessage['webSocketClose'] }> = [];
+    app.use(
+      '/chat',
+      websocket(
+        (ws, req) => {
+          ws.on('close', () => seen.push({ tagged: ws instanceof Tagged && (ws as Tagged).tagged, record: { ...req.webSocketClose } }));
+        },
+        { WebSocket: Tagged },
+      ),
+    );
+    s = await start(app);
+    const { ws } = await wsOpen(`${s.wsUrl}/chat`);
+    ws.close(4000, 'bye');
+    await until(() => seen.length === 1);
+    expect(seen[0]).toEqual({ tagged: true, record: { code: 4000, reason: 'bye' } });
   });
 });
 
