@@ -25,6 +25,18 @@ afterEach(async () => {
   s = undefined;
 });
 
+/** After a handshake to /chat, an unmasked client frame (a protocol error): ws answers 1002 and closes. */
+async function unmaskedFrameCloses1002(port: number): Promise<void> {
+  const conn = await rawConnect(port);
+  conn.socket.write(wsHandshake('/chat'));
+  await conn.waitFor('\r\n\r\n');
+  conn.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
+  const all = await conn.waitFor(Buffer.from([0x88, 0x02, 0x03, 0xea]));
+  expect(all.includes(Buffer.from([0x88, 0x02, 0x03, 0xea]))).toBe(true);
+  expect(await conn.waitClose()).toBe(true);
+  conn.close();
+}
+
 async function stillServes(server: TestServer, path = '/chat'): Promise<void> {
   const { ws } = await wsOpen(`${server.wsUrl}${path}`);
   const reply = nextMessage(ws);
@@ -293,15 +305,7 @@ describe('errors after the switch', () => {
   test('protocol errors and resets from a client do not crash; the next connection works', async () => {
     const { app } = echoApp();
     s = await start(app);
-    // An unmasked client frame is a protocol error: ws closes with 1002.
-    const conn = await rawConnect(s.port);
-    conn.socket.write(wsHandshake('/chat'));
-    await conn.waitFor('\r\n\r\n');
-    conn.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
-    const all = await conn.waitFor(Buffer.from([0x88, 0x02, 0x03, 0xea]));
-    expect(all.includes(Buffer.from([0x88, 0x02, 0x03, 0xea]))).toBe(true);
-    expect(await conn.waitClose()).toBe(true);
-    conn.close();
+    await unmaskedFrameCloses1002(s.port);
     // A reset mid-connection.
     const reset = await rawConnect(s.port);
     reset.socket.write(wsHandshake('/chat'));
@@ -370,15 +374,7 @@ describe('what an open connection carries', () => {
     );
     s = await start(app);
     for (const listened of [false, true]) {
-      const conn = await rawConnect(s.port);
-      conn.socket.write(wsHandshake('/chat'));
-      await conn.waitFor('\r\n\r\n');
-      // Unmasked: a protocol error, 1002.
-      conn.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
-      const all = await conn.waitFor(Buffer.from([0x88, 0x02, 0x03, 0xea]));
-      expect(all.includes(Buffer.from([0x88, 0x02, 0x03, 0xea]))).toBe(true);
-      expect(await conn.waitClose()).toBe(true);
-      conn.close();
+      await unmaskedFrameCloses1002(s.port);
       expect(errors.length).toBe(listened ? 1 : 0);
     }
     expect(errors[0]).toMatch(/MASK must be set/);
