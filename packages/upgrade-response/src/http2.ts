@@ -444,7 +444,9 @@ export function abortSwitchedHttp2(req: Http2ConnectRequest): void {
     stream.close(NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  if (req.headers[':protocol'] === 'websocket' && stream.writable) stream.write(WS_CLOSE_1011);
+  // A protocol name is case-insensitive, as the websocket endpoint and the dispatcher treat it.
+  const protocol = req.headers[':protocol'];
+  if (typeof protocol === 'string' && protocol.toLowerCase() === 'websocket' && stream.writable) stream.write(WS_CLOSE_1011);
   stream.end();
   setTimeout(() => {
     if (!stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);

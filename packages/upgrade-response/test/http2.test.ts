@@ -193,13 +193,13 @@ test('externalSwitch: hooks fire, header lines returned, finish and close once, 
   expect(events).toEqual(['finish 200', 'close']);
 });
 
-test('abortSwitched on an h2 WebSocket: a 1011 close frame on the stream, then it ends', async () => {
+test.each(['websocket', 'WebSocket'])('abortSwitched on an h2 WebSocket (:protocol %s): a 1011 close frame on the stream, then it ends', async (protocol) => {
   handler = (res, req) => {
     res.switchProtocols(() => {
       abortSwitched(req as never, req.socket as never);
     });
   };
-  const r = await h2Request(client, ws());
+  const r = await h2Request(client, { ...ws(), ':protocol': protocol });
   expect(r.status).toBe(200);
   expect([...r.body]).toEqual([0x88, 0x02, 0x03, 0xf3]);
 });
