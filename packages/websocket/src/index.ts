@@ -5,6 +5,7 @@
  * upgrade-aware middleware. The 101 that `ws` writes carries the headers the stack set on `res`
  * and ends `res` with status 101; a bad handshake is answered through `res` with its real status.
  */
+import { errorMonitor } from 'node:events';
 import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
@@ -440,6 +441,8 @@ function endpointClass(Base: WebSocketClass = WebSocket): WebSocketClass {
         }
       } else if (event === 'error' && this.listenerCount('error') === 0) {
         debug('client error: %s', (a as Error | undefined)?.message);
+        // What Node does before it would throw: errorMonitor listeners still hear of it.
+        if (this.listenerCount(errorMonitor) !== 0) super.emit(errorMonitor, a);
         return false;
       }
       // The arguments as given (no rest array per message): listeners see the same arguments.length.

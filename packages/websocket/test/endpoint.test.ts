@@ -1,3 +1,4 @@
+import { errorMonitor } from 'node:events';
 import * as http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import WebSocket from 'ws';
@@ -362,13 +363,16 @@ describe('what an open connection carries', () => {
 
   test('an error nobody listens to closes the connection without crashing; a listener of the app still hears it', async () => {
     const errors: string[] = [];
+    const monitored: string[] = [];
     const app = createApp();
     let first = true;
     app.use(
       '/chat',
       websocket((ws) => {
-        // The first connection has no 'error' listener at all; the second has the app's.
+        // The first connection has no 'error' listener at all (an errorMonitor one still hears
+        // of the error, as Node's emitters do); the second has the app's.
         if (!first) ws.on('error', (err: Error) => errors.push(err.message));
+        else ws.on(errorMonitor, (err: Error) => monitored.push(err.message));
         first = false;
       }),
     );
@@ -378,6 +382,7 @@ describe('what an open connection carries', () => {
       expect(errors.length).toBe(listened ? 1 : 0);
     }
     expect(errors[0]).toMatch(/MASK must be set/);
+    expect(monitored).toEqual([errors[0]]);
     // Still serving.
     const { ws } = await wsOpen(`${s.wsUrl}/chat`);
     await wsClose(ws);
