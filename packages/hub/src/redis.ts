@@ -34,7 +34,11 @@ export interface RedisTransportOptions {
   channel?: string;
   /** Streams: the stream's approximate bound (XADD MAXLEN ~). Default 10000. */
   maxLen?: number;
-  /** Streams: messages waiting to be written while Redis is away; the oldest are dropped beyond it. Default 10000. */
+  /**
+   * Streams: messages waiting to be written while Redis is away; the oldest are dropped beyond it.
+   * Pub/sub: PUBLISH commands waiting for Redis's answer; new messages are dropped beyond it.
+   * Default 10000.
+   */
   maxQueue?: number;
   /** Streams: how long one XREAD blocks (ms). Default 5000. */
   blockMs?: number;
@@ -211,11 +215,24 @@ export function redisTransport(options: RedisTransportOptions): HubTransport {
   const maxLen = positive('maxLen', 10_000);
   const maxQueue = positive('maxQueue', 10_000);
   const blockMs = positive('blockMs', 5000);
-  return mode === 'pubsub' ? pubsubTransport(options, pub, sub, channel) : streamsTransport(options, pub, sub, channel, maxLen, maxQueue, blockMs);
+  return mode === 'pubsub' ? pubsubTransport(options, pub, sub, channel, maxQueue) : streamsTransport(options, pub, sub, channel, maxLen, maxQueue, blockMs);
 }
 
-function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adapter, channel: string): HubTransport {
+function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adapter, channel: string, maxQueue: number): HubTransport {
   let receiver: TransportReceiver | null = null;
+  // PUBLISH commands sent and not answered yet. A Redis that stops answering with its connection
+  // up (stopped, overloaded, a network that drops without a reset) would otherwise have the client
+  // queue every broadcast in memory for as long as it lasts: beyond `maxQueue`, new ones are
+  // dropped, as pub/sub drops what is published during an outage.
+  let waiting = 0;
+  let dropped = 0;
+  const answered = (): void => {
+    waiting--;
+  };
+  const lost = (err: unknown): void => {
+    waiting--;
+    debug('publish lost (pubsub is at most once): %s', errorText(err));
+  };
   const listener = (message: string) => receiver?.message(message);
   const stops: Array<() => void> = [];
   return {
@@ -239,7 +256,13 @@ function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adap
       }
     },
     publish(text) {
-      pub.command(['PUBLISH', channel, text]).then(undefined, (err: unknown) => debug('publish lost (pubsub is at most once): %s', errorText(err)));
+      if (waiting >= maxQueue) {
+        dropped++;
+        if ((dropped & (dropped - 1)) === 0) debug('Redis is not answering: %d publishes waiting, %d messages dropped so far', waiting, dropped);
+        return;
+      }
+      waiting++;
+      pub.command(['PUBLISH', channel, text]).then(answered, lost);
     },
     async close() {
       receiver = null;

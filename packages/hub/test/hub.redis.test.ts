@@ -278,6 +278,54 @@ describe.each(['redis', 'ioredis'] as Lib[])('without an outage (%s)', (lib) => 
   });
 });
 
+describe('a Redis that stops answering (connections up, nothing answered)', () => {
+  test.each([
+    ['pubsub', 'the first maxQueue publishes wait, newer ones are dropped', (): string[] => Array.from({ length: 10 }, (_, i) => `q${i}`)],
+    ['streams', 'the batch in flight, then the newest maxQueue messages', (): string[] => ['q0', ...Array.from({ length: 10 }, (_, i) => `q${990 + i}`)]],
+  ] as const)('%s: at most maxQueue messages wait (%s); delivery goes on once it answers', async (mode, _what, expected) => {
+    const la = await link(redis.port);
+    const lb = await link(redis.port);
+    const ca = await clients('redis', la.url);
+    const cb = await clients('redis', lb.url);
+    const channel = `hub-test:${process.pid}-${++counter}`;
+    const a = createHub({ transport: redisTransport({ publisher: ca.publisher, subscriber: ca.subscriber, mode, channel, maxQueue: 10, blockMs: 1000 }) });
+    const b = createHub({ transport: redisTransport({ publisher: cb.publisher, subscriber: cb.subscriber, mode, channel, blockMs: 1000 }) });
+    const onB = await wsPair();
+    try {
+      await Promise.all([a.ready, b.ready]);
+      b.join(onB.server, 'r');
+      const got = collect(onB.client);
+      for (let i = 0; i < 100 && !got.includes('warm'); i++) {
+        a.broadcast('warm', { room: 'r' });
+        await delay(20);
+      }
+      await delay(100);
+      got.length = 0;
+      la.freeze();
+      for (let i = 0; i < 1000; i++) a.broadcast(`q${i}`, { room: 'r' });
+      await delay(200);
+      expect(got).toEqual([]);
+      la.thaw();
+      await until(() => got.length >= expected().length, 5000);
+      await delay(300);
+      expect(got).toEqual(expected());
+      for (let i = 0; i < 100 && !got.includes('after'); i++) {
+        a.broadcast('after', { room: 'r' });
+        await delay(20);
+      }
+      expect(got).toContain('after');
+    } finally {
+      await onB.close();
+      await a.close();
+      await b.close();
+      await ca.close();
+      await cb.close();
+      await la.close();
+      await lb.close();
+    }
+  });
+});
+
 describe('streams mode limits', () => {
   test('maxQueue: while Redis is away, the oldest waiting messages beyond it are dropped, the newest delivered', async () => {
     const la = await link(redis.port);

@@ -77,12 +77,18 @@ export interface Link {
   url: string;
   cut(): void;
   restore(): void;
+  /** Redis stops answering: the connections stay up, nothing the clients send gets through. */
+  freeze(): void;
+  /** What was held goes through, and the answers come back. */
+  thaw(): void;
   close(): Promise<void>;
 }
 
 export async function link(target: number): Promise<Link> {
   let up = true;
+  let frozen = false;
   const pairs = new Set<net.Socket>();
+  const upstreamOf = new Map<net.Socket, net.Socket>();
   const server = net.createServer((client) => {
     client.on('error', () => undefined);
     if (!up) {
@@ -96,9 +102,13 @@ export async function link(target: number): Promise<Link> {
     upstream.on('close', () => client.destroy());
     pairs.add(client);
     pairs.add(upstream);
-    client.once('close', () => pairs.delete(client));
+    upstreamOf.set(client, upstream);
+    client.once('close', () => {
+      pairs.delete(client);
+      upstreamOf.delete(client);
+    });
     upstream.once('close', () => pairs.delete(upstream));
-    client.pipe(upstream);
+    if (!frozen) client.pipe(upstream);
     upstream.pipe(client);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -112,6 +122,17 @@ export async function link(target: number): Promise<Link> {
     },
     restore() {
       up = true;
+    },
+    freeze() {
+      frozen = true;
+      for (const [client, upstream] of upstreamOf) {
+        client.unpipe(upstream);
+        client.pause();
+      }
+    },
+    thaw() {
+      frozen = false;
+      for (const [client, upstream] of upstreamOf) client.pipe(upstream);
     },
     close: () =>
       new Promise<void>((resolve) => {
