@@ -278,29 +278,50 @@ describe.each(['redis', 'ioredis'] as Lib[])('without an outage (%s)', (lib) => 
   });
 });
 
+/**
+ * Two hubs on their own links to Redis: A publishes with `maxQueue: 10`, B has a WebSocket in
+ * room `r` whose messages arrive in `got` (emptied after a warm-up that proved the path works).
+ */
+async function withMaxQueue10(
+  mode: 'pubsub' | 'streams',
+  run: (t: { a: ReturnType<typeof createHub>; la: Link; got: string[] }) => Promise<void>,
+): Promise<void> {
+  const la = await link(redis.port);
+  const lb = await link(redis.port);
+  const ca = await clients('redis', la.url);
+  const cb = await clients('redis', lb.url);
+  const channel = `hub-test:${process.pid}-${++counter}`;
+  const a = createHub({ transport: redisTransport({ publisher: ca.publisher, subscriber: ca.subscriber, mode, channel, maxQueue: 10, blockMs: 1000 }) });
+  const b = createHub({ transport: redisTransport({ publisher: cb.publisher, subscriber: cb.subscriber, mode, channel, blockMs: 1000 }) });
+  const onB = await wsPair();
+  try {
+    await Promise.all([a.ready, b.ready]);
+    b.join(onB.server, 'r');
+    const got = collect(onB.client);
+    for (let i = 0; i < 100 && !got.includes('warm'); i++) {
+      a.broadcast('warm', { room: 'r' });
+      await delay(20);
+    }
+    await delay(100);
+    got.length = 0;
+    await run({ a, la, got });
+  } finally {
+    await onB.close();
+    await a.close();
+    await b.close();
+    await ca.close();
+    await cb.close();
+    await la.close();
+    await lb.close();
+  }
+}
+
 describe('a Redis that stops answering (connections up, nothing answered)', () => {
   test.each([
     ['pubsub', 'the first maxQueue publishes wait, newer ones are dropped', (): string[] => Array.from({ length: 10 }, (_, i) => `q${i}`)],
     ['streams', 'the batch in flight, then the newest maxQueue messages', (): string[] => ['q0', ...Array.from({ length: 10 }, (_, i) => `q${990 + i}`)]],
   ] as const)('%s: at most maxQueue messages wait (%s); delivery goes on once it answers', async (mode, _what, expected) => {
-    const la = await link(redis.port);
-    const lb = await link(redis.port);
-    const ca = await clients('redis', la.url);
-    const cb = await clients('redis', lb.url);
-    const channel = `hub-test:${process.pid}-${++counter}`;
-    const a = createHub({ transport: redisTransport({ publisher: ca.publisher, subscriber: ca.subscriber, mode, channel, maxQueue: 10, blockMs: 1000 }) });
-    const b = createHub({ transport: redisTransport({ publisher: cb.publisher, subscriber: cb.subscriber, mode, channel, blockMs: 1000 }) });
-    const onB = await wsPair();
-    try {
-      await Promise.all([a.ready, b.ready]);
-      b.join(onB.server, 'r');
-      const got = collect(onB.client);
-      for (let i = 0; i < 100 && !got.includes('warm'); i++) {
-        a.broadcast('warm', { room: 'r' });
-        await delay(20);
-      }
-      await delay(100);
-      got.length = 0;
+    await withMaxQueue10(mode, async ({ a, la, got }) => {
       la.freeze();
       for (let i = 0; i < 1000; i++) a.broadcast(`q${i}`, { room: 'r' });
       await delay(200);
@@ -314,37 +335,13 @@ describe('a Redis that stops answering (connections up, nothing answered)', () =
         await delay(20);
       }
       expect(got).toContain('after');
-    } finally {
-      await onB.close();
-      await a.close();
-      await b.close();
-      await ca.close();
-      await cb.close();
-      await la.close();
-      await lb.close();
-    }
+    });
   });
 });
 
 describe('streams mode limits', () => {
   test('maxQueue: while Redis is away, the oldest waiting messages beyond it are dropped, the newest delivered', async () => {
-    const la = await link(redis.port);
-    const lb = await link(redis.port);
-    const ca = await clients('redis', la.url);
-    const cb = await clients('redis', lb.url);
-    const channel = `hub-test:${process.pid}-${++counter}`;
-    const a = createHub({ transport: redisTransport({ publisher: ca.publisher, subscriber: ca.subscriber, mode: 'streams', channel, maxQueue: 10, blockMs: 1000 }) });
-    const b = createHub({ transport: redisTransport({ publisher: cb.publisher, subscriber: cb.subscriber, mode: 'streams', channel, blockMs: 1000 }) });
-    const onB = await wsPair();
-    try {
-      await Promise.all([a.ready, b.ready]);
-      b.join(onB.server, 'r');
-      const got = collect(onB.client);
-      for (let i = 0; i < 100 && !got.includes('warm'); i++) {
-        a.broadcast('warm', { room: 'r' });
-        await delay(20);
-      }
-      got.length = 0;
+    await withMaxQueue10('streams', async ({ a, la, got }) => {
       la.cut();
       await delay(50);
       for (let i = 0; i < 30; i++) a.broadcast(`q${i}`, { room: 'r' });
@@ -355,15 +352,7 @@ describe('streams mode limits', () => {
       // Whatever was in flight when the link dropped may be the first batch; the rest is the newest 10.
       expect(got.slice(-10)).toEqual(Array.from({ length: 10 }, (_, i) => `q${20 + i}`));
       expect(got.length).toBeLessThan(30);
-    } finally {
-      await onB.close();
-      await a.close();
-      await b.close();
-      await ca.close();
-      await cb.close();
-      await la.close();
-      await lb.close();
-    }
+    });
   });
 
   test('maxLen bounds the stream (approximately, as MAXLEN ~ does)', async () => {
