@@ -15,8 +15,9 @@ import {
   SocketResponse,
   UpgradeResponse,
   isHttp2Request,
-  isHttp2UpgradeResponse,
+  headersComplete,
   isUpgradeResponse,
+  ownsSocket,
   replayAsRequest,
   whenSocketFree,
   type ErrorMiddleware,
@@ -123,8 +124,6 @@ interface Fallback {
 
 const DEFAULT_TIMEOUT = 30_000;
 const EMPTY = Buffer.alloc(0);
-/** Node's parser keeps this many `rawHeaders` entries (1,000 lines) when maxHeadersCount is unset. */
-const DEFAULT_MAX_HEADER_ENTRIES = 2000;
 const kDeadline = Symbol('upgradeware.deadline');
 /** Set on a response once the time limit acted on it (answered 503 or closed the connection). */
 const kTimedOut = Symbol('upgradeware.timedOut');
@@ -179,7 +178,7 @@ export function createApp(options: AppOptions = {}): App {
     // all, and its request handler (this app, or Express …) answers it — unless Node dropped
     // some of its header lines (past `maxHeadersCount`): a request rebuilt without them could
     // lose its framing, so it is refused with 431 instead.
-    const complete = served || headersComplete(req, fallback?.server ?? (socket as { server?: unknown }).server);
+    const complete = served || headersComplete(req, socket, fallback?.server);
     if (!served && complete && replayAsRequest(req, socket, head, fallback?.server)) return;
     // Synchronously, before anything else: the response adds the socket's 'error' listener.
     const res = served ? new UpgradeResponse(req, socket, head) : new SocketResponse(req, socket, head);
@@ -493,12 +492,6 @@ function clearDeadline(this: Deadlined): void {
   this[kDeadline] = undefined;
 }
 
-/** Is the response still the one its socket serves (not handed over, not replaced)? */
-function ownsSocket(res: http.ServerResponse): boolean {
-  if (isHttp2UpgradeResponse(res)) return res.socket !== null;
-  return (res.socket as { _httpMessage?: unknown } | null)?._httpMessage === res;
-}
-
 /** How long the 503 of the time limit is given to go out before the connection is cut. */
 const DEADLINE_GRACE_MS = 1000;
 
@@ -594,16 +587,6 @@ function printError(err: unknown): void {
   if (process.env.NODE_ENV === 'test') return;
   const text = err instanceof Error ? (err.stack ?? String(err)) : String(err);
   process.stderr.write(`${text}\n`);
-}
-
-/**
- * Did Node keep every header line of the request? Past the server's `maxHeadersCount` it drops
- * the rest, so a request rebuilt from `rawHeaders` could lose its framing (`Content-Length`).
- */
-function headersComplete(req: http.IncomingMessage, server: unknown): boolean {
-  const count = (server as { maxHeadersCount?: unknown } | undefined)?.maxHeadersCount;
-  const limit = typeof count === 'number' ? count * 2 : DEFAULT_MAX_HEADER_ENTRIES;
-  return limit <= 0 || req.rawHeaders.length < limit;
 }
 
 function statusOf(err: unknown): number {

@@ -14,25 +14,17 @@ import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeader, OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
+import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, kBrand } from './shared';
 
 const debug = createDebug('upgradeware:upgrade-response');
 
-/** The same brand as `UpgradeResponse` (`isUpgradeResponse` is true for both). */
-const kBrand = Symbol.for('upgradeware.UpgradeResponse');
 const kHttp2 = Symbol.for('upgradeware.Http2UpgradeResponse');
-const EMPTY = Buffer.alloc(0);
 /** Headers that HTTP/2 forbids (RFC 9113 §8.2.2) or that describe HTTP/1.1 framing. */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te']);
 /** Headers a switch never carries: the stream that follows has no length. */
 const SWITCH_DROPPED = new Set([...CONNECTION_SPECIFIC, 'content-length']);
 const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
-/** How long a refused stream may stay open, waiting for the client to close its side. */
-const LINGER_MS = 5000;
-const OPEN = 0;
-const SWITCHING = 1;
-const EXTERNAL = 2;
-const DONE = 3;
 
 /** The callback of a switch on HTTP/2: the stream itself, and no head (HTTP/2 has none). */
 export type Http2SwitchCallback = (stream: Duplex, head: Buffer) => void;
@@ -254,7 +246,7 @@ export class Http2UpgradeResponse extends EventEmitter {
     const stream = this.stream;
     if (stream.destroyed || stream.closed) {
       // The client went away: nothing can be sent, and 'close' has been (or will be) emitted.
-      this._upgradeState = DONE;
+      this._upgradeState = RELEASED;
       this.socket = null;
       return this;
     }
@@ -332,12 +324,12 @@ export class Http2UpgradeResponse extends EventEmitter {
       stream.respond(this.headerBlock(200, SWITCH_DROPPED), { endStream: false });
     } catch (err) {
       debug('h2 switch could not be sent: %o', err);
-      this._upgradeState = DONE;
+      this._upgradeState = RELEASED;
       this.socket = null;
       stream.close(NGHTTP2_INTERNAL_ERROR);
       return;
     }
-    this._upgradeState = DONE;
+    this._upgradeState = RELEASED;
     this.socket = null;
     // After the switch the stream is the new owner's: nothing of ours stays reachable from it.
     stream.removeListener('close', this.onStreamClose);
@@ -356,7 +348,7 @@ export class Http2UpgradeResponse extends EventEmitter {
   }
 
   private sendResponse(stream: http2.ServerHttp2Stream): void {
-    this._upgradeState = DONE;
+    this._upgradeState = RELEASED;
     const body = this.body.length === 0 ? EMPTY : Buffer.concat(this.body);
     this.body = [];
     // 1xx cannot end a response; 101 does not exist in HTTP/2 (RFC 9113 §8.6).
@@ -403,7 +395,7 @@ function finishNow(res: Http2UpgradeResponse): void {
   // Already closed (the client reset the stream while the answer was being written): no 'finish'.
   if (res.writableFinished || res.destroyed) return;
   res.writableFinished = true;
-  res._upgradeState = DONE;
+  res._upgradeState = RELEASED;
   res.socket = null;
   res.emit('finish');
   res.emitClose();
@@ -426,11 +418,6 @@ function headersSentError(what: string): Error {
   err.code = 'ERR_HTTP_HEADERS_SENT';
   return err;
 }
-
-/** A WebSocket close frame from a server: code 1011 (internal error). Also `abortSwitched`'s. */
-export const WS_CLOSE_1011 = Buffer.from([0x88, 0x02, 0x03, 0xf3]);
-/** How long an aborted connection (or stream) is given to say goodbye before it is cut. */
-export const ABORT_GRACE_MS = 1000;
 
 /**
  * `abortSwitched` for a request that arrived over HTTP/2: acts on the stream (the request's

@@ -16,7 +16,8 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
-import { ABORT_GRACE_MS, WS_CLOSE_1011, abortSwitchedHttp2, isHttp2Request } from './http2';
+import { abortSwitchedHttp2, isHttp2Request, isHttp2UpgradeResponse } from './http2';
+import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, kBrand } from './shared';
 
 export {
   Http2UpgradeResponse,
@@ -67,26 +68,13 @@ export type SwitchCallback = (socket: Duplex, head: Buffer) => void;
 /** What `res.switchProtocols()` writes: the status line of a switch. */
 const SWITCHING_PROTOCOLS = 101;
 const CONNECT_ESTABLISHED = 200;
-/** How long a rejected socket may stay half-open, waiting for the client to close its side. */
-const LINGER_MS = 5000;
 /** How many unread bytes are drained from a rejected socket before it is cut. */
 const LINGER_MAX_BYTES = 64 * 1024;
-const EMPTY = Buffer.alloc(0);
 /** Headers that describe a body or a connection: meaningless, or harmful, on a switch. */
 const FRAMING = ['content-length', 'transfer-encoding'];
 /** Headers that the library writing its own 101 owns (see `externalSwitch`). */
 const SWITCH_OWNED = new Set(['upgrade', 'connection', 'content-length', 'transfer-encoding']);
 
-/** Answering: the response may still end with anything. */
-const OPEN = 0;
-/** `switchProtocols()` was called: the socket goes to its callback once the switch is flushed. */
-const SWITCHING = 1;
-/** Someone else writes the 101 (`externalSwitch()`): nothing of ours reaches the socket. */
-const EXTERNAL = 2;
-/** Done: the socket was handed over, closed, or released. */
-const RELEASED = 3;
-
-const kBrand = Symbol.for('upgradeware.UpgradeResponse');
 /** `#onSwitch in value`, set by UpgradeResponse's static block. */
 let hasOwnBrand: (value: object) => boolean;
 /** On a socket being closed after a refusal: the hard deadline, and the bytes drained so far. */
@@ -342,7 +330,7 @@ Object.defineProperty(UpgradeResponse.prototype, kBrand, { value: true });
  * there is no such server with a `'request'` listener.
  */
 export function replayAsRequest(req: IncomingMessage, socket: Duplex, head: Buffer, server?: EventEmitter): boolean {
-  const target = server ?? (socket as Duplex & { server?: unknown }).server;
+  const target = serverOf(socket, server);
   if (!(target instanceof EventEmitter) || target.listenerCount('request') === 0) return false;
   let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
   const raw = req.rawHeaders;
@@ -425,6 +413,36 @@ export function whenSocketFree(socket: Duplex, then: () => void, limitMs = 0): v
 
 function ownerOf(socket: Duplex): ServerResponse | null {
   return (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage ?? null;
+}
+
+/**
+ * Is `res` still the response its connection serves: not switched, released or handed over, not
+ * replaced by another response (HTTP/1.1), its stream still attached (HTTP/2)? Only then may the
+ * connection be closed on its behalf.
+ */
+export function ownsSocket(res: ServerResponse): boolean {
+  if (isHttp2UpgradeResponse(res)) return res.socket !== null;
+  const socket = res.socket;
+  return socket !== null && ownerOf(socket) === res;
+}
+
+/** Node's parser keeps this many `rawHeaders` entries (1,000 lines) when maxHeadersCount is unset. */
+const DEFAULT_MAX_HEADER_ENTRIES = 2000;
+
+/**
+ * Did Node keep every header line of the request? Past the server's `maxHeadersCount` it drops the
+ * rest, so a request rebuilt from `rawHeaders` (`replayAsRequest`) could lose its framing
+ * (`Content-Length`). `server` defaults, as for `replayAsRequest`, to the one that accepted `socket`.
+ */
+export function headersComplete(req: IncomingMessage, socket: Duplex, server?: EventEmitter): boolean {
+  const count = (serverOf(socket, server) as { maxHeadersCount?: unknown } | undefined)?.maxHeadersCount;
+  const limit = typeof count === 'number' ? count * 2 : DEFAULT_MAX_HEADER_ENTRIES;
+  return limit <= 0 || req.rawHeaders.length < limit;
+}
+
+/** The server given, or the one that accepted the socket (Node sets `socket.server`). */
+function serverOf(socket: Duplex, server: EventEmitter | undefined): unknown {
+  return server ?? (socket as Duplex & { server?: unknown }).server;
 }
 
 /**

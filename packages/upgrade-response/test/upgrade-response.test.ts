@@ -1,7 +1,7 @@
 /** UpgradeResponse on its own: a Node server's 'upgrade'/'connect' events, no dispatcher. */
 import * as http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { UpgradeResponse, SocketResponse, abortSwitched, dropErrorGuard, isUpgradeResponse, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
+import { UpgradeResponse, SocketResponse, abortSwitched, dropErrorGuard, headersComplete, isUpgradeResponse, ownsSocket, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
 import { start, rawRequest, rawConnect, upgradeRequest, until, delay, HOST, type TestServer } from '../../../test-support';
 
 type Handler = (res: UpgradeResponse, req: http.IncomingMessage, socket: Duplex) => void;
@@ -134,6 +134,21 @@ test('dropErrorGuard: an owner that keeps its own error listener takes ours off;
     [false, 1, false, 1],
   ]);
   expect((await rawRequest(server.port, upgradeRequest('/', 'echo'))).raw).toMatch(/^HTTP\/1\.1 101 /);
+});
+
+test('ownsSocket: the response owns its connection until the switch; headersComplete: false past maxHeadersCount', async () => {
+  const seen: boolean[] = [];
+  handler = (res, req, socket) => {
+    seen.push(ownsSocket(res), headersComplete(req, socket), headersComplete(req, socket, Object.assign(new http.Server(), { maxHeadersCount: 2 })));
+    res.switchProtocols((s) => {
+      seen.push(ownsSocket(res));
+      s.end();
+    });
+  };
+  const res = await rawRequest(server.port, upgradeRequest('/', 'echo'));
+  expect(res.status).toBe(101);
+  // The request has more than 2 header lines: a server keeping only 2 would have dropped some.
+  expect(seen).toEqual([true, true, false, false]);
 });
 
 test('switchProtocols after the client went away returns false and never calls back', async () => {
