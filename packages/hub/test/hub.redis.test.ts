@@ -196,86 +196,54 @@ describe.each([
   });
 });
 
+/**
+ * 1,000 numbered broadcasts from A (`during(p, i)` runs before the i-th): B's WebSocket gets all
+ * of them, in order, once each.
+ */
+async function allArriveInOrder(lib: Lib, mode: 'pubsub' | 'streams', during?: (p: Pair, i: number) => void | Promise<void>): Promise<void> {
+  const p = await pair(lib, mode);
+  try {
+    const s = await chat(p.b.inst, await login(p.a.inst));
+    await warm(p, s.ws);
+    const got = collect(s.ws);
+    await broadcastNumbered(p, 1000, during && ((i) => during(p, i)));
+    await until(() => got.length >= 1000, 10_000);
+    await delay(100);
+    expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i}`));
+  } finally {
+    await p.close();
+  }
+}
+
+/** Cut a link at the 300th broadcast, restore it 500 ms later at the 600th. */
+const cutMidBroadcast = (which: (p: Pair) => Link) => async (p: Pair, i: number) => {
+  if (i === 300) which(p).cut();
+  if (i === 600) {
+    await delay(500);
+    which(p).restore();
+  }
+};
+
 describe.each(['redis', 'ioredis'] as Lib[])('streams mode (%s): nothing lost across an outage', (lib) => {
-  test("B's link cut for 500 ms in the middle of 1,000 broadcasts: B's client gets all of them, in order, once each", async () => {
-    const p = await pair(lib, 'streams');
-    try {
-      const s = await chat(p.b.inst, await login(p.a.inst));
-      await warm(p, s.ws);
-      const got = collect(s.ws);
-      await broadcastNumbered(p, 1000, async (i) => {
-        if (i === 300) p.b.link.cut();
-        if (i === 600) {
-          await delay(500);
-          p.b.link.restore();
-        }
-      });
-      await until(() => got.length >= 1000, 10_000);
-      await delay(100);
-      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i}`));
-    } finally {
-      await p.close();
-    }
-  });
+  test("B's link cut for 500 ms in the middle of 1,000 broadcasts: B's client gets all of them, in order, once each", () =>
+    allArriveInOrder(lib, 'streams', cutMidBroadcast((p) => p.b.link)));
 
-  test("the publisher's own link cut for 500 ms mid-broadcast: the failed writes are retried in order, none lost or doubled", async () => {
-    const p = await pair(lib, 'streams');
-    try {
-      const s = await chat(p.b.inst, await login(p.a.inst));
-      await warm(p, s.ws);
-      const got = collect(s.ws);
-      await broadcastNumbered(p, 1000, async (i) => {
-        if (i === 300) p.a.link.cut();
-        if (i === 600) {
-          await delay(500);
-          p.a.link.restore();
-        }
-      });
-      await until(() => got.length >= 1000, 10_000);
-      await delay(100);
-      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i}`));
-    } finally {
-      await p.close();
-    }
-  });
+  test("the publisher's own link cut for 500 ms mid-broadcast: the failed writes are retried in order, none lost or doubled", () =>
+    allArriveInOrder(lib, 'streams', cutMidBroadcast((p) => p.a.link)));
 
-  test('a slow subscriber (its event loop blocked for 1 s) still gets every message, in order', async () => {
-    const p = await pair(lib, 'streams');
-    try {
-      const s = await chat(p.b.inst, await login(p.a.inst));
-      await warm(p, s.ws);
-      const got = collect(s.ws);
-      // Blocking this process blocks both instances; B's reader is the one that falls behind
-      // while A keeps writing into the stream from its queued publishes.
-      await broadcastNumbered(p, 1000, (i) => {
-        if (i === 500) {
-          const end = Date.now() + 1000;
-          while (Date.now() < end);
-        }
-      });
-      await until(() => got.length >= 1000, 10_000);
-      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i}`));
-    } finally {
-      await p.close();
-    }
-  });
+  test('a slow subscriber (its event loop blocked for 1 s) still gets every message, in order', () =>
+    // Blocking this process blocks both instances; B's reader is the one that falls behind
+    // while A keeps writing into the stream from its queued publishes.
+    allArriveInOrder(lib, 'streams', (_p, i) => {
+      if (i === 500) {
+        const end = Date.now() + 1000;
+        while (Date.now() < end);
+      }
+    }));
 });
 
 describe.each(['redis', 'ioredis'] as Lib[])('without an outage (%s)', (lib) => {
-  test('pub/sub: 1,000 broadcasts arrive in order, once each', async () => {
-    const p = await pair(lib, 'pubsub');
-    try {
-      const s = await chat(p.b.inst, await login(p.a.inst));
-      await warm(p, s.ws);
-      const got = collect(s.ws);
-      await broadcastNumbered(p, 1000);
-      await until(() => got.length >= 1000, 10_000);
-      await delay(50);
-      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i}`));
-    } finally {
-      await p.close();
-    }
-  });
+  test('pub/sub: 1,000 broadcasts arrive in order, once each', () => allArriveInOrder(lib, 'pubsub'));
 });
 
 /**
