@@ -153,7 +153,8 @@ class Hooks implements RequestHooks {
     private readonly req: IncomingMessage,
     private readonly cookieOptions: CookieOptions,
     private readonly make: MakeSession,
-    private readonly onSaved: (session: Session) => void,
+    /** Set to `ignoreSaved` once the response is over (the closure holds the chain). */
+    public onSaved: (session: Session) => void,
   ) {}
 
   generate(): void {
@@ -483,12 +484,10 @@ export function session(options?: SessionOptions): SessionMiddleware {
     const cookieId = readSessionId(req, name, secrets);
     req.sessionID = cookieId;
 
-    setHooks(
-      req,
-      new Hooks(req, cookieOptions, newSession, (s) => {
-        savedHash = fingerprint(s);
-      }),
-    );
+    const hooks = new Hooks(req, cookieOptions, newSession, (s) => {
+      savedHash = fingerprint(s);
+    });
+    setHooks(req, hooks);
 
     const generate = (): void => {
       newSession(req, cookieOptions);
@@ -507,7 +506,6 @@ export function session(options?: SessionOptions): SessionMiddleware {
       if (bogusId()) return false;
       return !saveUninitialized && savedHash === undefined && cookieId !== req.sessionID ? isModified(s) : !isSaved(s);
     };
-    const shouldTouch = (s: Session): boolean => !bogusId() && cookieId === req.sessionID && !shouldSave(s);
     const shouldSetCookie = (s: Session): boolean => {
       if (typeof req.sessionID !== 'string') return false;
       if (cookieId !== req.sessionID) return saveUninitialized || isModified(s);
@@ -556,7 +554,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
 
     /** The session's work at the end of the response is over: drop every hold on the chain. */
     const release = (): void => {
-      setHooks(req, new Hooks(req, cookieOptions, newSession, ignoreSaved));
+      hooks.onSaved = ignoreSaved;
     };
 
     const originalEnd = res.end as (...a: unknown[]) => ServerResponse;
@@ -601,7 +599,9 @@ export function session(options?: SessionOptions): SessionMiddleware {
             touched = true;
           }
           if (shouldSave(current)) plan = 'save';
-          else if (storeTouches && shouldTouch(current)) plan = 'touch';
+          // Not to be saved (shouldSave has judged it, fingerprint included): a session that came
+          // with the request's cookie is touched.
+          else if (storeTouches && typeof req.sessionID === 'string' && cookieId === req.sessionID) plan = 'touch';
         }
       } catch (err) {
         judged = false;
