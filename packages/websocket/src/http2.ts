@@ -32,7 +32,7 @@ export function isWebSocketConnect(res: Http2UpgradeResponse): boolean {
  * The HTTP/1.1 upgrade request an extended CONNECT stands for, for ws: it inherits everything
  * from the real request (session, user, …) and overrides the method and headers only.
  */
-function asHttp1Upgrade(req: IncomingMessage): IncomingMessage {
+export function asHttp1Upgrade(req: IncomingMessage): IncomingMessage {
   const headers: IncomingHttpHeaders = {};
   for (const [name, value] of Object.entries(req.headers)) if (name[0] !== ':') headers[name] = value;
   const authority = req.headers[':authority'];
@@ -49,13 +49,15 @@ function asHttp1Upgrade(req: IncomingMessage): IncomingMessage {
 type WriteFn = ServerHttp2Stream['write'];
 
 /**
- * Hand an extended CONNECT stream to `wss`. `connected(ws, req)` receives the real request.
+ * Hand an extended CONNECT stream to `wss` as `upgrade` (`asHttp1Upgrade(req)`, which ws's
+ * 'headers' and 'wsClientError' listeners receive). `connected(ws, req)` receives the real request.
  * Throws what ws or an on-headers listener throws before the switch (the caller answers it).
  * The caller (the endpoint's `accept`) has already checked that the stream is open and that
  * nothing was sent.
  */
 export function acceptHttp2(
   wss: WebSocketServer,
+  upgrade: IncomingMessage,
   req: IncomingMessage,
   res: Http2UpgradeResponse,
   connected: (ws: WebSocket, req: IncomingMessage) => void,
@@ -73,7 +75,7 @@ export function acceptHttp2(
   };
   Object.defineProperty(stream, 'write', { value: interceptor, writable: true, configurable: true });
   try {
-    wss.handleUpgrade(asHttp1Upgrade(req), stream, EMPTY, onUpgraded(stream, req, connected));
+    wss.handleUpgrade(upgrade, stream, EMPTY, onUpgraded(stream, req, connected));
   } catch (err) {
     if (!res.headersSent) next(err);
     else stream.destroy();

@@ -10,7 +10,7 @@ import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
-import { acceptHttp2, isWebSocketConnect } from './http2';
+import { acceptHttp2, asHttp1Upgrade, isWebSocketConnect } from './http2';
 import {
   isHttp2UpgradeResponse,
   dropErrorGuard,
@@ -222,7 +222,17 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
       refuse(res, 503, 'WebSocket endpoint closed');
       return;
     }
-    if (isHttp2UpgradeResponse(res)) return acceptHttp2(wss, req, res, connected, next);
+    if (isHttp2UpgradeResponse(res)) {
+      // ws's listeners hear of the request ws is given: a refusal is answered through `res`.
+      const upgrade = asHttp1Upgrade(req) as Pending;
+      upgrade[kResponse] = res;
+      try {
+        acceptHttp2(wss, upgrade, req, res, connected, next);
+      } finally {
+        upgrade[kResponse] = undefined;
+      }
+      return;
+    }
     req[kResponse] = res;
     try {
       wss.handleUpgrade(req, socket, res.upgradeHead, connected);
@@ -330,6 +340,8 @@ function onHeaders(headers: string[], req: Pending): void {
   const res = req[kResponse];
   if (res === undefined) return;
   req[kResponse] = undefined;
+  // Over HTTP/2 the switch is made from ws's head (acceptHttp2), and the record on the real request.
+  if (isHttp2UpgradeResponse(res)) return;
   // Before the switch is accounted for, so that on-headers listeners and 'finish' see it.
   req.webSocketClose = {};
   const lines = res.externalSwitch();

@@ -152,6 +152,19 @@ describe('WebSockets over HTTP/2', () => {
     expect((await closed(ws)).code).toBe(1005);
   });
 
+  test("a handshake ws itself refuses (a malformed Sec-WebSocket-Protocol) gets a real 400, as over HTTP/1.1", async () => {
+    const app = createApp();
+    app.use('/chat', websocket((ws) => ws.close()));
+    const s = await serve(app);
+    const client = await connect(s.url);
+    const r = await refused(h2WebSocket(client, '/chat', { headers: { 'sec-websocket-protocol': 'a b' } }));
+    expect(r.status).toBe(400);
+    expect(r.body.toString()).toMatch(/Sec-WebSocket-Protocol/);
+    // The session serves on.
+    const { ws } = await h2WebSocket(client, '/chat');
+    expect((await closed(ws)).code).toBe(1005);
+  });
+
   test("ws's 'headers' listeners reach the 200; handleProtocols and onConnection see the stack's request", async () => {
     const seen: string[] = [];
     const app = createApp();
