@@ -10,7 +10,6 @@
  * the response, and the response switches with `:status 200`. Frames ws writes before the 200 has
  * left (a session save still running) wait in the corked stream.
  */
-import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { ServerHttp2Stream } from 'node:http2';
 import type { WebSocket, WebSocketServer } from 'ws';
@@ -19,6 +18,11 @@ import { onHttp2Shutdown, type Http2UpgradeResponse, type NextFunction } from '@
 
 const debug = createDebug('upgradeware:websocket');
 const EMPTY = Buffer.alloc(0);
+/**
+ * The key of the HTTP/1.1 handshake ws is given: HTTP/2 has none (RFC 8441 §5) and the accept ws
+ * computes from it is dropped with the rest of its 101 head, so any well-formed key will do.
+ */
+const H2_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 /** Lines of ws's 101 head that HTTP/2 has no use for (RFC 8441 §5: no key, no accept). */
 const HTTP1_ONLY = new Set(['upgrade', 'connection', 'sec-websocket-accept']);
 
@@ -39,7 +43,7 @@ export function asHttp1Upgrade(req: IncomingMessage): IncomingMessage {
   if (headers.host === undefined && typeof authority === 'string') headers.host = authority;
   headers.upgrade = 'websocket';
   headers.connection = 'Upgrade';
-  headers['sec-websocket-key'] = randomBytes(16).toString('base64');
+  headers['sec-websocket-key'] = H2_KEY;
   const upgrade = Object.create(req) as IncomingMessage;
   Object.defineProperty(upgrade, 'method', { value: 'GET', writable: true, configurable: true });
   Object.defineProperty(upgrade, 'headers', { value: headers, writable: true, configurable: true });
@@ -65,11 +69,9 @@ export function acceptHttp2(
 ): void {
   const stream = res.socket;
   if (stream === null) return;
-  let headWritten = false;
   const interceptor = function writeHead(this: ServerHttp2Stream, chunk: unknown): boolean {
     // Only ws's first write is its head; every later write goes to the stream as it is.
     delete (stream as { write?: WriteFn }).write;
-    headWritten = true;
     switchWith(res, stream, String(chunk));
     return true;
   };
@@ -81,8 +83,9 @@ export function acceptHttp2(
     else stream.destroy();
     return;
   } finally {
-    // ws refused without writing (it reports that through 'wsClientError') or aborted.
-    if (!headWritten) delete (stream as { write?: WriteFn }).write;
+    // ws refused without writing (it reports that through 'wsClientError') or aborted; after its
+    // head the interceptor is gone already (deleting an absent own property does nothing).
+    delete (stream as { write?: WriteFn }).write;
   }
 }
 
