@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import basicAuth from 'basic-auth';
 import onHeaders from 'on-headers';
-import { isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { deprecation, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 
 /** A token's value: a string, or nothing (printed `-`). */
 export type TokenValue = string | undefined;
@@ -136,20 +136,11 @@ function escapeValue(text: string): string {
 
 // ---- deprecations -------------------------------------------------------------------------
 
-const warned = new Set<string>();
-
 /**
  * A deprecation warning, once per message and process, as depd prints morgan's: silenced by
- * `--no-deprecation` and by `NO_DEPRECATION` naming `morgan`, `@upgradeware/logger` or `*`
- * (comma- or space-separated; read at each call, not only when the module loads).
+ * `--no-deprecation` and by `NO_DEPRECATION` naming `morgan`, `@upgradeware/logger` or `*`.
  */
-function deprecate(message: string): void {
-  if (warned.has(message) || process.noDeprecation) return;
-  const ignored = (process.env.NO_DEPRECATION ?? '').split(/[ ,]+/).map((v) => v.toLowerCase());
-  if (ignored.includes('*') || ignored.includes('morgan') || ignored.includes(NAME)) return;
-  warned.add(message);
-  process.emitWarning(`${NAME}: ${message}`, 'DeprecationWarning');
-}
+const deprecate = deprecation(NAME, 'morgan', ': ');
 
 // ---- buffering (the deprecated `buffer` option) -------------------------------------------
 

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import onHeaders from 'on-headers';
-import { supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { deprecation, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 
 /** Receives the elapsed time in milliseconds, just before the response head is written. */
 export type ResponseTimeCallback<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = {
@@ -30,19 +30,11 @@ export type ResponseTimeMiddleware<Req extends IncomingMessage = IncomingMessage
 const NAME = '@upgradeware/response-time';
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const OPTIONS = new Set(['digits', 'header', 'suffix']);
-const warned = new Set<string>();
-
 /**
  * A deprecation warning, once per message, as depd prints response-time's: silenced by
  * `--no-deprecation` and by `NO_DEPRECATION` naming `response-time`, this package or `*`.
  */
-function deprecate(message: string): void {
-  if (warned.has(message) || process.noDeprecation) return;
-  const ignored = (process.env.NO_DEPRECATION ?? '').split(/[ ,]+/).map((v) => v.toLowerCase());
-  if (ignored.includes('*') || ignored.includes('response-time') || ignored.includes(NAME)) return;
-  warned.add(message);
-  process.emitWarning(`${NAME}: ${message}`, 'DeprecationWarning');
-}
+const deprecate = deprecation(NAME, 'response-time', ': ');
 
 /**
  * `responseTime(options?)` sets a header with the response time; `responseTime(fn)` calls

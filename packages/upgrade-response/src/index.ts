@@ -19,6 +19,7 @@ import createDebug from 'debug';
 import { abortSwitchedHttp2, isHttp2Request, isHttp2UpgradeResponse } from './http2';
 import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, kBrand } from './shared';
 
+export { deprecation } from './deprecation';
 export {
   Http2UpgradeResponse,
   abortSwitchedHttp2,
