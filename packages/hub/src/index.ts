@@ -215,6 +215,8 @@ export function createHub(options: HubOptions = {}): Hub {
   for (const name of Object.keys(options)) {
     if (!['transport', 'maxBufferedAmount', 'instanceId'].includes(name)) throw new TypeError(`${PKG}: unknown option ${name}`);
   }
+  // Alone (no transport given), nothing reaches another instance: messages are not even encoded.
+  const alone = options.transport === undefined;
   const transport = options.transport ?? inProcessTransport();
   if (
     transport === null ||
@@ -300,8 +302,10 @@ export function createHub(options: HubOptions = {}): Hub {
   function deliver(data: BroadcastData, room: string | null, exceptRooms: readonly string[], exceptSockets: ReadonlySet<HubMember>): number {
     const targets = room === null ? memberRooms.keys() : (rooms.get(room) ?? EMPTY_MEMBERS).values();
     let sent = 0;
-    // Copy first: closing a slow member changes the sets.
-    for (const ws of Array.from(targets)) {
+    // Slow members are closed after the walk (a close may change the sets walked): no copy of the
+    // room per message.
+    let slow: HubMember[] | null = null;
+    for (const ws of targets) {
       if (ws.readyState !== OPEN || exceptSockets.has(ws)) continue;
       if (exceptRooms.length > 0) {
         const mine = memberRooms.get(ws)?.rooms;
@@ -310,12 +314,13 @@ export function createHub(options: HubOptions = {}): Hub {
       if (ws.bufferedAmount > maxBuffered) {
         stats.slowClosed++;
         debug('member too slow (%d bytes buffered): closing with 1013', ws.bufferedAmount);
-        ws.close(1013, 'Try Again Later');
+        (slow ??= []).push(ws);
         continue;
       }
       ws.send(data);
       sent++;
     }
+    if (slow !== null) for (const ws of slow) ws.close(1013, 'Try Again Later');
     return sent;
   }
 
@@ -367,6 +372,11 @@ export function createHub(options: HubOptions = {}): Hub {
 
   function publish(message: HubMessage): void {
     if (closed) return;
+    if (alone) {
+      seq++;
+      stats.published++;
+      return;
+    }
     let text: string;
     try {
       text = encode({ origin: instanceId, seq: ++seq, message });
