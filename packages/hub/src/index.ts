@@ -480,43 +480,75 @@ export function createHub(options: HubOptions = {}): Hub {
 
   const watched: Array<{ code: number; reason: string }> = [];
 
+  type Regenerate = (this: unknown, fn?: (err?: unknown) => void) => unknown;
+
+  /** `regenerate` of `sess` (whose `original` it was), keeping the sockets of `req`'s old session. */
+  function keepRegenerate(req: RegeneratingRequest, original: Regenerate, sess: unknown, fn?: (err?: unknown) => void): unknown {
+    const oldSid = req.sessionID;
+    if (typeof oldSid === 'string') KEEPING.add(oldSid);
+    const done = (err?: unknown) => {
+      if (typeof oldSid === 'string') KEEPING.delete(oldSid);
+      const newSid = req.sessionID;
+      if (!err && typeof oldSid === 'string' && typeof newSid === 'string' && newSid !== oldSid) {
+        const from = SESSION_ROOM_PREFIX + oldSid;
+        const to = SESSION_ROOM_PREFIX + newSid;
+        moveLocal(from, to);
+        publish({ type: 'move', room: from, to });
+      }
+    };
+    if (typeof fn === 'function') {
+      return original.call(sess, (err?: unknown) => {
+        done(err);
+        fn(err);
+      });
+    }
+    const ret = original.call(sess);
+    if (ret !== null && typeof ret === 'object' && typeof (ret as Promise<void>).then === 'function') {
+      return (ret as Promise<void>).then(
+        () => done(),
+        (err: unknown) => {
+          done(err ?? new Error('regenerate failed'));
+          throw err;
+        },
+      );
+    }
+    return ret;
+  }
+
+  /**
+   * For sessions that know their request (`session.req`, as @upgradeware/session's and
+   * express-session's do): one wrapper per original `regenerate`, made once, not per request.
+   */
+  const keepingDescriptors = new WeakMap<Regenerate, PropertyDescriptor>();
+  function keepingDescriptor(original: Regenerate): PropertyDescriptor {
+    let descriptor = keepingDescriptors.get(original);
+    if (descriptor === undefined) {
+      const value = function regenerate(this: { req: RegeneratingRequest }, fn?: (err?: unknown) => void): unknown {
+        return keepRegenerate(this.req, original, this, fn);
+      };
+      descriptor = { value, configurable: true, writable: true, enumerable: false };
+      keepingDescriptors.set(original, descriptor);
+    }
+    return descriptor;
+  }
+
   hub.keepOnRegenerate = () => {
     const middleware = function keepOnRegenerate(req: RegeneratingRequest, _res: unknown, next: (err?: unknown) => void): void {
       const sess = req.session;
       if (sess && typeof sess.regenerate === 'function') {
-        const original = sess.regenerate as (this: unknown, fn?: (err?: unknown) => void) => unknown;
-        const wrapped = function regenerate(this: unknown, fn?: (err?: unknown) => void): unknown {
-          const oldSid = req.sessionID;
-          if (typeof oldSid === 'string') KEEPING.add(oldSid);
-          const done = (err?: unknown) => {
-            if (typeof oldSid === 'string') KEEPING.delete(oldSid);
-            const newSid = req.sessionID;
-            if (!err && typeof oldSid === 'string' && typeof newSid === 'string' && newSid !== oldSid) {
-              const from = SESSION_ROOM_PREFIX + oldSid;
-              const to = SESSION_ROOM_PREFIX + newSid;
-              moveLocal(from, to);
-              publish({ type: 'move', room: from, to });
-            }
-          };
-          if (typeof fn === 'function') {
-            return original.call(this, (err?: unknown) => {
-              done(err);
-              fn(err);
-            });
-          }
-          const ret = original.call(this);
-          if (ret !== null && typeof ret === 'object' && typeof (ret as Promise<void>).then === 'function') {
-            return (ret as Promise<void>).then(
-              () => done(),
-              (err: unknown) => {
-                done(err ?? new Error('regenerate failed'));
-                throw err;
-              },
-            );
-          }
-          return ret;
-        };
-        Object.defineProperty(sess, 'regenerate', { value: wrapped, configurable: true, writable: true, enumerable: false });
+        const original = sess.regenerate as Regenerate;
+        const descriptor =
+          (sess as { req?: unknown }).req === req
+            ? keepingDescriptor(original)
+            : {
+                value: function regenerate(this: unknown, fn?: (err?: unknown) => void): unknown {
+                  return keepRegenerate(req, original, this, fn);
+                },
+                configurable: true,
+                writable: true,
+                enumerable: false,
+              };
+        Object.defineProperty(sess, 'regenerate', descriptor);
       }
       next();
     } as KeepOnRegenerate;
