@@ -178,6 +178,15 @@ function onReconnect(client: RedisLikeClient, fn: () => void): () => void {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
+/** The first wait before a failed Redis command is tried again; it doubles up to `MAX_BACKOFF_MS`. */
+const FIRST_BACKOFF_MS = 20;
+const MAX_BACKOFF_MS = 1000;
+/** Wait `ms`, then give the next wait. */
+async function backOff(ms: number): Promise<number> {
+  await sleep(ms);
+  return Math.min(ms * 2, MAX_BACKOFF_MS);
+}
+
 /** Entries of an XREAD reply (RESP2 arrays, or RESP3 maps): `[id, fields][]`. */
 function streamEntries(reply: Reply): Array<[string, unknown[]]> {
   if (reply === null || reply === undefined) return [];
@@ -241,7 +250,7 @@ function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adap
       const reconnected = () => receiver?.reconnected();
       stops.push(onReconnect(options.subscriber, reconnected));
       // Redis away at start: keep trying (the clients queue or fail the command meanwhile).
-      let backoff = 20;
+      let backoff = FIRST_BACKOFF_MS;
       for (;;) {
         if (receiver === null) return; // closed meanwhile
         try {
@@ -250,8 +259,7 @@ function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adap
         } catch (err) {
           if (receiver === null) return;
           debug('SUBSCRIBE failed, retrying in %d ms: %s', backoff, errorText(err));
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, 1000);
+          backoff = await backOff(backoff);
         }
       }
     },
@@ -303,7 +311,7 @@ function streamsTransport(
   async function flush(): Promise<void> {
     if (flushing) return;
     flushing = true;
-    let backoff = 20;
+    let backoff = FIRST_BACKOFF_MS;
     try {
       while (queue.length > 0 && !closed) {
         // Taken out of the queue while in flight, so that publish() trimming the queue never
@@ -314,13 +322,12 @@ function streamsTransport(
         for (const text of batch) args.push('m', text);
         try {
           await pub.command(args);
-          backoff = 20;
+          backoff = FIRST_BACKOFF_MS;
         } catch (err) {
           queue.unshift(...batch);
           trim();
           debug('XADD failed, retrying in %d ms: %s', backoff, errorText(err));
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, 1000);
+          backoff = await backOff(backoff);
         }
       }
     } finally {
@@ -332,7 +339,7 @@ function streamsTransport(
   const startedPromise = new Promise<void>((resolve) => (started = resolve));
 
   async function read(): Promise<void> {
-    let backoff = 20;
+    let backoff = FIRST_BACKOFF_MS;
     while (!closed) {
       try {
         if (lastId === null) {
@@ -344,7 +351,7 @@ function streamsTransport(
         if (readerId === null) readerId = String(await sub.command(['CLIENT', 'ID']));
         if (closed) break;
         const reply = await sub.command(['XREAD', 'COUNT', '512', 'BLOCK', String(blockMs), 'STREAMS', key, lastId]);
-        backoff = 20;
+        backoff = FIRST_BACKOFF_MS;
         for (const [id, fields] of streamEntries(reply)) {
           lastId = id;
           for (let i = 0; i + 1 < fields.length; i += 2) {
@@ -360,8 +367,7 @@ function streamsTransport(
         if (closed) break;
         readerId = null;
         debug('XREAD failed, retrying from %s in %d ms: %s', lastId, backoff, errorText(err));
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, 1000);
+        backoff = await backOff(backoff);
       }
     }
   }
