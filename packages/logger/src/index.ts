@@ -5,7 +5,7 @@
  * a switch is logged as 101, a rejected upgrade with its real status, a client that went away
  * before an answer with `-`. Every token value is escaped so that no request can break a line.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import basicAuth from 'basic-auth';
 import onHeaders from 'on-headers';
 import { deprecation, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
@@ -353,6 +353,29 @@ const isPrimitive = (v: unknown): v is Primitive => v === null || (typeof v !== 
  * holds a plain value (`req.user` …), the status and the response headers. The WebSocket close
  * info (`req.webSocketClose`) is followed: whatever is assigned to it later lands here.
  */
+const kCopiedHeaders = Symbol('upgradeware.logger.copiedHeaders');
+type CopiedHeaders = { [kCopiedHeaders]: OutgoingHttpHeaders };
+
+/**
+ * The header methods of the close line's stand-in response, reading the headers copied at the
+ * switch: shared by every stand-in (no four closures per open connection), on a prototype that
+ * has nothing else (as the stand-in had no prototype).
+ */
+const closeResponseMethods: object = Object.assign(Object.create(null) as object, {
+  getHeader(this: CopiedHeaders, name: string) {
+    return this[kCopiedHeaders][name.toLowerCase()];
+  },
+  getHeaders(this: CopiedHeaders) {
+    return { ...this[kCopiedHeaders] };
+  },
+  hasHeader(this: CopiedHeaders, name: string) {
+    return Object.prototype.hasOwnProperty.call(this[kCopiedHeaders], name.toLowerCase());
+  },
+  getHeaderNames(this: CopiedHeaders) {
+    return Object.keys(this[kCopiedHeaders]);
+  },
+});
+
 function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
   const vReq = Object.create(null) as Record<string, unknown>;
   for (const key of Object.keys(req)) {
@@ -391,8 +414,8 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
   const own = Object.getOwnPropertyDescriptor(req, 'webSocketClose');
   if (own === undefined || own.configurable) Object.defineProperty(req, 'webSocketClose', follow);
 
-  const headers = res.getHeaders();
-  const vRes = Object.create(null) as Record<string, unknown>;
+  const vRes = Object.create(closeResponseMethods) as Record<string | symbol, unknown>;
+  vRes[kCopiedHeaders] = res.getHeaders();
   for (const key of Object.keys(res)) {
     const value = (res as unknown as Record<string, unknown>)[key];
     if (isPrimitive(value)) vRes[key] = value;
@@ -405,10 +428,6 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
     _startAt: m._startAt,
     _startTime: m._startTime,
     _switchAt: process.hrtime(),
-    getHeader: (name: string) => headers[name.toLowerCase()],
-    getHeaders: () => ({ ...headers }),
-    hasHeader: (name: string) => Object.prototype.hasOwnProperty.call(headers, name.toLowerCase()),
-    getHeaderNames: () => Object.keys(headers),
     // `:switched` of the close line: what the switch was, worked out now (the stand-in is no
     // upgrade response of its own).
     [kSwitched]: switchedTo(req, res),
