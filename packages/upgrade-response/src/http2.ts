@@ -296,6 +296,43 @@ export class Http2UpgradeResponse extends EventEmitter {
     return lines;
   }
 
+  /**
+   * For a library that writes an HTTP/1.1 switching head (`HTTP/1.1 101 …`) on the stream it was
+   * handed, in one `write()` (`ws` does): that write is taken off the stream, the head's header
+   * fields go onto this response — except those whose lower-case names are in `skip`, and what a
+   * switch always drops (`Upgrade`, `Connection` …) — and the response switches with `:status 200`.
+   * Writes after the head wait until the 200 has left. Returns the function that gives the stream
+   * its own `write()` back if no head came: call it once the library has returned.
+   */
+  switchOnHttp1Head(skip: ReadonlySet<string>): () => void {
+    const stream = this.stream;
+    const intercept = (chunk: unknown): boolean => {
+      // Only the first write is the head; every later write goes to the stream as it is.
+      restoreWrite(stream);
+      this.switchWithHead(String(chunk), skip);
+      return true;
+    };
+    Object.defineProperty(stream, 'write', { value: intercept, writable: true, configurable: true });
+    return () => restoreWrite(stream);
+  }
+
+  private switchWithHead(head: string, skip: ReadonlySet<string>): void {
+    const lines = head.split('\r\n');
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      if (line.length === 0) break;
+      const colon = line.indexOf(':');
+      if (colon <= 0) continue;
+      const name = line.slice(0, colon).trim();
+      if (skip.has(name.toLowerCase())) continue;
+      this.appendHeader(name, line.slice(colon + 1).trim());
+    }
+    // Frames written before the 200 leaves wait here: nothing may precede the HEADERS frame.
+    const stream = this.stream;
+    stream.cork();
+    if (!this.switchProtocols(() => stream.uncork())) debug('h2 stream gone before the switch');
+  }
+
   /** Never releasable: there is no other listener for an HTTP/2 CONNECT. */
   release(): boolean {
     return false;
@@ -390,6 +427,11 @@ export class Http2UpgradeResponse extends EventEmitter {
 
 Object.defineProperty(Http2UpgradeResponse.prototype, kBrand, { value: true });
 Object.defineProperty(Http2UpgradeResponse.prototype, kHttp2, { value: true });
+
+/** Drop the stream's own `write` (the interceptor), if there is one: its prototype's is used again. */
+function restoreWrite(stream: http2.ServerHttp2Stream): void {
+  delete (stream as { write?: unknown }).write;
+}
 
 function finishNow(res: Http2UpgradeResponse): void {
   // Already closed (the client reset the stream while the answer was being written): no 'finish'.

@@ -204,6 +204,27 @@ test.each(['websocket', 'WebSocket'])('abortSwitched on an h2 WebSocket (:protoc
   expect([...r.body]).toEqual([0x88, 0x02, 0x03, 0xf3]);
 });
 
+test('switchOnHttp1Head: an HTTP/1.1 101 head written on the stream becomes the 200 with its fields; later writes follow it', async () => {
+  let gaveBack = '';
+  handler = (res, req) => {
+    res.setHeader('X-From-Stack', 'kept');
+    const giveBack = res.switchOnHttp1Head(new Set(['sec-websocket-accept']));
+    const stream = req.stream;
+    stream.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\nSec-WebSocket-Protocol: chat\r\n\r\n');
+    stream.write('frame');
+    giveBack();
+    gaveBack = typeof Object.getOwnPropertyDescriptor(stream, 'write');
+    stream.end();
+  };
+  const r = await h2Request(client, ws());
+  expect(r.status).toBe(200);
+  expect(r.headers['sec-websocket-protocol']).toBe('chat');
+  expect(r.headers['x-from-stack']).toBe('kept');
+  expect([r.headers['upgrade'], r.headers['connection'], r.headers['sec-websocket-accept']]).toEqual([undefined, undefined, undefined]);
+  expect(r.body.toString()).toBe('frame');
+  expect(gaveBack).toBe('undefined');
+});
+
 test('a plain CONNECT is a tunnel (isConnect), its target in :authority', async () => {
   let seen: unknown[] = [];
   handler = (res, req) => {

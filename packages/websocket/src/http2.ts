@@ -13,18 +13,15 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { ServerHttp2Stream } from 'node:http2';
 import type { WebSocket, WebSocketServer } from 'ws';
-import createDebug from 'debug';
 import { onHttp2Shutdown, type Http2UpgradeResponse, type NextFunction } from '@upgradeware/upgrade-response';
 
-const debug = createDebug('upgradeware:websocket');
-const EMPTY = Buffer.alloc(0);
 /**
  * The key of the HTTP/1.1 handshake ws is given: HTTP/2 has none (RFC 8441 §5) and the accept ws
  * computes from it is dropped with the rest of its 101 head, so any well-formed key will do.
  */
 const H2_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
-/** Lines of ws's 101 head that HTTP/2 has no use for (RFC 8441 §5: no key, no accept). */
-const HTTP1_ONLY = new Set(['upgrade', 'connection', 'sec-websocket-accept']);
+/** What ws's 101 head carries that HTTP/2 has no use for (RFC 8441 §5: no key, so no accept). */
+const HTTP1_ONLY: ReadonlySet<string> = new Set(['sec-websocket-accept']);
 
 /** Is this HTTP/2 response the answer to an extended CONNECT for a WebSocket? */
 export function isWebSocketConnect(res: Http2UpgradeResponse): boolean {
@@ -50,8 +47,6 @@ export function asHttp1Upgrade(req: IncomingMessage): IncomingMessage {
   return upgrade;
 }
 
-type WriteFn = ServerHttp2Stream['write'];
-
 /**
  * Hand an extended CONNECT stream to `wss` as `upgrade` (`asHttp1Upgrade(req)`, which ws's
  * 'headers' and 'wsClientError' listeners receive). `connected(ws, req)` receives the real request.
@@ -69,23 +64,17 @@ export function acceptHttp2(
 ): void {
   const stream = res.socket;
   if (stream === null) return;
-  const interceptor = function writeHead(this: ServerHttp2Stream, chunk: unknown): boolean {
-    // Only ws's first write is its head; every later write goes to the stream as it is.
-    delete (stream as { write?: WriteFn }).write;
-    switchWith(res, stream, String(chunk));
-    return true;
-  };
-  Object.defineProperty(stream, 'write', { value: interceptor, writable: true, configurable: true });
+  // ws's 101 head becomes the response's 200 (its negotiated headers on it).
+  const giveBackWrite = res.switchOnHttp1Head(HTTP1_ONLY);
   try {
-    wss.handleUpgrade(upgrade, stream, EMPTY, onUpgraded(stream, req, connected));
+    wss.handleUpgrade(upgrade, stream, res.upgradeHead, onUpgraded(stream, req, connected));
   } catch (err) {
     if (!res.headersSent) next(err);
     else stream.destroy();
     return;
   } finally {
-    // ws refused without writing (it reports that through 'wsClientError') or aborted; after its
-    // head the interceptor is gone already (deleting an absent own property does nothing).
-    delete (stream as { write?: WriteFn }).write;
+    // ws refused without writing (it reports that through 'wsClientError') or aborted.
+    giveBackWrite();
   }
 }
 
@@ -103,22 +92,4 @@ function onUpgraded(
     onHttp2Shutdown(stream, () => ws.close(1001, 'Going Away'));
     connected(ws, req);
   };
-}
-
-/** Put ws's negotiated headers on the response and switch with `:status 200`. */
-function switchWith(res: Http2UpgradeResponse, stream: ServerHttp2Stream, head: string): void {
-  const lines = head.split('\r\n');
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (line.length === 0) break;
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    const name = line.slice(0, colon).trim();
-    if (HTTP1_ONLY.has(name.toLowerCase())) continue;
-    res.appendHeader(name, line.slice(colon + 1).trim());
-  }
-  // Frames ws sends before the 200 leaves wait here: nothing may precede the HEADERS frame.
-  stream.cork();
-  const switching = res.switchProtocols(() => stream.uncork());
-  if (!switching) debug('h2 stream gone before the switch');
 }
