@@ -27,6 +27,7 @@ export interface HubMember {
   readonly bufferedAmount: number;
   send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
+  /** As an EventEmitter's: listeners are called with the member as `this`. */
   on(event: 'close', listener: () => void): unknown;
   on(event: 'message', listener: () => void): unknown;
   once(event: 'close', listener: () => void): unknown;
@@ -236,7 +237,8 @@ export function createHub(options: HubOptions = {}): Hub {
 
   const hub = new EventEmitter() as Hub;
   const rooms = new Map<string, Set<HubMember>>();
-  const memberRooms = new Map<HubMember, { rooms: Set<string>; onClose: () => void }>();
+  /** Each member's rooms. */
+  const memberRooms = new Map<HubMember, Set<string>>();
   const lastSeq = new Map<string, number>();
   const stats: HubStats = { published: 0, received: 0, malformed: 0, duplicates: 0, slowClosed: 0 };
   const joinHooks = new Set<(ws: HubMember, room: string) => void>();
@@ -244,12 +246,17 @@ export function createHub(options: HubOptions = {}): Hub {
   let seq = 0;
   let closed = false;
 
+  /** Every member's 'close' listener: one for the hub, no closure per member. */
+  function onMemberClose(this: HubMember): void {
+    removeMember(this);
+  }
+
   function removeMember(ws: HubMember): void {
-    const entry = memberRooms.get(ws);
-    if (!entry) return;
+    const mine = memberRooms.get(ws);
+    if (!mine) return;
     memberRooms.delete(ws);
-    ws.off('close', entry.onClose);
-    for (const room of entry.rooms) {
+    ws.off('close', onMemberClose);
+    for (const room of mine) {
       const set = rooms.get(room);
       if (!set) continue;
       set.delete(ws);
@@ -267,15 +274,14 @@ export function createHub(options: HubOptions = {}): Hub {
       ws.close(gone.code, gone.reason);
       return;
     }
-    let entry = memberRooms.get(ws);
-    if (!entry) {
-      const onClose = () => removeMember(ws);
-      entry = { rooms: new Set(), onClose };
-      memberRooms.set(ws, entry);
-      ws.on('close', onClose);
+    let mine = memberRooms.get(ws);
+    if (!mine) {
+      mine = new Set();
+      memberRooms.set(ws, mine);
+      ws.on('close', onMemberClose);
     }
-    if (entry.rooms.has(room)) return;
-    entry.rooms.add(room);
+    if (mine.has(room)) return;
+    mine.add(room);
     let set = rooms.get(room);
     if (!set) rooms.set(room, (set = new Set()));
     set.add(ws);
@@ -283,17 +289,17 @@ export function createHub(options: HubOptions = {}): Hub {
   };
 
   hub.leave = (ws, room) => {
-    const entry = memberRooms.get(ws);
-    if (!entry || !entry.rooms.delete(room)) return;
+    const mine = memberRooms.get(ws);
+    if (!mine || !mine.delete(room)) return;
     const set = rooms.get(room);
     if (set) {
       set.delete(ws);
       if (set.size === 0) rooms.delete(room);
     }
-    if (entry.rooms.size === 0) removeMember(ws);
+    if (mine.size === 0) removeMember(ws);
   };
 
-  hub.roomsOf = (ws) => memberRooms.get(ws)?.rooms ?? EMPTY_ROOMS;
+  hub.roomsOf = (ws) => memberRooms.get(ws) ?? EMPTY_ROOMS;
   hub.members = (room) => rooms.get(room) ?? EMPTY_MEMBERS;
   Object.defineProperty(hub, 'size', { enumerable: true, get: () => memberRooms.size });
   Object.defineProperty(hub, 'instanceId', { enumerable: true, value: instanceId });
@@ -308,7 +314,7 @@ export function createHub(options: HubOptions = {}): Hub {
     for (const ws of targets) {
       if (ws.readyState !== OPEN || exceptSockets.has(ws)) continue;
       if (exceptRooms.length > 0) {
-        const mine = memberRooms.get(ws)?.rooms;
+        const mine = memberRooms.get(ws);
         if (mine && hasAny(mine, exceptRooms)) continue;
       }
       if (ws.bufferedAmount > maxBuffered) {
