@@ -461,6 +461,12 @@ function headersSentError(what: string): Error {
   return err;
 }
 
+/** Is this an extended CONNECT for a WebSocket (`:protocol websocket`, in any case)? */
+export function isWebSocketConnect(reqOrRes: Http2ConnectRequest | Http2UpgradeResponse): boolean {
+  const protocol = (reqOrRes instanceof Http2UpgradeResponse ? reqOrRes.req : reqOrRes).headers[':protocol'];
+  return typeof protocol === 'string' && protocol.toLowerCase() === 'websocket';
+}
+
 /**
  * `abortSwitched` for a request that arrived over HTTP/2: acts on the stream (the request's
  * `socket` is a proxy that refuses writes). A WebSocket gets a 1011 close frame, then the stream
@@ -473,9 +479,7 @@ export function abortSwitchedHttp2(req: Http2ConnectRequest): void {
     stream.close(NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  // A protocol name is case-insensitive, as the websocket endpoint and the dispatcher treat it.
-  const protocol = req.headers[':protocol'];
-  if (typeof protocol === 'string' && protocol.toLowerCase() === 'websocket' && stream.writable) stream.write(WS_CLOSE_1011);
+  if (isWebSocketConnect(req) && stream.writable) stream.write(WS_CLOSE_1011);
   stream.end();
   setTimeout(() => {
     if (!stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);

@@ -26,6 +26,7 @@ export {
   closeHttp2Session,
   isHttp2Request,
   isHttp2UpgradeResponse,
+  isWebSocketConnect,
   onHttp2Shutdown,
   type Http2ConnectRequest,
   type Http2SwitchCallback,

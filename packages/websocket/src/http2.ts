@@ -23,11 +23,6 @@ const H2_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 /** What ws's 101 head carries that HTTP/2 has no use for (RFC 8441 §5: no key, so no accept). */
 const HTTP1_ONLY: ReadonlySet<string> = new Set(['sec-websocket-accept']);
 
-/** Is this HTTP/2 response the answer to an extended CONNECT for a WebSocket? */
-export function isWebSocketConnect(res: Http2UpgradeResponse): boolean {
-  const protocol = res.protocol;
-  return protocol !== undefined && protocol.toLowerCase() === 'websocket';
-}
 
 /**
  * The HTTP/1.1 upgrade request an extended CONNECT stands for, for ws: it inherits everything

@@ -10,9 +10,10 @@ import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
-import { acceptHttp2, asHttp1Upgrade, isWebSocketConnect } from './http2';
+import { acceptHttp2, asHttp1Upgrade } from './http2';
 import {
   isHttp2UpgradeResponse,
+  isWebSocketConnect,
   dropErrorGuard,
   isUpgradeResponse,
   supportsUpgrade,
