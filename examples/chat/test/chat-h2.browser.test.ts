@@ -5,40 +5,32 @@
  * each socket in the admin feed, and by the log line `CONNECT /chat 200`. A chromium that does not
  * speak HTTP/2 (`--disable-http2`) falls back to an HTTP/1.1 upgrade on the same server.
  */
-import { chromium, type Browser, type Page } from 'playwright-core';
-import WebSocket from 'ws';
+import type { Browser, Page } from 'playwright-core';
 import { build, startDemo, type Demo } from './demo';
+import { launchChromium, openFeed, type Feed } from './suites';
 
 const WAIT = 10_000;
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 let demo: Demo;
 const browsers: Browser[] = [];
-let feed: WebSocket | undefined;
-const feedEvents: Record<string, unknown>[] = [];
+let feed: Feed | undefined;
+let feedEvents: Array<Record<string, unknown>> = [];
 
 beforeAll(async () => {
   build();
   demo = await startDemo({ HTTP2: '1' });
-  feed = new WebSocket(`wss://admin:upgradeware@127.0.0.1:${demo.port}/admin/feed`, { handshakeTimeout: 5000, rejectUnauthorized: false });
-  feed.on('message', (data) => {
-    const m = JSON.parse(String(data)) as { type: string; event?: Record<string, unknown> };
-    if (m.type === 'event' && m.event) feedEvents.push(m.event);
-  });
-  await new Promise((resolve, reject) => {
-    feed!.once('open', resolve);
-    feed!.once('error', reject);
-  });
+  feed = await openFeed(`wss://admin:upgradeware@127.0.0.1:${demo.port}/admin/feed`, { rejectUnauthorized: false });
+  feedEvents = feed.events;
 }, 240_000);
 
 afterAll(async () => {
-  feed?.terminate();
+  feed?.ws.terminate();
   for (const b of browsers) await b.close();
   await demo?.close();
 });
 
 async function launch(extra: string[] = []): Promise<Browser> {
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, timeout: 30_000, args: [...ARGS, ...extra] });
+  const browser = await launchChromium(extra);
   browsers.push(browser);
   return browser;
 }

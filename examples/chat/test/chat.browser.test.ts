@@ -9,9 +9,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import WebSocket from 'ws';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { build, request, root, startDemo, type Demo } from './demo';
+import { launchChromium, openFeed, type Feed } from './suites';
 
 const WAIT = 10_000;
 const OTHER_NAME = 'chat.test';
@@ -22,8 +22,8 @@ let demo: Demo;
 let browser: Browser;
 let foreign: http.Server;
 let foreignOrigin: string;
-let feed: WebSocket | undefined;
-const feedEvents: Record<string, any>[] = [];
+let feed: Feed | undefined;
+let feedEvents: Array<Record<string, any>> = [];
 const pages = new Map<string, Page>();
 const problems: string[] = []; // page errors and console errors of the chat pages
 
@@ -37,32 +37,16 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => foreign.listen(0, '127.0.0.1', resolve));
   foreignOrigin = `http://127.0.0.1:${(foreign.address() as AddressInfo).port}`;
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    timeout: 30_000,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      // Another name for this machine, as a LAN address or a hosts entry would be: the demo must
-      // accept its own pages at any address it is reached by.
-      `--host-resolver-rules=MAP ${OTHER_NAME} 127.0.0.1`,
-    ],
-  });
+  // Another name for this machine, as a LAN address or a hosts entry would be: the demo must
+  // accept its own pages at any address it is reached by.
+  browser = await launchChromium([`--host-resolver-rules=MAP ${OTHER_NAME} 127.0.0.1`]);
   // The admin feed, to see what the server made of each handshake.
-  feed = new WebSocket(`ws://admin:upgradeware@127.0.0.1:${demo.port}/admin/feed`, { handshakeTimeout: 5000 });
-  feed.on('message', (data) => {
-    const m = JSON.parse(String(data));
-    if (m.type === 'event') feedEvents.push(m.event);
-  });
-  await new Promise((resolve, reject) => {
-    feed!.once('open', resolve);
-    feed!.once('error', reject);
-  });
+  feed = await openFeed(`ws://admin:upgradeware@127.0.0.1:${demo.port}/admin/feed`);
+  feedEvents = feed.events;
 }, 240_000);
 
 afterAll(async () => {
-  feed?.terminate();
+  feed?.ws.terminate();
   await browser?.close();
   await new Promise<void>((resolve) => (foreign ? foreign.close(() => resolve()) : resolve()));
   foreign?.closeAllConnections();

@@ -5,75 +5,37 @@
  * a logout on one instance closes the user's page on the other. Needs chromium, nginx and
  * redis-server (.ci/run installs them). Screenshots of a failed step go to test-results/browser/.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { build, root } from './demo';
+import { launchChromium, openFeed, startCluster, type Cluster, type Feed } from './suites';
 
 const WAIT = 10_000;
 const shots = path.join(root, 'test-results/browser');
 
-let child: ChildProcess;
-let output = '';
+let cluster: Cluster;
 let origin = '';
 let browser: Browser;
-let feed: WebSocket | undefined;
-const events: Array<Record<string, unknown>> = [];
+let feed: Feed | undefined;
+let events: Array<Record<string, unknown>> = [];
 const pages = new Map<string, Page>();
 
 beforeAll(async () => {
   build();
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  origin = `http://127.0.0.1:${port}`;
-  child = spawn(process.execPath, [path.join(root, 'examples/chat/cluster.mjs')], {
-    cwd: root,
-    env: { ...process.env, PORT: String(port), NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  const deadline = Date.now() + 30_000;
-  while (!output.includes('behind nginx')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`cluster did not start: ${output}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    timeout: 30_000,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  cluster = await startCluster();
+  origin = `http://127.0.0.1:${cluster.port}`;
+  browser = await launchChromium();
   // One admin feed (on whichever instance nginx picks) sees the events of both.
-  feed = new WebSocket(`ws://admin:upgradeware@127.0.0.1:${port}/admin/feed`);
-  feed.on('message', (data) => {
-    const m = JSON.parse(String(data)) as { type: string; event?: Record<string, unknown> };
-    if (m.type === 'event' && m.event) events.push(m.event);
-  });
-  await new Promise((resolve, reject) => {
-    feed!.once('open', resolve);
-    feed!.once('error', reject);
-  });
+  feed = await openFeed(`ws://admin:upgradeware@127.0.0.1:${cluster.port}/admin/feed`);
+  events = feed.events;
 }, 240_000);
 
 afterAll(async () => {
-  feed?.terminate();
+  feed?.ws.terminate();
   await browser?.close();
-  if (!child) return;
-  const closed = new Promise((r) => child.once('close', r));
-  if (child.exitCode === null) child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  let giveUp: NodeJS.Timeout | undefined;
-  await Promise.race([closed, new Promise((r) => (giveUp = setTimeout(r, 8000)))]);
-  clearTimeout(timer);
-  clearTimeout(giveUp);
-  child.stdout?.destroy();
-  child.stderr?.destroy();
+  await cluster?.close();
 }, 30_000);
 
 async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -85,7 +47,7 @@ async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
     for (const [label, page] of pages) {
       if (!page.isClosed()) await page.screenshot({ path: path.join(shots, `${slug}--${label}.png`), fullPage: true, timeout: 5000 }).catch(() => undefined);
     }
-    fs.writeFileSync(path.join(shots, `${slug}--server.log`), output);
+    fs.writeFileSync(path.join(shots, `${slug}--server.log`), cluster.output());
     throw err;
   }
 }
@@ -164,7 +126,7 @@ test('users on two instances chat; a logout on one instance closes the page on t
     // proves nothing. So alice also holds a socket on each instance directly (her session cookie, no
     // nginx): whichever instance serves the logout, the witness on the other one must be closed with
     // 4001, and only the hub can have told it.
-    const ports = /A on (\d+),.*B on (\d+),/.exec(output);
+    const ports = /A on (\d+),.*B on (\d+),/.exec(cluster.output());
     expect(ports).not.toBeNull();
     const cookie = (await aliceCtx.cookies(origin)).map((c) => `${c.name}=${c.value}`).join('; ');
     const witnesses = new Map<string, { ws: WebSocket; closed: Promise<number> }>();

@@ -4,55 +4,23 @@
  * built packages. Real HTTP through nginx, real `ws` clients. Needs Debian's nginx and redis-server
  * (run by .ci/run through jest.nginx.config.js).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as net from 'node:net';
-import * as path from 'node:path';
 import WebSocket from 'ws';
-import { build, login, request, root } from './demo';
+import { build, login, request } from './demo';
+import { startCluster, type Cluster } from './suites';
 
-let child: ChildProcess;
+let cluster: Cluster;
 let port = 0;
-let output = '';
 const sockets = new Set<WebSocket>();
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 beforeAll(async () => {
   build();
-  port = await freePort();
-  child = spawn(process.execPath, [path.join(root, 'examples/chat/cluster.mjs')], {
-    cwd: root,
-    env: { ...process.env, PORT: String(port), NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  const deadline = Date.now() + 30_000;
-  while (!output.includes('behind nginx')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`cluster did not start: ${output}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  cluster = await startCluster();
+  port = cluster.port;
 }, 200_000);
 
 afterAll(async () => {
   for (const ws of sockets) ws.terminate();
-  if (!child) return;
-  // 'close': the cluster and the children it started (nginx, redis-server) let go of the pipes.
-  const closed = new Promise((r) => child.once('close', r));
-  if (child.exitCode === null) child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  let giveUp: NodeJS.Timeout | undefined;
-  await Promise.race([closed, new Promise((r) => (giveUp = setTimeout(r, 8000)))]);
-  clearTimeout(timer);
-  clearTimeout(giveUp);
-  child.stdout?.destroy();
-  child.stderr?.destroy();
+  await cluster?.close();
 });
 
 type Message = Record<string, unknown>;
@@ -140,8 +108,8 @@ test('chat across instances through nginx; the admin feed shows both; a logout c
   });
   expect(again).toBe(401);
   // The log shows both instances served requests, with the clients' addresses (trust proxy).
-  expect(output).toMatch(/\[A\] .*GET \/chat/);
-  expect(output).toMatch(/\[B\] .*GET \/chat/);
+  expect(cluster.output()).toMatch(/\[A\] .*GET \/chat/);
+  expect(cluster.output()).toMatch(/\[B\] .*GET \/chat/);
   for (const s of [...feeds, b1]) {
     s.ws.close();
     await s.closed;
@@ -151,7 +119,7 @@ test('chat across instances through nginx; the admin feed shows both; a logout c
 test('an instance killed (SIGKILL) with sockets open: its clients reconnect through nginx to the other and keep their session', async () => {
   const origin = `http://127.0.0.1:${port}`;
   const wsOrigin = `ws://127.0.0.1:${port}`;
-  const pids = /pid (\d+); B on \d+, pid (\d+)/.exec(output);
+  const pids = /pid (\d+); B on \d+, pid (\d+)/.exec(cluster.output());
   expect(pids).not.toBeNull();
   const carol = await login(origin, 'carol', 'singer');
   // Two sockets: one on each instance.
@@ -174,5 +142,5 @@ test('an instance killed (SIGKILL) with sockets open: its clients reconnect thro
   }
   survivor.ws.close();
   await survivor.closed;
-  expect(output).toMatch(/instance A exited \(SIGKILL\)/);
+  expect(cluster.output()).toMatch(/instance A exited \(SIGKILL\)/);
 });
