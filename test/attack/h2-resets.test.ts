@@ -4,47 +4,26 @@
  * moments — RST_STREAM at once, a tick later, right after the 200, mid-frame — and whole h2
  * sessions destroyed or sent GOAWAY with streams in flight. The server must go on serving.
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import * as http2 from 'node:http2';
-import * as path from 'node:path';
 import { HOST, until } from '../../test-support';
 import { h2Connect, h2WebSocket } from '../../test-support/http2';
+import { startStacks, type Stacks } from './stacks';
 
-const root = path.join(__dirname, '..', '..');
 const AUTH = 'Basic ' + Buffer.from('alice:wonderland').toString('base64');
 const ROUNDS = 12;
 const PER_ROUND = 50;
 
-let child: ChildProcess;
+let stacks: Stacks;
 let port = 0;
-let exited: { code: number | null; signal: string | null } | null = null;
 
 beforeAll(async () => {
-  const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
-  const build = spawnSync(process.execPath, [tsc, '-b'], { cwd: root, encoding: 'utf8', timeout: 180_000 });
-  if (build.status !== 0) throw new Error(`tsc -b failed: ${build.stdout}${build.stderr}`);
-  child = fork(path.join(__dirname, 'stacks-child.cjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  child.on('exit', (code, signal) => (exited = { code, signal }));
-  port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the child did not start listening')), 30_000);
-    child.on('message', (msg: { type: string; ports?: { h2: number } }) => {
-      if (msg.type !== 'listening') return;
-      clearTimeout(timer);
-      resolve(msg.ports!.h2);
-    });
-  });
+  stacks = await startStacks();
+  port = stacks.ports.h2;
 }, 200_000);
 
-afterAll(async () => {
-  if (child && exited === null) {
-    child.send('exit');
-    await until(() => exited !== null, 5000).catch(() => child.kill('SIGKILL'));
-  }
-});
+afterAll(() => stacks?.stop());
 
-const alive = () => {
-  if (exited !== null) throw new Error(`the child died: ${JSON.stringify(exited)}`);
-};
+const alive = () => stacks.alive();
 
 /** One extended CONNECT cut at `moment`; resolves once the stream is closed (bounded). */
 /** The streams of the current round: each with a description of its state, for a failure message. */

@@ -6,13 +6,11 @@
  * packages): an uncaught exception ends it, and every test checks that it is alive. Answers come
  * in order; the switched connection then works.
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
-import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { HOST, until } from '../../test-support';
+import { HOST } from '../../test-support';
+import { startStacks, type StackPorts, type Stacks } from './stacks';
 
-const root = path.join(__dirname, '..', '..');
 const AUTH = `Authorization: Basic ${Buffer.from('alice:wonderland').toString('base64')}\r\n`;
 /** A masked client text frame. */
 function frame(text: string): Buffer {
@@ -26,25 +24,13 @@ const ws = (url: string, extra = '') =>
 const get = (url: string, extra = '') => `GET ${url} HTTP/1.1\r\nHost: ${HOST}\r\n${extra}\r\n`;
 const connect = (target: string, extra = '') => `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${extra}\r\n`;
 
-let child: ChildProcess;
-let ports: { chat: number; express: number; h2: number; full: number };
-let exited: { code: number | null; signal: string | null } | null = null;
+let stacks: Stacks;
+let ports: StackPorts;
 let chatCookie = '';
 
 beforeAll(async () => {
-  const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
-  const build = spawnSync(process.execPath, [tsc, '-b'], { cwd: root, encoding: 'utf8', timeout: 180_000 });
-  if (build.status !== 0) throw new Error(`tsc -b failed: ${build.stdout}${build.stderr}`);
-  child = fork(path.join(__dirname, 'stacks-child.cjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  child.on('exit', (code, signal) => (exited = { code, signal }));
-  ports = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the child did not start listening')), 30_000);
-    child.on('message', (msg: { type: string; ports?: typeof ports }) => {
-      if (msg.type !== 'listening') return;
-      clearTimeout(timer);
-      resolve(msg.ports!);
-    });
-  });
+  stacks = await startStacks();
+  ports = stacks.ports;
   const login = await fetch(`http://${HOST}:${ports.chat}/login`, {
     method: 'POST',
     redirect: 'manual',
@@ -54,15 +40,10 @@ beforeAll(async () => {
   chatCookie = `Cookie: ${login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')}\r\n`;
 }, 200_000);
 
-afterAll(async () => {
-  if (child && exited === null) {
-    child.send('exit');
-    await until(() => exited !== null, 5000).catch(() => child.kill('SIGKILL'));
-  }
-});
+afterAll(() => stacks?.stop());
 
 function alive(): void {
-  if (exited !== null) throw new Error(`the child died: ${JSON.stringify(exited)}`);
+  stacks.alive();
 }
 
 type Side = 'chat' | 'express' | 'h2' | 'full';

@@ -9,15 +9,13 @@
  * req and res in a FinalizationRegistry (stacks-child.cjs). A control endpoint whose connection
  * callback keeps `req` shows that the counting sees a holder when there is one.
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import type * as http2 from 'node:http2';
 import * as net from 'node:net';
-import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { HOST, rawSwitch } from '../../test-support';
 import { h2Connect, h2WebSocket } from '../../test-support/http2';
+import { startStacks, type StackPorts, type Stacks } from './stacks';
 
-const root = path.join(__dirname, '..', '..');
 const AUTH = 'Basic ' + Buffer.from('alice:wonderland').toString('base64');
 const H2_SESSIONS = 6;
 const H2_PER_SESSION = 50;
@@ -42,49 +40,31 @@ interface Count {
   chatClients: number;
 }
 
-let child: ChildProcess;
-let ports: { chat: number; express: number; h2: number; full: number };
-let exited: { code: number | null; signal: string | null } | null = null;
+let stacks: Stacks;
+let ports: StackPorts;
 const waiting: Array<(c: Count) => void> = [];
 
 function count(): Promise<Count> {
-  if (exited) throw new Error(`the child died: ${JSON.stringify(exited)}`);
+  stacks.alive();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('no count from the child')), 30_000);
     waiting.push((c) => {
       clearTimeout(timer);
       resolve(c);
     });
-    child.send('count');
+    stacks.child.send('count');
   });
 }
 
 beforeAll(async () => {
-  const tsc = path.join(root, 'node_modules/typescript/bin/tsc');
-  const build = spawnSync(process.execPath, [tsc, '-b'], { cwd: root, encoding: 'utf8', timeout: 180_000 });
-  if (build.status !== 0) throw new Error(`tsc -b failed: ${build.stdout}${build.stderr}`);
-  child = fork(path.join(__dirname, 'stacks-child.cjs'), [], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  child.on('exit', (code, signal) => (exited = { code, signal }));
-  ports = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the child did not start listening')), 30_000);
-    child.on('message', (msg: { type: string; ports?: typeof ports }) => {
-      if (msg.type === 'listening') {
-        clearTimeout(timer);
-        resolve(msg.ports!);
-      } else if (msg.type === 'count') waiting.shift()?.(msg as unknown as Count);
-    });
+  stacks = await startStacks(['--expose-gc']);
+  ports = stacks.ports;
+  stacks.child.on('message', (msg: { type: string }) => {
+    if (msg.type === 'count') waiting.shift()?.(msg as unknown as Count);
   });
 }, 200_000);
 
-afterAll(async () => {
-  if (child && exited === null) {
-    const gone = new Promise((r) => child.once('exit', r));
-    child.send('exit');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await gone;
-    clearTimeout(timer);
-  }
-});
+afterAll(() => stacks?.stop());
 
 /** A raw handshake on `connect()`'s socket; resolves with the socket after the 101, or a reason. */
 function handshake(socket: net.Socket, url: string, headers: string): Promise<net.Socket | string> {
