@@ -48,32 +48,30 @@ test("format 'switch' and token :switched say the protocol and the status actual
   ]);
 });
 
-test('closeFormat on HTTP/2: a second line when the WebSocket stream closes, with its close code', async () => {
+/** An h2 WebSocket through a logger with `closeFormat`, closed by the server (4000) on its first message. */
+async function closedOverH2(format: string, closeFormat: string): Promise<ReturnType<typeof collector>> {
   const log = collector();
   const app = createApp();
-  app.use(logger(':method :url :status :switched', { stream: log.stream, closeFormat: ':method :url closed :close-code after :connection-time[0] ms' }));
+  app.use(logger(format, { stream: log.stream, closeFormat }));
   app.use('/chat', websocket((ws) => ws.on('message', () => ws.close(4000, 'done'))));
   s = await startHttp2(app as never);
   client = (await h2Connect(s.url)).session;
   const { ws } = await h2WebSocket(client, '/chat');
   ws.send('bye');
   await until(() => log.lines().length === 2);
+  return log;
+}
+
+test('closeFormat on HTTP/2: a second line when the WebSocket stream closes, with its close code', async () => {
+  const log = await closedOverH2(':method :url :status :switched', ':method :url closed :close-code after :connection-time[0] ms');
   expect(log.lines()[0]).toBe('CONNECT /chat 200 websocket/h2');
   expect(log.lines()[1]).toMatch(/^CONNECT \/chat closed 4000 after \d+ ms$/);
 });
 
 test('closeFormat with :switched: the close line says what the switch was, on both transports', async () => {
-  const log = collector();
-  const app = createApp();
-  app.use(logger(':method :url :status', { stream: log.stream, closeFormat: 'closed :switched :close-code' }));
-  app.use('/chat', websocket((ws) => ws.on('message', () => ws.close(4000, 'done'))));
-  s = await startHttp2(app as never);
-  client = (await h2Connect(s.url)).session;
-  const { ws } = await h2WebSocket(client, '/chat');
-  ws.send('bye');
-  await until(() => log.lines().length === 2);
+  const log = await closedOverH2(':method :url :status', 'closed :switched :close-code');
   expect(log.lines()[1]).toBe('closed websocket/h2 4000');
-  expect(await wsAsk(`wss://127.0.0.1:${s.port}/chat`, 'bye', { rejectUnauthorized: false }).catch(() => 'closed')).toBe('closed');
+  expect(await wsAsk(`wss://127.0.0.1:${s!.port}/chat`, 'bye', { rejectUnauthorized: false }).catch(() => 'closed')).toBe('closed');
   await until(() => log.lines().length === 4);
   expect(log.lines()[3]).toBe('closed websocket/1.1 4000');
 });
