@@ -451,6 +451,27 @@ export function rawSwitch(socket: net.Socket, url: string, headers = '', timeout
 }
 
 /**
+ * A README example as CommonJS, and the `require` it runs with: `modules` by name, any other name
+ * an error naming it. `diagnostics` are the transpiler's (a test expects none).
+ */
+export function readmeModule(source: string, modules: Record<string, unknown>): { code: string; diagnostics: unknown[]; require: (name: string) => unknown } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const ts = require('typescript') as typeof import('typescript');
+  const js = ts.transpileModule(source, {
+    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+    reportDiagnostics: true,
+  });
+  return {
+    code: js.outputText,
+    diagnostics: js.diagnostics ?? [],
+    require: (name) => {
+      if (!(name in modules)) throw new Error(`the README example imports ${name}, which this test does not provide`);
+      return modules[name];
+    },
+  };
+}
+
+/**
  * The first fenced block of `lang` after the line `heading` in the README at `path`: what a user
  * copies. Throws when the README has no such heading.
  */

@@ -10,10 +10,9 @@ import * as net from 'node:net';
 import * as stream from 'node:stream';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import * as ts from 'typescript';
 import * as basicAuthPkg from '@upgradeware/basic-auth';
 import * as uprPkg from '@upgradeware/upgrade-response';
-import { HOST, rawConnect, rawRequest, request, until, readmeDispatcher, readmeBlock } from '../../../test-support';
+import { HOST, rawConnect, rawRequest, request, until, readmeDispatcher, readmeBlock, readmeModule } from '../../../test-support';
 
 
 /** The first ```js block after the heading `heading` in this package's README. */
@@ -40,16 +39,9 @@ async function run(source: string, env: Record<string, string>): Promise<Running
     '@upgradeware/upgrade-response': uprPkg,
     '@upgradeware/dispatcher': readmeDispatcher(servers, sockets),
   };
-  const js = ts.transpileModule(source, {
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-    reportDiagnostics: true,
-  });
-  expect(js.diagnostics ?? []).toEqual([]);
-  const fakeRequire = (name: string): unknown => {
-    if (!(name in modules)) throw new Error(`the README example imports ${name}, which this test does not provide`);
-    return modules[name];
-  };
-  new Function('require', 'exports', 'process', js.outputText)(fakeRequire, {}, { env });
+  const { code, diagnostics, require: fakeRequire } = readmeModule(source, modules);
+  expect(diagnostics).toEqual([]);
+  new Function('require', 'exports', 'process', code)(fakeRequire, {}, { env });
   expect(servers).toHaveLength(1);
   const server = servers[0]!;
   if (!server.listening) await new Promise((resolve) => server.once('listening', resolve));

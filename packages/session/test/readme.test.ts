@@ -7,11 +7,10 @@ import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import * as util from 'node:util';
-import * as ts from 'typescript';
 import * as sessionPkg from '@upgradeware/session';
 import * as uprPkg from '@upgradeware/upgrade-response';
 import * as websocketPkg from '@upgradeware/websocket';
-import { HOST, nextMessage, request, wsClose, wsOpen, WsRefused, readmeDispatcher, readmeBlock } from '../../../test-support';
+import { HOST, nextMessage, request, wsClose, wsOpen, WsRefused, readmeDispatcher, readmeBlock, readmeModule } from '../../../test-support';
 import { cookiePairs } from './helpers';
 
 
@@ -29,18 +28,11 @@ function run(source: string, env: Record<string, string> = {}): { exports: Recor
     '@upgradeware/upgrade-response': uprPkg,
     '@upgradeware/websocket': websocketPkg,
   };
-  const js = ts.transpileModule(source, {
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-    reportDiagnostics: true,
-  });
-  expect(js.diagnostics ?? []).toEqual([]);
-  const fakeRequire = (name: string): unknown => {
-    if (!(name in modules)) throw new Error(`the README example imports ${name}, which this test does not provide`);
-    return modules[name];
-  };
+  const { code, diagnostics, require: fakeRequire } = readmeModule(source, modules);
+  expect(diagnostics).toEqual([]);
   const exports: Record<string, unknown> = {};
   // The example's own last statements, kept reachable for the checks below.
-  const body = `${js.outputText}\nexports.__locals = { ${['MyStore', 'OldStore'].map((n) => `${n}: typeof ${n} === 'undefined' ? undefined : ${n}`).join(', ')} };`;
+  const body = `${code}\nexports.__locals = { ${['MyStore', 'OldStore'].map((n) => `${n}: typeof ${n} === 'undefined' ? undefined : ${n}`).join(', ')} };`;
   new Function('require', 'exports', 'process', body)(fakeRequire, exports, { env });
   return { exports, servers, sockets };
 }

@@ -8,14 +8,13 @@
 import * as http from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import * as ts from 'typescript';
 import WebSocket from 'ws';
 import * as loggerPkg from '@upgradeware/logger';
 import * as sessionPkg from '@upgradeware/session';
 import * as basicAuthPkg from '@upgradeware/basic-auth';
 import * as uprPkg from '@upgradeware/upgrade-response';
 import * as websocketPkg from '@upgradeware/websocket';
-import { rawRequest, request, wsHandshake, wsOpen, wsClose, nextMessage, until, WsRefused, HOST, readmeDispatcher, readmeBlock } from '../../../test-support';
+import { rawRequest, request, wsHandshake, wsOpen, wsClose, nextMessage, until, WsRefused, HOST, readmeDispatcher, readmeBlock, readmeModule } from '../../../test-support';
 
 
 /** The first ```ts block after the heading `heading` in this package's README. */
@@ -57,19 +56,12 @@ async function run(source: string, env: Record<string, string>): Promise<Running
     '@upgradeware/upgrade-response': uprPkg,
     '@upgradeware/websocket': websocketPkg,
   };
-  const js = ts.transpileModule(source, {
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-    reportDiagnostics: true,
-  });
-  expect(js.diagnostics ?? []).toEqual([]);
-  const fakeRequire = (name: string): unknown => {
-    if (!(name in modules)) throw new Error(`the README example imports ${name}, which this test does not provide`);
-    return modules[name];
-  };
+  const { code, diagnostics, require: fakeRequire } = readmeModule(source, modules);
+  expect(diagnostics).toEqual([]);
   const fakeProcess = { env, on: (signal: string, fn: () => unknown) => signals.set(signal, fn) };
   const fakeConsole = { ...console, error: (...args: unknown[]) => errors.push(args) };
   const exports = {};
-  new Function('require', 'exports', 'process', 'console', js.outputText)(fakeRequire, exports, fakeProcess, fakeConsole);
+  new Function('require', 'exports', 'process', 'console', code)(fakeRequire, exports, fakeProcess, fakeConsole);
   expect(servers).toHaveLength(1);
   const server = servers[0]!;
   if (!server.listening) await new Promise((resolve) => server.once('listening', resolve));
