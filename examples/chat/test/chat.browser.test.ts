@@ -11,12 +11,11 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { build, request, root, startDemo, type Demo } from './demo';
-import { launchChromium, openFeed, type Feed } from './suites';
+import { SHOTS, launchChromium, openFeed, step as shot, type Feed } from './suites';
 
 const WAIT = 10_000;
 const OTHER_NAME = 'chat.test';
 const PHONE = { width: 390, height: 760 };
-const shots = path.join(root, 'test-results/browser');
 
 let demo: Demo;
 let browser: Browser;
@@ -54,19 +53,8 @@ afterAll(async () => {
 }, 30_000);
 
 /** Run one step; when it fails, a screenshot of every open page goes to test-results/browser/. */
-async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    fs.mkdirSync(shots, { recursive: true });
-    const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
-    for (const [label, page] of pages) {
-      if (page.isClosed()) continue;
-      await page.screenshot({ path: path.join(shots, `${slug}--${label}.png`), fullPage: true, timeout: 5000 }).catch(() => undefined);
-    }
-    fs.writeFileSync(path.join(shots, `${slug}--server.log`), demo.log());
-    throw err;
-  }
+function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  return shot(`${name}`, pages, () => demo.log(), fn);
 }
 
 async function newPage(label: string, context: BrowserContext, watch = true): Promise<Page> {
@@ -269,8 +257,8 @@ describe('at a phone-sized viewport (390×760), on a demo of its own', () => {
       }
       expect(await phone.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(PHONE.width);
       expect(await focused(phone)).toBe('text');
-      fs.mkdirSync(shots, { recursive: true });
-      await phone.screenshot({ path: path.join(shots, 'phone-chat.png') });
+      fs.mkdirSync(SHOTS, { recursive: true });
+      await phone.screenshot({ path: path.join(SHOTS, 'phone-chat.png') });
     });
     await step('a message typed right away goes out and stays above the box', async () => {
       await phone.keyboard.type('typed without tapping anything');
@@ -286,7 +274,7 @@ describe('at a phone-sized viewport (390×760), on a demo of its own', () => {
       expect(await phone.locator('#messages li').last().innerText()).toContain('line 24');
       expect(last.y).toBeGreaterThanOrEqual(list.y);
       expect(last.y + last.height).toBeLessThanOrEqual(list.y + list.height + 1);
-      await phone.screenshot({ path: path.join(shots, 'phone-chat-full.png') });
+      await phone.screenshot({ path: path.join(SHOTS, 'phone-chat-full.png') });
     });
   }, 60_000);
 
@@ -301,7 +289,7 @@ describe('at a phone-sized viewport (390×760), on a demo of its own', () => {
       await phone.locator('text=Your session ended, please log in again.').waitFor();
       const note = await phone.locator('.notice').boundingBox();
       expect(note!.y + note!.height).toBeLessThanOrEqual(PHONE.height);
-      await phone.screenshot({ path: path.join(shots, 'phone-session-ended.png') });
+      await phone.screenshot({ path: path.join(SHOTS, 'phone-session-ended.png') });
     });
     await step('logging in again brings the chat back', () => loginAs(phone, 'carol', 'singer', phoneDemo.origin));
   }, 60_000);

@@ -5,15 +5,12 @@
  * a logout on one instance closes the user's page on the other. Needs chromium, nginx and
  * redis-server (.ci/run installs them). Screenshots of a failed step go to test-results/browser/.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import WebSocket from 'ws';
-import { build, root } from './demo';
-import { launchChromium, openFeed, startCluster, type Cluster, type Feed } from './suites';
+import { build } from './demo';
+import { launchChromium, openFeed, step as shot, startCluster, type Cluster, type Feed } from './suites';
 
 const WAIT = 10_000;
-const shots = path.join(root, 'test-results/browser');
 
 let cluster: Cluster;
 let origin = '';
@@ -38,18 +35,8 @@ afterAll(async () => {
   await cluster?.close();
 }, 30_000);
 
-async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    fs.mkdirSync(shots, { recursive: true });
-    const slug = `cluster-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
-    for (const [label, page] of pages) {
-      if (!page.isClosed()) await page.screenshot({ path: path.join(shots, `${slug}--${label}.png`), fullPage: true, timeout: 5000 }).catch(() => undefined);
-    }
-    fs.writeFileSync(path.join(shots, `${slug}--server.log`), cluster.output());
-    throw err;
-  }
+function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  return shot(`cluster ${name}`, pages, () => cluster.output(), fn);
 }
 
 async function waitEvent(match: (e: Record<string, unknown>) => boolean, from = 0): Promise<Record<string, unknown>> {

@@ -3,9 +3,10 @@
  * feed they watch, and the two-instance cluster (`examples/chat/cluster.mjs`) they start.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { root } from './demo';
 
@@ -94,4 +95,25 @@ export async function startCluster(): Promise<Cluster> {
     await new Promise((r) => setTimeout(r, 50));
   }
   return { child, port, output: () => output, close };
+}
+
+/** Where a failed step leaves its screenshots and the server's log. */
+export const SHOTS = path.join(root, 'test-results/browser');
+
+/**
+ * Run one step of a browser test; when it fails, a screenshot of every open page of `pages` and
+ * the server's log (`serverLog()`) go to test-results/browser/, named after the step.
+ */
+export async function step<T>(name: string, pages: ReadonlyMap<string, Page>, serverLog: () => string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    fs.mkdirSync(SHOTS, { recursive: true });
+    const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+    for (const [label, page] of pages) {
+      if (!page.isClosed()) await page.screenshot({ path: path.join(SHOTS, `${slug}--${label}.png`), fullPage: true, timeout: 5000 }).catch(() => undefined);
+    }
+    fs.writeFileSync(path.join(SHOTS, `${slug}--server.log`), serverLog());
+    throw err;
+  }
 }
