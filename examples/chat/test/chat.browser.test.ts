@@ -10,7 +10,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { build, request, root, startDemo, type Demo } from './demo';
+import { build, request, startDemo, type Demo } from './demo';
 import { SHOTS, launchChromium, openFeed, step as shot, type Feed } from './suites';
 
 const WAIT = 10_000;
