@@ -120,6 +120,7 @@ if (prof && servers.length >= 2) {
   };
   const [a, b] = servers.map(load);
   console.log(`\nprofiled busy time per handshake (µs, warm-up included): ${servers[0].name} ${a.total.toFixed(1)}, ${servers[1].name} ${b.total.toFixed(1)}`);
+  console.log(`handshakes: ${servers.map((s) => `${s.name} ${s.handshakes} (${s.profile})`).join(", ")}`);
   const keys = new Set([...a.self.keys(), ...b.self.keys()]);
   const rows = [...keys].map((k) => [k, a.self.get(k) ?? 0, b.self.get(k) ?? 0]).sort((x, y) => Math.abs(y[1] - y[2]) - Math.abs(x[1] - x[2]));
   console.log(`   diff  ${servers[0].name.slice(0, 7).padStart(7)}  ${servers[1].name.slice(0, 7).padStart(7)}  function`);

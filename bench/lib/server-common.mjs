@@ -6,6 +6,7 @@
 // The server exits when its stdin ends (run.mjs closes it), when the IPC channel goes away, on
 // SIGTERM/SIGINT, or after BENCH_MAX_LIFETIME_MS (default 15 min) whatever happens.
 import { createRequire } from 'node:module';
+import { getHeapSpaceStatistics } from 'node:v8';
 
 export const require = createRequire(import.meta.url);
 
@@ -94,7 +95,11 @@ async function memory() {
     globalThis.gc();
   }
   const m = process.memoryUsage();
-  const stats = { open, gc: typeof globalThis.gc === 'function', heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss };
+  // Compiled code (V8's code spaces) grows while the first thousands of handshakes make functions
+  // hot: once per process, not per socket — counted apart from the objects.
+  let code = 0;
+  for (const space of getHeapSpaceStatistics()) if (space.space_name.startsWith('code_')) code += space.space_used_size;
+  const stats = { open, gc: typeof globalThis.gc === 'function', heapUsed: m.heapUsed, codeUsed: code, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss };
   for (const fn of extraStats) Object.assign(stats, fn());
   return stats;
 }

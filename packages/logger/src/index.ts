@@ -8,7 +8,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import basicAuth from 'basic-auth';
 import onHeaders from 'on-headers';
-import { deprecation, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { deprecation, isUpgradeResponse, peerOf, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 
 /** A token's value: a string, or nothing (printed `-`). */
 export type TokenValue = string | undefined;
@@ -298,10 +298,11 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     const resMarks = res as Res & Marks;
     reqMarks._startAt = process.hrtime();
     reqMarks._startTime = new Date();
-    reqMarks._remoteAddress = remoteAddress(req);
+    const upgrade = isUpgradeResponse(res);
+    reqMarks._remoteAddress = remoteAddress(req, upgrade);
     resMarks._startAt = undefined;
     resMarks._startTime = undefined;
-    if (formatClose !== null && isUpgradeResponse(res)) res.once('finish', () => watchClose(req, res));
+    if (formatClose !== null && upgrade) res.once('finish', () => watchClose(req, res));
 
     if (immediate) {
       try {
@@ -383,7 +384,8 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
     if (isPrimitive(value)) vReq[key] = value;
   }
   const r = req as IncomingMessage & Marks & { ip?: unknown; originalUrl?: unknown; webSocketClose?: unknown };
-  const remote = remoteAddress(req);
+  const remote = remoteAddress(req, true);
+  const peer = peerOf(req.socket);
   Object.assign(vReq, {
     method: req.method,
     url: req.url,
@@ -396,7 +398,7 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
     _remoteAddress: remote,
     _startAt: r._startAt,
     _startTime: r._startTime,
-    socket: { remoteAddress: req.socket?.remoteAddress, remotePort: req.socket?.remotePort },
+    socket: { remoteAddress: peer.address, remotePort: peer.port },
   });
   vReq.connection = vReq.socket;
   let closeInfo: unknown = r.webSocketClose;
@@ -463,10 +465,13 @@ function switchedTo(req: IncomingMessage, res: ServerResponse): string | undefin
   return `${typeof protocol === 'string' ? protocol.toLowerCase() : 'connect'}/${over}`;
 }
 
-function remoteAddress(req: IncomingMessage): string | undefined {
+function remoteAddress(req: IncomingMessage, upgrade: boolean): string | undefined {
   const r = req as IncomingMessage & Marks & { ip?: unknown };
   if (typeof r.ip === 'string' && r.ip) return r.ip;
-  return r._remoteAddress || req.socket?.remoteAddress || undefined;
+  if (r._remoteAddress) return r._remoteAddress;
+  // Node keeps what its remoteAddress read on the socket: right for a connection that serves many
+  // requests, a cost for every WebSocket left open after an upgrade — read that one without it.
+  return (upgrade ? peerOf(req.socket).address : req.socket?.remoteAddress) || undefined;
 }
 
 /** A format by name, else the format string itself; morgan's `default` format for `''` or none. */
@@ -632,7 +637,7 @@ token('date', (_req, _res, style) => {
   return undefined;
 });
 token('referrer', (req) => req.headers.referer || (req.headers.referrer as string | undefined));
-token('remote-addr', remoteAddress);
+token('remote-addr', (req) => remoteAddress(req, false));
 token('remote-user', (req) => basicAuth(req)?.name);
 token('http-version', (req) => `${req.httpVersionMajor}.${req.httpVersionMinor}`);
 token('user-agent', (req) => req.headers['user-agent']);

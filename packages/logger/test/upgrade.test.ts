@@ -443,3 +443,31 @@ describe('closeFormat: a second line when a switched connection closes', () => {
     expect(call).toThrow('@upgradeware/logger: option closeFormat must be a format name, a format string or a function');
   });
 });
+
+describe("the peer's address of an upgrade is read without Node's cache of it", () => {
+  // Node keeps the answer of the first `socket.remoteAddress` on the socket for its whole life; a
+  // WebSocket open for hours would carry it for the logger's sake. Lines are the same as ever.
+  test('logged, and nothing of it left on the socket ws holds; later reads still answer', async () => {
+    const sockets: Array<import('node:net').Socket> = [];
+    const ep = websocket((_ws, req) => {
+      sockets.push(req.socket as import('node:net').Socket);
+    });
+    open.push(ep);
+    const { s, lines } = await serve([['/ws', ep]], ':remote-addr :method :url :status');
+    const { ws } = await wsOpen(s.wsUrl + '/ws');
+    await until(() => lines().length === 1 && sockets.length === 1);
+    expect(lines()).toEqual(['127.0.0.1 GET /ws 101']);
+    const socket = sockets[0]!;
+    expect(Object.keys(socket)).not.toContain('_peername');
+    expect([socket.remoteAddress, socket.remoteFamily, typeof socket.remotePort]).toEqual(['127.0.0.1', 'IPv4', 'number']);
+    await wsClose(ws);
+  });
+
+  test('an ordinary request reads it as morgan does (kept for the keep-alive connection)', async () => {
+    const { s, lines } = await serve([], ':remote-addr :method :url :status');
+    const res = await request(s.url + '/plain');
+    expect(res.status).toBe(200);
+    await until(() => lines().length === 1);
+    expect(lines()).toEqual(['127.0.0.1 GET /plain 200']);
+  });
+});

@@ -6,7 +6,10 @@
 import * as http from 'node:http';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { UpgradeResponse, replayAsRequest, whenSocketFree } from '@upgradeware/upgrade-response';
+import * as tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { UpgradeResponse, peerOf, replayAsRequest, whenSocketFree } from '@upgradeware/upgrade-response';
 import { start, rawConnect, upgradeRequest, until, delay, HOST } from '../../../test-support';
 
 const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\n${extra}\r\n`;
@@ -303,5 +306,53 @@ describe('replayAsRequest', () => {
       conn.close();
       await server.close();
     }
+  });
+});
+
+describe('peerOf: the peer without the cache Node keeps on the socket', () => {
+  /** A TCP (or TLS) server on loopback, and the server side of one connection to it. */
+  async function accepted(secure: boolean): Promise<{ server: net.Server; socket: net.Socket; client: net.Socket }> {
+    const fixtures = path.join(__dirname, '..', '..', '..', 'test-support', 'fixtures');
+    const server = secure
+      ? tls.createServer({ key: readFileSync(path.join(fixtures, 'localhost-key.pem')), cert: readFileSync(path.join(fixtures, 'localhost-cert.pem')) })
+      : net.createServer();
+    const got = new Promise<net.Socket>((resolve) => server.once(secure ? 'secureConnection' : 'connection', resolve));
+    await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const client = secure ? tls.connect({ port, host: HOST, rejectUnauthorized: false }) : net.connect(port, HOST);
+    client.on('error', () => undefined);
+    return { server, socket: await got, client };
+  }
+
+  test.each([false, true])('what remoteAddress, remoteFamily and remotePort say, nothing kept (TLS: %s)', async (secure) => {
+    const { server, socket, client } = await accepted(secure);
+    try {
+      const keys = Object.keys(socket);
+      const peer = peerOf(socket);
+      expect(Object.keys(socket)).toEqual(keys);
+      expect(peer).toEqual({ address: HOST, family: 'IPv4', port: client.localPort });
+      // Node's own read (which keeps its answer) agrees; from then on peerOf gives that answer.
+      expect([socket.remoteAddress, socket.remoteFamily, socket.remotePort]).toEqual([HOST, 'IPv4', client.localPort]);
+      expect(peerOf(socket)).toEqual(peer);
+    } finally {
+      client.destroy();
+      socket.destroy();
+      server.close();
+    }
+  });
+
+  test('a closed socket: what Node would say, nothing unless it was read while open; no socket: nothing', async () => {
+    const a = await accepted(false);
+    const b = await accepted(false);
+    const port = b.client.localPort;
+    expect(b.socket.remotePort).toBe(port); // read while open: Node keeps it
+    for (const c of [a, b]) {
+      c.client.destroy();
+      await new Promise((resolve) => c.socket.once('close', resolve));
+      c.server.close();
+    }
+    expect([peerOf(a.socket), a.socket.remoteAddress]).toEqual([{}, undefined]);
+    expect(peerOf(b.socket)).toEqual({ address: HOST, family: 'IPv4', port });
+    expect([peerOf(null), peerOf(undefined)]).toEqual([{}, {}]);
   });
 });

@@ -182,7 +182,7 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   function connected(ws: WebSocket, req: IncomingMessage): void {
     // The record lives as long as the connection, on the WebSocket (see endpointClass): nothing
     // of `req`, and no listener, closure or once() wrapper per connection.
-    (ws as Recorded)[kCloseRecord] = req.webSocketClose ?? (req.webSocketClose = {});
+    (ws as Recorded)[kCloseRecord] = req.webSocketClose ?? (req.webSocketClose = new CloseRecord());
     // ws keeps an 'error' listener of its own on the socket until it is gone: ours can go.
     if (req.httpVersionMajor === 1) dropErrorGuard(req.socket);
     if (hub !== undefined) {
@@ -344,7 +344,7 @@ function onHeaders(headers: string[], req: Pending): void {
   // Over HTTP/2 the switch is made from ws's head (acceptHttp2), and the record on the real request.
   if (isHttp2UpgradeResponse(res)) return;
   // Before the switch is accounted for, so that on-headers listeners and 'finish' see it.
-  req.webSocketClose = {};
+  req.webSocketClose = new CloseRecord();
   const lines = res.externalSwitch();
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!;
@@ -425,6 +425,15 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
   return typeof value === 'string' ? value : undefined;
 }
+
+/**
+ * A new `req.webSocketClose`: a plain object (its prototype is `Object.prototype`, as for `{}`),
+ * made by a constructor so that V8 sizes it by what it holds while the connection is open — nothing
+ * yet: 24 bytes per open WebSocket instead of an empty literal's 56. `code` and `reason` are added
+ * at the close.
+ */
+const CloseRecord = function CloseRecord() {} as unknown as new () => WebSocketCloseInfo;
+CloseRecord.prototype = Object.prototype;
 
 /** On a connection of the endpoint: where its close is recorded (`req.webSocketClose`). */
 const kCloseRecord = Symbol('upgradeware.websocket.closeRecord');
