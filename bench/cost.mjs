@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node bench/cost.mjs <server>,<server>,… [--rounds=5] [--duration=2000] [--clients=50] [--prof]
+// node bench/cost.mjs <server>[#k],<server>,… [--rounds=5] [--duration=2000] [--clients=50] [--prof] [--pin]
 //
 // Server CPU per handshake, for finding what a change costs or saves: each server (servers/<name>.mjs,
 // or ours-save-no-<layer> for the full stack with a layer left out) in its own process, measured in
@@ -7,7 +7,7 @@
 // With --prof the servers run with --cpu-prof (profiles in bench/profiles/) and the self time per
 // handshake of the first server is compared with the second's, function by function.
 // A tool for work on the stack: `pnpm bench` (run.mjs) remains the measure of record.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -25,8 +25,12 @@ const rounds = Number(value('rounds', 5));
 const duration = Number(value('duration', 2000));
 const clients = Number(value('clients', 50));
 const prof = argv.includes('--prof');
+const pin = argv.includes('--pin');
+if (pin) spawnSync('taskset', ['-cp', '1', String(process.pid)], { stdio: 'ignore' });
 const profDir = path.join(here, 'profiles');
-const skipOf = (n) => (n.startsWith('ours-save-no-') ? n.slice('ours-save-no-'.length) : undefined);
+// `name#2`: a second process of the same server (JIT decisions differ from process to process).
+const baseOf = (n) => n.replace(/#.*$/, '');
+const skipOf = (n) => (baseOf(n).startsWith('ours-save-no-') ? baseOf(n).slice('ours-save-no-'.length) : undefined);
 const hardLimit = setTimeout(() => {
   console.error('cost: time limit reached');
   process.exit(1);
@@ -35,14 +39,18 @@ hardLimit.unref();
 
 async function start(name) {
   const execArgv = [];
-  const profile = prof ? `${name}-${Date.now()}.cpuprofile` : undefined;
+  const profile = prof ? `${name.replace('#', '-')}-${Date.now()}.cpuprofile` : undefined;
   if (profile) {
     mkdirSync(profDir, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${profile}`);
   }
-  const file = skipOf(name) === undefined ? name : 'ours-save';
+  const file = skipOf(name) === undefined ? baseOf(name) : 'ours-save';
   const env = { ...process.env, NODE_ENV: 'production', ...(skipOf(name) === undefined ? {} : { BENCH_SKIP: skipOf(name) }) };
-  const child = spawn(process.execPath, [...execArgv, path.join(here, 'servers', `${file}.mjs`), '0'], { cwd: here, stdio: ['pipe', 'pipe', 'ignore', 'ipc'], env });
+  const args = [...execArgv, path.join(here, 'servers', `${file}.mjs`), '0'];
+  // --pin: each server on CPU 0 (`taskset`), this process (the load) on CPU 1: less scheduling noise.
+  const child = pin
+    ? spawn('taskset', ['-c', '0', process.execPath, ...args], { cwd: here, stdio: ['pipe', 'pipe', 'ignore', 'ipc'], env })
+    : spawn(process.execPath, args, { cwd: here, stdio: ['pipe', 'pipe', 'ignore', 'ipc'], env });
   let out = '';
   await new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
