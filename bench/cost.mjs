@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node bench/cost.mjs <server>[#k],<server>,… [--rounds=5] [--duration=2000] [--clients=50] [--prof] [--pin]
+// node bench/cost.mjs <server>[#k],<server>,… [--rounds=5] [--duration=2000] [--clients=50] [--prof] [--pin] [--rewarm=ms]
 //
 // Server CPU per handshake, for finding what a change costs or saves: each server (servers/<name>.mjs,
 // or ours-save-no-<layer> for the full stack with a layer left out) in its own process, measured in
@@ -26,6 +26,7 @@ const duration = Number(value('duration', 2000));
 const clients = Number(value('clients', 50));
 const prof = argv.includes('--prof');
 const pin = argv.includes('--pin');
+const rewarm = Number(value('rewarm', 0));
 if (pin) spawnSync('taskset', ['-cp', '1', String(process.pid)], { stdio: 'ignore' });
 const profDir = path.join(here, 'profiles');
 // `name#2`: a second process of the same server (JIT decisions differ from process to process).
@@ -83,6 +84,9 @@ try {
   for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < servers.length; i++) {
       const s = servers[(i + r) % servers.length];
+      // --rewarm=ms: unmeasured load right before each measured run (after its idle time while
+      // the other servers were measured).
+      if (rewarm > 0) s.handshakes += (await handshakeRun({ port: s.port, concurrency: clients, duration: rewarm })).count;
       const before = await s.cpu();
       const { count } = await handshakeRun({ port: s.port, concurrency: clients, duration });
       const after = await s.cpu();
