@@ -72,3 +72,13 @@ export function replyingWsEndpoint(reply: (req: IncomingMessage) => string) {
   });
   return { wss, handle, state };
 }
+
+/**
+ * A guard for the session suites: a request whose session has a `user` goes on; any other, an
+ * upgrade included, gets `401 login first`.
+ */
+export const loginRequired = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+  if ((req as IncomingMessage & { session?: { user?: unknown } }).session?.user) return next();
+  res.statusCode = 401;
+  res.end('login first');
+});

@@ -26,6 +26,15 @@ export interface Attachable {
   attach?: (server: http.Server) => http.Server;
 }
 
+/** A loopback port that was free a moment ago (for a server the test starts as a child: redis-server, nginx, an example). */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, HOST, resolve));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
 /**
  * Start `app` on 127.0.0.1, port 0. An upgradeware app is attached, so its upgrades and CONNECT
  * requests are served too; `setup` runs before the app is attached (to add listeners of one's own).

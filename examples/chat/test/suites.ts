@@ -4,10 +4,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import WebSocket from 'ws';
+import { freePort } from '../../../test-support';
 import { root } from './demo';
 
 /** Debian's chromium, headless, with nothing of its own on the network. */
@@ -53,14 +53,6 @@ export interface Cluster {
   output(): string;
   /** SIGTERM (SIGKILL after 5 s), and wait for the cluster and its children to let go. */
   close(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
 }
 
 /** `node examples/chat/cluster.mjs` on a free port (after `build()`); resolves once it is up. */

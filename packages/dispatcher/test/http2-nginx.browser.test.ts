@@ -16,6 +16,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { createApp } from '@upgradeware/dispatcher';
 import { websocket } from '@upgradeware/websocket';
 import { h2Connect, h2Request } from '../../../test-support/http2';
+import { freePort } from '../../../test-support';
 
 const fixtures = join(__dirname, '../../../test-support/fixtures');
 const PAGE = '<!doctype html><title>proxy check</title><p>proxy check</p>';
@@ -28,17 +29,6 @@ let dir: string;
 let browser: Browser;
 /** What the app saw: `<method> <url> <httpVersion>` per request and per WebSocket. */
 const seen: string[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -256,12 +256,14 @@ export function createHub(options: HubOptions = {}): Hub {
     if (!mine) return;
     memberRooms.delete(ws);
     ws.off('close', onMemberClose);
-    for (const room of mine) {
-      const set = rooms.get(room);
-      if (!set) continue;
-      set.delete(ws);
-      if (set.size === 0) rooms.delete(room);
-    }
+    for (const room of mine) dropFromRoom(room, ws);
+  }
+
+  function dropFromRoom(room: string, ws: HubMember): void {
+    const set = rooms.get(room);
+    if (!set) return;
+    set.delete(ws);
+    if (set.size === 0) rooms.delete(room);
   }
 
   hub.join = (ws, room) => {
@@ -291,11 +293,7 @@ export function createHub(options: HubOptions = {}): Hub {
   hub.leave = (ws, room) => {
     const mine = memberRooms.get(ws);
     if (!mine || !mine.delete(room)) return;
-    const set = rooms.get(room);
-    if (set) {
-      set.delete(ws);
-      if (set.size === 0) rooms.delete(room);
-    }
+    dropFromRoom(room, ws);
     if (mine.size === 0) removeMember(ws);
   };
 
@@ -379,7 +377,6 @@ export function createHub(options: HubOptions = {}): Hub {
   function publish(message: HubMessage): void {
     if (closed) return;
     if (alone) {
-      seq++;
       stats.published++;
       return;
     }

@@ -50,8 +50,6 @@ interface Adapter {
   command(args: string[]): Promise<Reply>;
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<void>;
   unsubscribe(channel: string, listener: (message: string, channel: string) => void): Promise<void>;
-  psubscribe(pattern: string, listener: (message: string, channel: string) => void): Promise<void>;
-  punsubscribe(pattern: string, listener: (message: string, channel: string) => void): Promise<void>;
 }
 
 type AnyFn = (...args: unknown[]) => unknown;
@@ -77,50 +75,31 @@ function adapt(client: RedisLikeClient, name: string): Adapter {
   if (client === null || typeof client !== 'object' || typeof c.on !== 'function') {
     throw new TypeError(`${PKG}: redisTransport: option ${name} must be a redis or ioredis client`);
   }
-  // ioredis: call(), subscribe(channel) + 'message' events.
+  // ioredis (told from node-redis by call() and psubscribe()): subscribe(channel) + 'message' events.
   if (typeof c.call === 'function' && typeof c.psubscribe === 'function') {
     const channelListeners = new Map<string, Set<(m: string, ch: string) => void>>();
-    const patternListeners = new Map<string, Set<(m: string, ch: string) => void>>();
     let wired = false;
-    const wire = () => {
-      if (wired) return;
-      wired = true;
-      const on = onFn(client);
-      on('message', (ch, message) => {
-        for (const fn of channelListeners.get(String(ch)) ?? []) fn(String(message), String(ch));
-      });
-      on('pmessage', (pattern, ch, message) => {
-        for (const fn of patternListeners.get(String(pattern)) ?? []) fn(String(message), String(ch));
-      });
-    };
-    const add = (map: typeof channelListeners, key: string, fn: (m: string, ch: string) => void) => {
-      let set = map.get(key);
-      if (!set) map.set(key, (set = new Set()));
-      set.add(fn);
-    };
     return {
       command: (args) => (c.call as (...a: string[]) => Promise<Reply>).apply(client, args),
       async subscribe(channel, fn) {
-        wire();
-        add(channelListeners, channel, fn);
+        if (!wired) {
+          wired = true;
+          onFn(client)('message', (ch, message) => {
+            for (const listener of channelListeners.get(String(ch)) ?? []) listener(String(message), String(ch));
+          });
+        }
+        let set = channelListeners.get(channel);
+        if (!set) channelListeners.set(channel, (set = new Set()));
+        set.add(fn);
         await (c.subscribe as (ch: string) => Promise<unknown>).call(client, channel);
       },
       async unsubscribe(channel, fn) {
         channelListeners.get(channel)?.delete(fn);
         await (c.unsubscribe as (ch: string) => Promise<unknown>).call(client, channel);
       },
-      async psubscribe(pattern, fn) {
-        wire();
-        add(patternListeners, pattern, fn);
-        await (c.psubscribe as (p: string) => Promise<unknown>).call(client, pattern);
-      },
-      async punsubscribe(pattern, fn) {
-        patternListeners.get(pattern)?.delete(fn);
-        await (c.punsubscribe as (p: string) => Promise<unknown>).call(client, pattern);
-      },
     };
   }
-  // node-redis v4+: sendCommand(), subscribe(channel, listener), pSubscribe(pattern, listener).
+  // node-redis v4+ (told by sendCommand() and pSubscribe()): subscribe(channel, listener).
   if (typeof c.sendCommand === 'function' && typeof c.pSubscribe === 'function') {
     // One wrapper per listener, so that subscribing again (after a failed attempt) adds nothing.
     const wrappers = new WeakMap<(m: string, ch: string) => void, AnyFn>();
@@ -137,16 +116,12 @@ function adapt(client: RedisLikeClient, name: string): Adapter {
       async unsubscribe(channel, fn) {
         await (c.unsubscribe as (ch: string, l: AnyFn) => Promise<unknown>).call(client, channel, wrap(fn));
       },
-      async psubscribe(pattern, fn) {
-        await (c.pSubscribe as (p: string, l: AnyFn) => Promise<unknown>).call(client, pattern, wrap(fn));
-      },
-      async punsubscribe(pattern, fn) {
-        await (c.pUnsubscribe as (p: string, l: AnyFn) => Promise<unknown>).call(client, pattern, wrap(fn));
-      },
     };
   }
   throw new TypeError(`${PKG}: redisTransport: option ${name} must be a redis (v4 or later) or ioredis client`);
 }
+
+const noop = (): void => undefined;
 
 /**
  * Calls `fn` each time `client` is ready again after it was not ('ready' after an 'end', 'error'
@@ -224,10 +199,10 @@ export function redisTransport(options: RedisTransportOptions): HubTransport {
   const maxLen = positive('maxLen', 10_000);
   const maxQueue = positive('maxQueue', 10_000);
   const blockMs = positive('blockMs', 5000);
-  return mode === 'pubsub' ? pubsubTransport(options, pub, sub, channel, maxQueue) : streamsTransport(options, pub, sub, channel, maxLen, maxQueue, blockMs);
+  return mode === 'pubsub' ? pubsubTransport(options.subscriber, pub, sub, channel, maxQueue) : streamsTransport(options.subscriber, pub, sub, channel, maxLen, maxQueue, blockMs);
 }
 
-function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adapter, channel: string, maxQueue: number): HubTransport {
+function pubsubTransport(subscriber: RedisLikeClient, pub: Adapter, sub: Adapter, channel: string, maxQueue: number): HubTransport {
   let receiver: TransportReceiver | null = null;
   // PUBLISH commands sent and not answered yet. A Redis that stops answering with its connection
   // up (stopped, overloaded, a network that drops without a reset) would otherwise have the client
@@ -243,12 +218,12 @@ function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adap
     debug('publish lost (pubsub is at most once): %s', errorText(err));
   };
   const listener = (message: string) => receiver?.message(message);
-  const stops: Array<() => void> = [];
+  let unwatch = noop;
   return {
     async start(r) {
       receiver = r;
-      const reconnected = () => receiver?.reconnected();
-      stops.push(onReconnect(options.subscriber, reconnected));
+      unwatch();
+      unwatch = onReconnect(subscriber, () => receiver?.reconnected());
       // Redis away at start: keep trying (the clients queue or fail the command meanwhile).
       let backoff = FIRST_BACKOFF_MS;
       for (;;) {
@@ -274,14 +249,15 @@ function pubsubTransport(options: RedisTransportOptions, pub: Adapter, sub: Adap
     },
     async close() {
       receiver = null;
-      for (const stop of stops.splice(0)) stop();
+      unwatch();
+      unwatch = noop;
       await sub.unsubscribe(channel, listener).catch((err: unknown) => debug('unsubscribe failed: %s', errorText(err)));
     },
   };
 }
 
 function streamsTransport(
-  options: RedisTransportOptions,
+  subscriber: RedisLikeClient,
   pub: Adapter,
   sub: Adapter,
   key: string,
@@ -297,7 +273,7 @@ function streamsTransport(
   const queue: string[] = [];
   let flushing = false;
   let dropped = 0;
-  const stops: Array<() => void> = [];
+  let unwatch = noop;
 
   /** Keep at most `maxQueue` messages waiting: the oldest go first. */
   function trim(): void {
@@ -375,8 +351,8 @@ function streamsTransport(
   return {
     start(r) {
       receiver = r;
-      const reconnected = () => receiver?.reconnected();
-      stops.push(onReconnect(options.subscriber, reconnected));
+      unwatch();
+      unwatch = onReconnect(subscriber, () => receiver?.reconnected());
       reading = read();
       return startedPromise;
     },
@@ -391,7 +367,8 @@ function streamsTransport(
       closed = true;
       receiver = null;
       started();
-      for (const stop of stops.splice(0)) stop();
+      unwatch();
+      unwatch = noop;
       // Wake the blocked XREAD so the user's subscriber client is free again.
       if (readerId !== null) await pub.command(['CLIENT', 'UNBLOCK', readerId]).catch(() => undefined);
       await Promise.race([reading, sleep(blockMs + 1000)]);

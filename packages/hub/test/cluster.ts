@@ -5,12 +5,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createApp } from '@upgradeware/dispatcher';
-import { supportsUpgrade, type NextFunction } from '@upgradeware/upgrade-response';
+import type { NextFunction } from '@upgradeware/upgrade-response';
 import { session, type SessionStoreLike } from '@upgradeware/session';
 import { websocket } from '@upgradeware/websocket';
 import { trustProxy, type TrustValue } from '@upgradeware/trust-proxy';
 import { createHub, type Hub, type HubTransport, type WatchSessionsOptions } from '@upgradeware/hub';
 import { nextMessage, request, start, wsOpen, type TestServer } from '../../../test-support';
+import { loginRequired } from '../../../test-support/endpoints';
 
 declare module '@upgradeware/session' {
   interface SessionData {
@@ -59,14 +60,7 @@ export async function instance(
     const n = hub.broadcast(`${name}: ${text}`, { room: 'chat' });
     res.end(String(n));
   });
-  app.use(
-    '/chat',
-    supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
-      if (req.session?.user) return next();
-      res.statusCode = 401;
-      res.end('login first');
-    }),
-  );
+  app.use('/chat', loginRequired);
   const endpoint = websocket(
     (ws, req) => {
       ws.send(`hello ${req.session?.user ?? ''} from ${name}`);

@@ -73,6 +73,28 @@ async function pair(lib: Lib, mode: 'pubsub' | 'streams', opts: Parameters<typeo
   };
 }
 
+/**
+ * Two hubs alone (no app instances), each with its own clients through its own link to Redis:
+ * A's link cut from the start with `cutA`, A's transport with `maxQueue: maxQueueA`. `close()`
+ * closes the hubs, then the clients, then the links.
+ */
+async function twoHubs(lib: Lib, mode: 'pubsub' | 'streams', opts: { cutA?: boolean; maxQueueA?: number } = {}) {
+  const la = await link(redis.port);
+  const lb = await link(redis.port);
+  if (opts.cutA) la.cut();
+  const ca = await clients(lib, la.url, { wait: !opts.cutA });
+  const cb = await clients(lib, lb.url);
+  const channel = `hub-test:${process.pid}-${++counter}`;
+  const hub = (c: Clients, maxQueue?: number) =>
+    createHub({ transport: redisTransport({ publisher: c.publisher, subscriber: c.subscriber, mode, channel, blockMs: 1000, ...(maxQueue === undefined ? {} : { maxQueue }) }) });
+  const a = hub(ca, opts.maxQueueA);
+  const b = hub(cb);
+  const close = async (): Promise<void> => {
+    for (const x of [a, b, ca, cb, la, lb]) await x.close();
+  };
+  return { a, b, la, close };
+}
+
 /** Broadcast `count` numbered messages from A's hub to the room 'chat', `gap` ms apart every 10. */
 async function broadcastNumbered(p: Pair, count: number, during?: (i: number) => void | Promise<void>): Promise<void> {
   for (let i = 0; i < count; i++) {
@@ -142,14 +164,7 @@ describe.each([
   });
 
   test('Redis down at start: local delivery works at once; the instances reach each other once Redis is there', async () => {
-    const la = await link(redis.port);
-    const lb = await link(redis.port);
-    la.cut();
-    const ca = await clients(lib, la.url, { wait: false });
-    const cb = await clients(lib, lb.url);
-    const channel = `hub-test:${process.pid}-${++counter}`;
-    const a = createHub({ transport: redisTransport({ publisher: ca.publisher, subscriber: ca.subscriber, mode, channel, blockMs: 1000 }) });
-    const b = createHub({ transport: redisTransport({ publisher: cb.publisher, subscriber: cb.subscriber, mode, channel, blockMs: 1000 }) });
+    const { a, b, la, close } = await twoHubs(lib, mode, { cutA: true });
     const onA = await wsPair();
     const onB = await wsPair();
     try {
@@ -171,12 +186,7 @@ describe.each([
     } finally {
       await onA.close();
       await onB.close();
-      await a.close();
-      await b.close();
-      await ca.close();
-      await cb.close();
-      await la.close();
-      await lb.close();
+      await close();
     }
   });
 
@@ -254,13 +264,7 @@ async function withMaxQueue10(
   mode: 'pubsub' | 'streams',
   run: (t: { a: ReturnType<typeof createHub>; la: Link; got: string[] }) => Promise<void>,
 ): Promise<void> {
-  const la = await link(redis.port);
-  const lb = await link(redis.port);
-  const ca = await clients('redis', la.url);
-  const cb = await clients('redis', lb.url);
-  const channel = `hub-test:${process.pid}-${++counter}`;
-  const a = createHub({ transport: redisTransport({ publisher: ca.publisher, subscriber: ca.subscriber, mode, channel, maxQueue: 10, blockMs: 1000 }) });
-  const b = createHub({ transport: redisTransport({ publisher: cb.publisher, subscriber: cb.subscriber, mode, channel, blockMs: 1000 }) });
+  const { a, b, la, close } = await twoHubs('redis', mode, { maxQueueA: 10 });
   const onB = await wsPair();
   try {
     await Promise.all([a.ready, b.ready]);
@@ -275,12 +279,7 @@ async function withMaxQueue10(
     await run({ a, la, got });
   } finally {
     await onB.close();
-    await a.close();
-    await b.close();
-    await ca.close();
-    await cb.close();
-    await la.close();
-    await lb.close();
+    await close();
   }
 }
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as net from 'node:net';
 import { delay } from '../../../test-support';
-import { freePort } from './redis-helpers';
+import { freePort } from '../../../test-support';
 
 export function nginxBinary(): string {
   for (const candidate of [process.env.NGINX_BIN, '/usr/sbin/nginx', '/usr/bin/nginx']) {

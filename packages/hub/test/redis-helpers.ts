@@ -8,17 +8,9 @@ import * as net from 'node:net';
 import { createClient } from 'redis';
 import IORedis from 'ioredis';
 import type { RedisLikeClient } from '@upgradeware/hub';
-import { delay } from '../../../test-support';
+import { delay, freePort } from '../../../test-support';
 
 export type NodeRedis = ReturnType<typeof createClient>;
-
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 export interface RedisServer {
   port: number;

@@ -9,9 +9,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createClient } from 'redis';
 import { RedisStore } from 'connect-redis';
 import { createApp } from '@upgradeware/dispatcher';
-import { supportsUpgrade, type NextFunction } from '@upgradeware/upgrade-response';
+import type { NextFunction } from '@upgradeware/upgrade-response';
 import { session } from '@upgradeware/session';
 import { nextMessage, rawRequest, request, start, wsClose, wsHandshake, wsOpen, WsRefused, type TestServer } from '../../../test-support';
+import { loginRequired } from '../../../test-support/endpoints';
 import { cookiePairs, wsEndpoint } from './helpers';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -33,14 +34,7 @@ async function instance(client: Client): Promise<{ server: TestServer; close(): 
   app.use('/logout', (req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
     req.session!.destroy((err) => (err ? next(err) : res.end('bye')));
   });
-  app.use(
-    '/chat',
-    supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
-      if (req.session?.user) return next();
-      res.statusCode = 401;
-      res.end('login first');
-    }),
-  );
+  app.use('/chat', loginRequired);
   const endpoint = wsEndpoint((ws, req) => {
     ws.on('message', () => ws.send(`user ${req.session?.user ?? ''}`));
   });

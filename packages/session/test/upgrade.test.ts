@@ -24,6 +24,7 @@ import {
   WsRefused,
   type TestServer,
 } from '../../../test-support';
+import { loginRequired } from '../../../test-support/endpoints';
 import { FailingStore, SilentStore, cookiePairs, once, setCookieFor, wsEndpoint } from './helpers';
 
 interface Harness {
@@ -92,14 +93,7 @@ async function harness(options: Partial<SessionOptions> = {}, appOptions: { upgr
   };
   const guarded = wsEndpoint(onConnection);
   const open = wsEndpoint(onConnection);
-  app.use(
-    '/ws',
-    supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: NextFunction) => {
-      if (req.session?.user) return next();
-      res.statusCode = 401;
-      res.end('login first');
-    }),
-  );
+  app.use('/ws', loginRequired);
   app.use('/ws', guarded.handle);
   app.use('/open', open.handle);
   app.use(
