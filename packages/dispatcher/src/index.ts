@@ -17,6 +17,8 @@ import {
   isHttp2Request,
   headersComplete,
   isUpgradeResponse,
+  destroyOwnedSocket,
+  isSocketFree,
   ownsSocket,
   replayAsRequest,
   whenSocketFree,
@@ -163,7 +165,8 @@ export function createApp(options: AppOptions = {}): App {
     connect: boolean,
   ): void {
     // A pipelined request's response may still own the socket: answer after it, in order.
-    whenSocketFree(socket, () => serveSocket(req, socket, head, fallback, connect), timeout);
+    if (isSocketFree(socket)) serveSocket(req, socket, head, fallback, connect);
+    else whenSocketFree(socket, () => serveSocket(req, socket, head, fallback, connect), timeout);
   }
 
   function serveSocket(
@@ -512,7 +515,7 @@ function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
     // status can be sent any more, so the connection is closed.
     if (!res.writableEnded || !res.writableFinished) {
       debug('time limit: closing %s %s, its response started but never finished', req.method, req.originalUrl);
-      socket.destroy();
+      destroyOwnedSocket(res);
     }
     return;
   }
@@ -521,17 +524,14 @@ function onDeadline(req: http.IncomingMessage, res: Deadlined): void {
     sendError(req, res, 503, null);
   } catch (err) {
     debug('time limit: the 503 failed (%s); closing', err instanceof Error ? err.message : String(err));
-    socket.destroy();
+    destroyOwnedSocket(res);
     return;
   }
   if (!res.writableFinished && !socket.destroyed) setTimeout(closeUnfinished, DEADLINE_GRACE_MS, req, res).unref();
 }
 
 function closeUnfinished(req: http.IncomingMessage, res: http.ServerResponse): void {
-  const socket = res.socket;
-  if (!socket || socket.destroyed || res.writableFinished || !ownsSocket(res)) return;
-  debug('time limit: the 503 to %s %s never went out; closing', req.method, req.originalUrl);
-  socket.destroy();
+  if (!res.writableFinished && destroyOwnedSocket(res)) debug('time limit: the 503 to %s %s never went out; closed', req.method, req.originalUrl);
 }
 
 // ---- Final handler -------------------------------------------------------------------------
@@ -555,7 +555,7 @@ function finalHandler(
   }
   if (res.headersSent) {
     // Too late for a status: close the connection, if it is still ours.
-    if (res.socket && !res.socket.destroyed && ownsSocket(res)) res.socket.destroy();
+    destroyOwnedSocket(res);
     return;
   }
   if (!hasError && fallback !== null && fallback.listeners.length > 0 && res instanceof SocketResponse) {
@@ -575,7 +575,7 @@ function finalHandler(
     // A hook or an end() wrapper threw while the error was answered: nobody is left to answer,
     // so the connection is closed rather than left hanging.
     debug('answering %s %s failed: %o', req.method, req.originalUrl, e);
-    if (res.socket && !res.socket.destroyed && ownsSocket(res)) res.socket.destroy();
+    destroyOwnedSocket(res);
   }
 }
 

@@ -210,8 +210,9 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
 ): LoggerMiddleware<Req, Res> {
   let fmt: unknown = format;
   let opts: unknown = options ?? {};
-  if (format !== null && typeof format === 'object') {
-    // morgan's deprecated form: logger(options), the format in options.format.
+  // morgan's deprecated form: logger(options), the format in options.format.
+  const optionsForm = format !== null && typeof format === 'object';
+  if (optionsForm) {
     opts = format;
     fmt = (format as { format?: unknown }).format || 'default';
     deprecate(`logger(options): use logger(${typeof fmt === 'string' ? JSON.stringify(fmt) : 'format'}, options) instead`);
@@ -226,7 +227,7 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
   }
   const given = opts as LoggerOptions<Req, Res>;
   // As morgan, options.format is read by the logger(options) form only (ignored after a format).
-  if (format !== null && typeof format === 'object' && !isFormat(fmt)) {
+  if (optionsForm && !isFormat(fmt)) {
     throw new TypeError(`${NAME}: option format must be a format name, a format string or a function (argument format)`);
   }
   const { immediate = false, closeFormat, buffer } = given;

@@ -42,9 +42,8 @@ const kHooks = Symbol.for('upgradeware.session.hooks');
 
 /** @internal */
 export function setHooks(req: object, hooks: RequestHooks): void {
-  // Defined once per request (not enumerable), then replaced by assignment.
-  if (Object.prototype.hasOwnProperty.call(req, kHooks)) (req as { [kHooks]?: RequestHooks })[kHooks] = hooks;
-  else Object.defineProperty(req, kHooks, { value: hooks, configurable: true, enumerable: false, writable: true });
+  // Once per request, not enumerable.
+  Object.defineProperty(req, kHooks, { value: hooks, configurable: true, enumerable: false, writable: true });
 }
 
 function hooksOf(req: object): RequestHooks | undefined {
@@ -116,7 +115,7 @@ export class Session {
       store.set(this.id, this as unknown as StoredSession, fn);
       return this;
     }
-    return settle(fn, (done) => store.set(this.id, this as unknown as StoredSession, done)) ?? this;
+    return settle(undefined, (done) => store.set(this.id, this as unknown as StoredSession, done))!;
   }
 
   /** Replace `req.session` with what the store holds now. */

@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import proxyaddr from 'proxy-addr';
-import { supportsUpgrade, type NextFunction, type UpgradeAware, type Middleware } from '@upgradeware/upgrade-response';
+import { isUpgradeResponse, peerOf, supportsUpgrade, type NextFunction, type UpgradeAware, type Middleware } from '@upgradeware/upgrade-response';
 
 const PKG = '@upgradeware/trust-proxy';
 
@@ -86,14 +86,18 @@ function socketProtocol(req: IncomingMessage): string {
 
 /** Compute the request's client address, protocol and host under `trust` (also usable without the middleware). */
 export function applyTrust(req: IncomingMessage, trust: TrustFunction): void {
-  const peer = req.socket?.remoteAddress;
+  applyWithPeer(req, trust, req.socket?.remoteAddress);
+}
+
+function applyWithPeer(req: IncomingMessage, trust: TrustFunction, peer: string | undefined): void {
   // A socket already gone (no peer): nothing to trust.
   const trusted = peer !== undefined && trust(peer, 0);
   if (peer === undefined) {
     set(req, 'ip', undefined);
     set(req, 'ips', []);
   } else {
-    const addrs = proxyaddr.all(req, trust);
+    // proxy-addr reads the headers and the socket's address: the address given, as read above.
+    const addrs = proxyaddr.all({ headers: req.headers, socket: { remoteAddress: peer } } as unknown as IncomingMessage, trust);
     set(req, 'ip', addrs[addrs.length - 1]);
     set(req, 'ips', addrs.slice(1).reverse());
   }
@@ -110,9 +114,11 @@ export function applyTrust(req: IncomingMessage, trust: TrustFunction): void {
 /** The middleware: `app.use(trustProxy('loopback'))`. */
 export function trustProxy(trust: TrustValue = false): UpgradeAware<Middleware> {
   const fn = compileTrust(trust);
-  return supportsUpgrade(function trustProxyMiddleware(req: IncomingMessage, _res: ServerResponse, next: NextFunction) {
+  return supportsUpgrade(function trustProxyMiddleware(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
     try {
-      applyTrust(req, fn);
+      // On an upgrade, the peer is read without leaving Node's cache of it on the socket (a
+      // WebSocket kept open would carry it, as for the logger); a keep-alive connection keeps it.
+      applyWithPeer(req, fn, isUpgradeResponse(res) ? peerOf(req.socket).address : req.socket?.remoteAddress);
     } catch (err) {
       return next(err);
     }

@@ -112,6 +112,27 @@ describe('behind a TLS-terminating proxy', () => {
 
   const proxied = { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'chat.example.com' };
 
+  test("an upgrade's peer is read without Node's cache of it: nothing of it stays on the socket ws holds", async () => {
+    const app = createApp();
+    app.use(trustProxy('loopback'));
+    const sockets: unknown[] = [];
+    const endpoint = websocket((ws, req) => {
+      sockets.push(Object.keys(req.socket));
+      ws.send(`${req.ip}`);
+    });
+    app.use('/ws', endpoint);
+    const server = await start(app);
+    try {
+      const { ws } = await wsOpen(`${server.wsUrl}/ws`, { headers: proxied });
+      expect(await nextMessage(ws)).toBe('203.0.113.7');
+      expect(sockets[0]).not.toContain('_peername');
+      await wsClose(ws);
+    } finally {
+      await endpoint.close();
+      await server.close();
+    }
+  });
+
   test('trusted: the log has the client, the session cookie is Secure, the Origin guard takes the public origin', async () => {
     const s = await stack('loopback');
     try {

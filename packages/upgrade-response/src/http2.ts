@@ -25,7 +25,6 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 const SWITCH_DROPPED = new Set([...CONNECTION_SPECIFIC, 'content-length']);
 const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
-
 /** The callback of a switch on HTTP/2: the stream itself, and no head (HTTP/2 has none). */
 export type Http2SwitchCallback = (stream: Duplex, head: Buffer) => void;
 

@@ -113,7 +113,8 @@ export class SocketResponse extends ServerResponse {
     super(req);
     // Node removed its own 'error' listener before it emitted the socket: without one, a
     // client reset during asynchronous middleware would kill the process. It stays for the
-    // socket's whole life, also after a switch (see `guard`).
+    // socket's whole life, also after a switch, unless the new owner keeps one of its own (`guard`,
+    // `dropErrorGuard`).
     guard(socket);
     this.upgradeHead = head;
     this.shouldKeepAlive = false;
@@ -374,7 +375,7 @@ export function replayAsRequest(req: IncomingMessage, socket: Duplex, head: Buff
  * longer than `limitMs` (0: no limit), `then()` is never called and the socket is destroyed.
  */
 export function whenSocketFree(socket: Duplex, then: () => void, limitMs = 0): void {
-  if (ownerOf(socket) === null) {
+  if (isSocketFree(socket)) {
     then();
     return;
   }
@@ -426,6 +427,23 @@ export function ownsSocket(res: ServerResponse): boolean {
   if (isHttp2UpgradeResponse(res)) return res.socket !== null;
   const socket = res.socket;
   return socket !== null && ownerOf(socket) === res;
+}
+
+/**
+ * Close `res`'s connection (its stream, over HTTP/2) when `res` still owns it (`ownsSocket`) and it
+ * is not closed yet: what a time limit or a failure that can no longer be answered does. Returns
+ * true when it closed it.
+ */
+export function destroyOwnedSocket(res: ServerResponse): boolean {
+  const socket = res.socket;
+  if (!socket || socket.destroyed || !ownsSocket(res)) return false;
+  socket.destroy();
+  return true;
+}
+
+/** Is nothing else answering on `socket` (no earlier pipelined response still owns it)? */
+export function isSocketFree(socket: Duplex): boolean {
+  return ownerOf(socket) === null;
 }
 
 /** Node's parser keeps this many `rawHeaders` entries (1,000 lines) when maxHeadersCount is unset. */
@@ -604,7 +622,8 @@ function handOver(this: UpgradeResponse): void {
 
 /**
  * Put our 'error' listener on a socket, once. It stays for the socket's whole life, a switch
- * included: whatever the new owner does (`socket.pipe(socket)` adds an 'error' listener that
+ * included — unless a new owner that keeps its own takes it off (`dropErrorGuard`): whatever the
+ * new owner does (`socket.pipe(socket)` adds an 'error' listener that
  * re-emits the error when it finds itself alone), a reset can never become an uncaught
  * exception. The listener is a plain function: it holds nothing of the request or response.
  */
@@ -631,7 +650,7 @@ function unguard(socket: GuardedSocket): void {
  * listener is there.
  */
 export function dropErrorGuard(socket: Duplex): boolean {
-  if (!isGuarded(socket) || socket.listenerCount('error') < 2) return false;
+  if (socket.listenerCount('error') < 2 || !isGuarded(socket)) return false;
   unguard(socket);
   return true;
 }

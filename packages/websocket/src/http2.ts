@@ -3,10 +3,10 @@
  * the same `ws` server as an HTTP/1.1 upgrade.
  *
  * `ws` has no HTTP/2 support of its own, but its documented `handleUpgrade()` takes any Duplex.
- * It gets the request as the HTTP/1.1 upgrade it stands for (GET, `Upgrade: websocket`, a
- * generated `Sec-WebSocket-Key`) and the stream itself. ws writes its whole 101 head in a single
- * `write()` before it reads or writes anything else (ws 8.x): that one write is taken off the
- * stream, its negotiated headers (`Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions` …) go onto
+ * It gets the request as the HTTP/1.1 upgrade it stands for (GET, `Upgrade: websocket`, a fixed
+ * well-formed `Sec-WebSocket-Key`) and the stream itself. ws writes its whole 101 head in a single
+ * `write()` before it reads or writes anything else (ws 8.x): upgrade-response takes that one write
+ * off the stream (`switchOnHttp1Head`), its negotiated headers (`Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions` …) go onto
  * the response, and the response switches with `:status 200`. Frames ws writes before the 200 has
  * left (a session save still running) wait in the corked stream.
  */
@@ -22,7 +22,6 @@ import { onHttp2Shutdown, type Http2UpgradeResponse, type NextFunction } from '@
 const H2_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 /** What ws's 101 head carries that HTTP/2 has no use for (RFC 8441 §5: no key, so no accept). */
 const HTTP1_ONLY: ReadonlySet<string> = new Set(['sec-websocket-accept']);
-
 
 /**
  * The HTTP/1.1 upgrade request an extended CONNECT stands for, for ws: it inherits everything
