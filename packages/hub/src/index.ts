@@ -259,6 +259,13 @@ export function createHub(options: HubOptions = {}): Hub {
     for (const room of mine) dropFromRoom(room, ws);
   }
 
+  /** The session whose room `ws` is in (the first such room), if any. */
+  function sessionOfMember(ws: HubMember): string | undefined {
+    const mine = memberRooms.get(ws);
+    if (mine) for (const room of mine) if (room.startsWith(SESSION_ROOM_PREFIX)) return room.slice(SESSION_ROOM_PREFIX.length);
+    return undefined;
+  }
+
   function dropFromRoom(room: string, ws: HubMember): void {
     const set = rooms.get(room);
     if (!set) return;
@@ -633,25 +640,33 @@ export function createHub(options: HubOptions = {}): Hub {
     }
     revalidators.add(revalidate);
 
+    // When each session was last touched, and the sockets whose messages touch theirs. The two
+    // listeners are made once per watch, not per socket; the session is looked up per message, as
+    // keepOnRegenerate may have moved the socket to a new one since it joined.
     const touched = new Map<string, number>();
-    const listeners = new Map<HubMember, () => void>();
+    const touching = new Set<HubMember>();
+    function onTouchMessage(this: HubMember): void {
+      const sid = sessionOfMember(this);
+      if (sid === undefined) return;
+      const now = Date.now();
+      if (now - (touched.get(sid) ?? 0) < touchInterval) return;
+      touched.set(sid, now);
+      touchSession(sid);
+    }
+    function onTouchClose(this: HubMember): void {
+      this.off('message', onTouchMessage);
+      this.off('close', onTouchClose);
+      touching.delete(this);
+      // Forget sessions with no socket left here, now and then (amortised: not a walk per close).
+      if (touched.size > 2 * touching.size + 16) {
+        for (const sid of touched.keys()) if (!rooms.has(SESSION_ROOM_PREFIX + sid)) touched.delete(sid);
+      }
+    }
     const onJoin = (ws: HubMember, room: string) => {
-      if (!room.startsWith(SESSION_ROOM_PREFIX) || listeners.has(ws)) return;
-      const sid = room.slice(SESSION_ROOM_PREFIX.length);
-      const onMessage = () => {
-        const now = Date.now();
-        const last = touched.get(sid) ?? 0;
-        if (now - last < touchInterval) return;
-        touched.set(sid, now);
-        touchSession(sid);
-      };
-      listeners.set(ws, onMessage);
-      ws.on('message', onMessage);
-      ws.once('close', () => {
-        ws.off('message', onMessage);
-        listeners.delete(ws);
-        if (!rooms.has(room)) touched.delete(sid);
-      });
+      if (!room.startsWith(SESSION_ROOM_PREFIX) || touching.has(ws)) return;
+      touching.add(ws);
+      ws.on('message', onTouchMessage);
+      ws.on('close', onTouchClose);
     };
     function touchSession(sid: string): void {
       try {
@@ -684,8 +699,11 @@ export function createHub(options: HubOptions = {}): Hub {
       if (store.destroy === wrapped) store.destroy = original;
       revalidators.delete(revalidate);
       joinHooks.delete(onJoin);
-      for (const [ws, fn] of listeners) ws.off('message', fn);
-      listeners.clear();
+      for (const ws of touching) {
+        ws.off('message', onTouchMessage);
+        ws.off('close', onTouchClose);
+      }
+      touching.clear();
       const i = watched.indexOf(how);
       if (i !== -1) watched.splice(i, 1);
       if (timer) clearInterval(timer);

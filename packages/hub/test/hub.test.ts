@@ -259,6 +259,39 @@ describe('races and leaks', () => {
   });
 });
 
+describe("activity: 'touch' after keepOnRegenerate moved a socket", () => {
+  test('messages touch the session the socket is in now, not the one it joined', async () => {
+    const hub = createHub();
+    const touched: string[] = [];
+    const store = {
+      get: (_sid: string, cb: (err: unknown, s?: unknown) => void) => cb(null, { cookie: {} }),
+      destroy: (_sid: string, cb?: (err?: unknown) => void) => cb?.(),
+      touch: (sid: string, _s: unknown, cb?: (err?: unknown) => void) => {
+        touched.push(sid);
+        cb?.();
+      },
+    };
+    hub.watchSessions(store, { activity: 'touch', touchInterval: 0 });
+    const member = await pair();
+    try {
+      hub.join(member.server, 'session:old');
+      member.client.send('before');
+      await until(() => touched.length === 1);
+      // A login on top of the session: regenerate gives it a new id, the socket moves with it.
+      const req = { sessionID: 'old', session: { regenerate: (fn: (err?: unknown) => void) => { req.sessionID = 'new'; fn(); } } };
+      hub.keepOnRegenerate()(req as never, {}, () => undefined);
+      await new Promise<void>((resolve, reject) => req.session.regenerate((err) => (err ? reject(err) : resolve())));
+      expect([...hub.roomsOf(member.server)]).toEqual(['session:new']);
+      member.client.send('after');
+      await until(() => touched.length === 2);
+      expect(touched).toEqual(['old', 'new']);
+    } finally {
+      await member.close();
+      await hub.close();
+    }
+  });
+});
+
 describe('watchSessions and a store that fails', () => {
   test('a destroy that fails closes nothing (the session still exists); the returned function restores the store', async () => {
     const channel = createChannel();
