@@ -198,8 +198,10 @@ export function createApp(options: AppOptions = {}): App {
       sendError(req, res, 400, null);
       return;
     }
-    if (timeout > 0) armDeadline(req, res, timeout);
     dispatch(stack, req, res, null, fallback, report);
+    // Rule 8 bounds what is still pending once the stack's synchronous part has run: a handshake
+    // that already switched (an endpoint with nothing asynchronous before it) has no timer to carry.
+    if (timeout > 0 && ownsSocket(res)) armDeadline(req, res, timeout);
   }
 
   Object.defineProperty(app, 'supportsUpgrade', { value: true, enumerable: true });
@@ -243,8 +245,8 @@ export function createApp(options: AppOptions = {}): App {
       sendError(request, response, 501, null);
       return;
     }
-    if (timeout > 0) armDeadline(request, response, timeout);
     dispatch(stack, request, response, null, null, report);
+    if (timeout > 0 && ownsSocket(response)) armDeadline(request, response, timeout);
   }
 
   const attached = new WeakSet<AttachableServer>();

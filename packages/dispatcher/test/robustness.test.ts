@@ -1,5 +1,6 @@
 /** CONNECT, client resets, the time limit, and coexistence with the server's own listeners. */
 import * as net from 'node:net';
+import { createHook } from 'node:async_hooks';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { readFileSync } from 'node:fs';
@@ -229,6 +230,57 @@ describe('clients that go away, and the time limit', () => {
       const ok = await rawRequest(server.port, wsHandshake('/fine'));
       expect(ok.status).toBe(200);
     } finally {
+      await server.close();
+    }
+  });
+  test('the time limit bounds what is still pending after the synchronous part: a handshake switched at once carries no timer', async () => {
+    // Timers created on this process while one handshake goes through (the raw client below arms none).
+    let created = 0;
+    const hook = createHook({
+      init(_id, type) {
+        if (type === 'Timeout') created++;
+      },
+    });
+    const wss = new WebSocketServer({ noServer: true });
+    let opened: (() => void) | null = null;
+    const endpoint = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+      if (!isUpgradeResponse(res) || !res.socket) return next();
+      wss.once('headers', (lines: string[]) => lines.push(...res.externalSwitch()));
+      wss.handleUpgrade(req, res.socket, res.upgradeHead, () => opened?.());
+    });
+    const app = createApp({ upgradeTimeout: 60000 });
+    // An asynchronous layer before the endpoint: the handshake waits, so it is bounded.
+    app.use(
+      '/later',
+      supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: () => void) => {
+        setImmediate(next);
+      }),
+    );
+    app.use('/later', endpoint);
+    app.use('/now', endpoint);
+    const server = await start(app);
+    const handshake = async (path: string): Promise<number> => {
+      const open = new Promise<void>((resolve) => (opened = resolve));
+      const client = await rawConnect(server.port);
+      created = 0;
+      hook.enable();
+      try {
+        client.socket.write(wsHandshake(path));
+        await open;
+      } finally {
+        hook.disable();
+      }
+      await client.waitFor('\r\n\r\n');
+      expect(client.received().toString('latin1')).toMatch(/^HTTP\/1\.1 101 /);
+      client.close();
+      return created;
+    };
+    try {
+      expect(await handshake('/now')).toBe(0);
+      expect(await handshake('/later')).toBe(1);
+      expect(await handshake('/now')).toBe(0);
+    } finally {
+      wss.close();
       await server.close();
     }
   });
