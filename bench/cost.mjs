@@ -3,7 +3,8 @@
 //
 // Server CPU per handshake, for finding what a change costs or saves: each server (servers/<name>.mjs,
 // or ours-save-no-<layer> for the full stack with a layer left out) in its own process, measured in
-// turn (rotating order) after a 2 s warm-up; the median of the rounds, and each round's figure.
+// turn (rotating order) after a 2 s warm-up; the median of the rounds, and each round's figure,
+// with the kernel's share (system time) beside it.
 // With --prof the servers run with --cpu-prof (profiles in bench/profiles/) and the self time per
 // handshake of the first server is compared with the second's, function by function.
 // A tool for work on the stack: `pnpm bench` (run.mjs) remains the measure of record.
@@ -68,7 +69,7 @@ async function start(name) {
       const on = (m) => {
         if (m?.id !== id) return;
         child.off('message', on);
-        resolve(m.user + m.system);
+        resolve({ total: m.user + m.system, system: m.system });
       };
       child.on('message', on);
       child.send({ cmd: 'cpu', id });
@@ -81,6 +82,7 @@ try {
   for (const n of names) servers.push(await start(n));
   for (const s of servers) s.handshakes += (await handshakeRun({ port: s.port, concurrency: clients, duration: 2000 })).count;
   const per = new Map(names.map((n) => [n, []]));
+  const sys = new Map(names.map((n) => [n, []]));
   for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < servers.length; i++) {
       const s = servers[(i + r) % servers.length];
@@ -91,7 +93,8 @@ try {
       const { count } = await handshakeRun({ port: s.port, concurrency: clients, duration });
       const after = await s.cpu();
       s.handshakes += count;
-      per.get(s.name).push(count > 0 ? (after - before) / count : NaN);
+      per.get(s.name).push(count > 0 ? (after.total - before.total) / count : NaN);
+      sys.get(s.name).push(count > 0 ? (after.system - before.system) / count : NaN);
     }
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
@@ -99,7 +102,8 @@ try {
   console.log(`server CPU µs per handshake, ${clients} clients, median of ${rounds} rounds of ${duration} ms (× the last one):`);
   for (const n of names) {
     const m = median(per.get(n));
-    console.log(`  ${n.padEnd(32)} ${m.toFixed(1).padStart(7)}  ${(m / base).toFixed(2)}×   rounds: ${per.get(n).map((x) => x.toFixed(0)).join(' ')}`);
+    const k = median(sys.get(n));
+    console.log(`  ${n.padEnd(32)} ${m.toFixed(1).padStart(7)}  ${(m / base).toFixed(2)}×   (system ${k.toFixed(1)})   rounds: ${per.get(n).map((x) => x.toFixed(0)).join(' ')}`);
   }
 } finally {
   for (const s of servers) {

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+// node bench/icount.mjs <server>[#k],<server>,… [--warm=60000] [--measure=12000] [--windows=4] [--clients=1]
+//
+// User-space instructions per handshake, counted by valgrind's callgrind (install `valgrind`): a
+// measure of what a change costs that does not move with the machine's load, the kernel's share or
+// the CPU's clock, where server CPU time (cost.mjs) moves by ±5 % from process to process. Each
+// server runs under callgrind with V8's `--predictable` (no background threads: compiling and
+// collecting happen on the main thread, in the count); after the warm-up, `--windows` windows of
+// `--measure` ms are counted one by one. Windows still differ (a full collection falls in one and
+// not the next): compare the means of several windows, and of two processes (`name#2`).
+// Kernel time (the syscalls, the loopback TCP path) is not counted. Under valgrind a server runs
+// ~50× slower: a server takes ~2 minutes. It asserts nothing; `pnpm bench` stays the measure of record.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { handshakeRun, destroyAll } from './lib/load.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const argv = process.argv.slice(2);
+const value = (name, def) => {
+  const a = argv.find((x) => x.startsWith(`--${name}=`));
+  return a === undefined ? def : Number(a.slice(name.length + 3));
+};
+const names = (argv.find((x) => !x.startsWith('--')) ?? 'ws-raw,ours-bare').split(',');
+const warm = value('warm', 60000);
+const measure = value('measure', 12000);
+const windows = value('windows', 4);
+const clients = value('clients', 1);
+const dir = path.join(tmpdir(), `upgradeware-icount-${process.pid}`);
+mkdirSync(dir, { recursive: true });
+const hardLimit = setTimeout(() => {
+  console.error('icount: time limit reached');
+  process.exit(1);
+}, names.length * (warm + windows * measure + 120_000));
+hardLimit.unref();
+
+/** The instructions callgrind counted in one dump (its `totals:` or `summary:` line). */
+function instructions(file) {
+  const match = /^(?:totals|summary): (\d+)/m.exec(readFileSync(file, 'utf8'));
+  if (match === null) throw new Error(`no totals in ${file}`);
+  return Number(match[1]);
+}
+
+async function count(name) {
+  const file = path.join(here, 'servers', `${name.replace(/#.*$/, '')}.mjs`);
+  const out = path.join(dir, `${name.replace('#', '-')}.%p`);
+  const child = spawn(
+    'valgrind',
+    ['--tool=callgrind', `--callgrind-out-file=${out}`, '--dump-instr=no', process.execPath, '--predictable', file, '0'],
+    { cwd: here, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, NODE_ENV: 'production' } },
+  );
+  try {
+    let text = '';
+    await new Promise((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`${name} exited with ${code} (is valgrind installed?)`)));
+      child.once('error', reject);
+      child.stdout.on('data', (d) => {
+        text += d;
+        if (text.split('\n').length > 2) resolve();
+      });
+    });
+    const port = Number(text.split('\n')[0]);
+    const warmed = await handshakeRun({ port, concurrency: clients, duration: warm });
+    const per = [];
+    for (let k = 1; k <= windows; k++) {
+      execFileSync('callgrind_control', ['--zero', String(child.pid)], { stdio: 'ignore' });
+      const run = await handshakeRun({ port, concurrency: clients, duration: measure });
+      execFileSync('callgrind_control', ['--dump', String(child.pid)], { stdio: 'ignore' });
+      per.push(instructions(path.join(dir, `${name.replace('#', '-')}.${child.pid}.${k}`)) / run.count / 1000);
+    }
+    return { warmed: warmed.count, per };
+  } finally {
+    child.stdin.end();
+    child.kill('SIGTERM');
+  }
+}
+
+try {
+  console.log(`k instructions per handshake (user space, callgrind), ${clients} client(s), after ${warm} ms of warm-up, ${windows} windows of ${measure} ms:`);
+  for (const name of names) {
+    const { warmed, per } = await count(name);
+    const mean = per.reduce((a, b) => a + b, 0) / per.length;
+    console.log(`  ${name.padEnd(24)} ${mean.toFixed(1).padStart(7)}   windows: ${per.map((x) => x.toFixed(1)).join(' ')}   (${warmed} handshakes of warm-up)`);
+  }
+} finally {
+  destroyAll();
+  rmSync(dir, { recursive: true, force: true });
+}
