@@ -438,10 +438,12 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
   return { req: vReq as unknown as IncomingMessage, res: vRes as unknown as ServerResponse & Marks };
 }
 
-/** Did the response end by switching protocols: a 101, or a 2xx to CONNECT (RFC 9110 §9.3.6)? */
+/**
+ * Did the response end by switching protocols: a 101, or the 200 that opens a CONNECT tunnel (what
+ * `switchProtocols()` answers a CONNECT with)? The same responses `:switched` names.
+ */
 function switched(req: IncomingMessage, res: ServerResponse): boolean {
-  if (res.statusCode === 101) return true;
-  return req.method === 'CONNECT' && res.statusCode >= 200 && res.statusCode < 300;
+  return switchedTo(req, res) !== undefined;
 }
 
 function markResponseStart(this: ServerResponse): void {

@@ -365,6 +365,27 @@ describe('closeFormat: a second line when a switched connection closes', () => {
     expect((await rawRequest(s.port, wsHandshake('/nope'))).status).toBe(404);
   });
 
+  test('a CONNECT answered 204 opens no tunnel: one line, no close line (as :switched says)', async () => {
+    const c = collector();
+    const app = createApp();
+    app.use(logger(':method :url :status :switched', { stream: c.stream, closeFormat: 'closed :method :url' }));
+    app.use(
+      supportsUpgrade((req: http.IncomingMessage, res: http.ServerResponse, next: () => void) => {
+        if (req.method !== 'CONNECT') return next();
+        res.statusCode = 204;
+        res.end();
+      }),
+    );
+    const s = await start(app);
+    open.push(s);
+    const res = await rawRequest(s.port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+    expect(res.status).toBe(204);
+    expect(res.closed).toBe(true);
+    await until(() => c.lines().length === 1);
+    await delay(50);
+    expect(c.lines()).toEqual(['CONNECT example.com:443 204 -']);
+  });
+
   test('a close format that throws loses its line, not the process', async () => {
     const ep = wsEndpoint();
     open.push(ep);
