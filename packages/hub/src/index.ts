@@ -259,10 +259,10 @@ export function createHub(options: HubOptions = {}): Hub {
     for (const room of mine) dropFromRoom(room, ws);
   }
 
-  /** The session whose room `ws` is in (the first such room), if any. */
-  function sessionOfMember(ws: HubMember): string | undefined {
+  /** The session room `ws` is in (`session:<id>`, the first such room), if any. */
+  function sessionRoomOf(ws: HubMember): string | undefined {
     const mine = memberRooms.get(ws);
-    if (mine) for (const room of mine) if (room.startsWith(SESSION_ROOM_PREFIX)) return room.slice(SESSION_ROOM_PREFIX.length);
+    if (mine) for (const room of mine) if (room.startsWith(SESSION_ROOM_PREFIX)) return room;
     return undefined;
   }
 
@@ -640,18 +640,19 @@ export function createHub(options: HubOptions = {}): Hub {
     }
     revalidators.add(revalidate);
 
-    // When each session was last touched, and the sockets whose messages touch theirs. The two
+    // When each session room was last touched, and the sockets whose messages touch theirs. The two
     // listeners are made once per watch, not per socket; the session is looked up per message, as
-    // keepOnRegenerate may have moved the socket to a new one since it joined.
+    // keepOnRegenerate may have moved the socket to a new one since it joined. Keyed by room name:
+    // a message inside the interval builds no string.
     const touched = new Map<string, number>();
     const touching = new Set<HubMember>();
     function onTouchMessage(this: HubMember): void {
-      const sid = sessionOfMember(this);
-      if (sid === undefined) return;
+      const room = sessionRoomOf(this);
+      if (room === undefined) return;
       const now = Date.now();
-      if (now - (touched.get(sid) ?? 0) < touchInterval) return;
-      touched.set(sid, now);
-      touchSession(sid);
+      if (now - (touched.get(room) ?? 0) < touchInterval) return;
+      touched.set(room, now);
+      touchSession(room.slice(SESSION_ROOM_PREFIX.length));
     }
     function onTouchClose(this: HubMember): void {
       this.off('message', onTouchMessage);
@@ -659,7 +660,7 @@ export function createHub(options: HubOptions = {}): Hub {
       touching.delete(this);
       // Forget sessions with no socket left here, now and then (amortised: not a walk per close).
       if (touched.size > 2 * touching.size + 16) {
-        for (const sid of touched.keys()) if (!rooms.has(SESSION_ROOM_PREFIX + sid)) touched.delete(sid);
+        for (const room of touched.keys()) if (!rooms.has(room)) touched.delete(room);
       }
     }
     const onJoin = (ws: HubMember, room: string) => {

@@ -8,7 +8,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import basicAuth from 'basic-auth';
 import onHeaders from 'on-headers';
-import { deprecation, isUpgradeResponse, peerOf, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { deprecation, isUpgradeResponse, peerOf, remoteAddressOf, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 
 /** A token's value: a string, or nothing (printed `-`). */
 export type TokenValue = string | undefined;
@@ -349,12 +349,6 @@ interface CloseView {
 type Primitive = string | number | boolean | bigint | undefined | null;
 const isPrimitive = (v: unknown): v is Primitive => v === null || (typeof v !== 'object' && typeof v !== 'function');
 
-/**
- * Stand-ins for `req` and `res`, made at the switch, that the close line's tokens, format and
- * `skip` read: the request line, headers, version, address, the marks, every own property that
- * holds a plain value (`req.user` …), the status and the response headers. The WebSocket close
- * info (`req.webSocketClose`) is followed: whatever is assigned to it later lands here.
- */
 const kCopiedHeaders = Symbol('upgradeware.logger.copiedHeaders');
 type CopiedHeaders = { [kCopiedHeaders]: OutgoingHttpHeaders };
 
@@ -378,6 +372,12 @@ const closeResponseMethods: object = Object.assign(Object.create(null) as object
   },
 });
 
+/**
+ * Stand-ins for `req` and `res`, made at the switch, that the close line's tokens, format and
+ * `skip` read: the request line, headers, version, address, the marks, every own property that
+ * holds a plain value (`req.user` …), the status and the response headers. The WebSocket close
+ * info (`req.webSocketClose`) is followed: whatever is assigned to it later lands here.
+ */
 function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
   const vReq = Object.create(null) as Record<string, unknown>;
   for (const key of Object.keys(req)) {
@@ -471,10 +471,7 @@ function switchedTo(req: IncomingMessage, res: ServerResponse): string | undefin
 function remoteAddress(req: IncomingMessage, upgrade: boolean): string | undefined {
   const r = req as IncomingMessage & Marks & { ip?: unknown };
   if (typeof r.ip === 'string' && r.ip) return r.ip;
-  if (r._remoteAddress) return r._remoteAddress;
-  // Node keeps what its remoteAddress read on the socket: right for a connection that serves many
-  // requests, a cost for every WebSocket left open after an upgrade — read that one without it.
-  return (upgrade ? peerOf(req.socket).address : req.socket?.remoteAddress) || undefined;
+  return r._remoteAddress || remoteAddressOf(req, upgrade) || undefined;
 }
 
 /** A format by name, else the format string itself; morgan's `default` format for `''` or none. */

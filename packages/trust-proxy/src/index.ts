@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import proxyaddr from 'proxy-addr';
-import { isUpgradeResponse, peerOf, supportsUpgrade, type NextFunction, type UpgradeAware, type Middleware } from '@upgradeware/upgrade-response';
+import { isUpgradeResponse, remoteAddressOf, supportsUpgrade, type NextFunction, type UpgradeAware, type Middleware } from '@upgradeware/upgrade-response';
 
 const PKG = '@upgradeware/trust-proxy';
 
@@ -86,18 +86,24 @@ function socketProtocol(req: IncomingMessage): string {
 
 /** Compute the request's client address, protocol and host under `trust` (also usable without the middleware). */
 export function applyTrust(req: IncomingMessage, trust: TrustFunction): void {
-  applyWithPeer(req, trust, req.socket?.remoteAddress);
+  applyTrustTo(req, trust, false);
 }
 
-function applyWithPeer(req: IncomingMessage, trust: TrustFunction, peer: string | undefined): void {
+/**
+ * On an upgrade the peer is read without leaving Node's cache of it on the socket (a WebSocket kept
+ * open would carry it, as for the logger); a keep-alive connection keeps it.
+ */
+function applyTrustTo(req: IncomingMessage, trust: TrustFunction, upgrade: boolean): void {
+  const peer = remoteAddressOf(req, upgrade);
   // A socket already gone (no peer): nothing to trust.
   const trusted = peer !== undefined && trust(peer, 0);
   if (peer === undefined) {
     set(req, 'ip', undefined);
     set(req, 'ips', []);
   } else {
-    // proxy-addr reads the headers and the socket's address: the address given, as read above.
-    const addrs = proxyaddr.all({ headers: req.headers, socket: { remoteAddress: peer } } as unknown as IncomingMessage, trust);
+    // proxy-addr reads the headers and the socket's address: on an upgrade, the address as read above.
+    const source = upgrade ? ({ headers: req.headers, socket: { remoteAddress: peer } } as unknown as IncomingMessage) : req;
+    const addrs = proxyaddr.all(source, trust);
     set(req, 'ip', addrs[addrs.length - 1]);
     set(req, 'ips', addrs.slice(1).reverse());
   }
@@ -116,9 +122,7 @@ export function trustProxy(trust: TrustValue = false): UpgradeAware<Middleware> 
   const fn = compileTrust(trust);
   return supportsUpgrade(function trustProxyMiddleware(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
     try {
-      // On an upgrade, the peer is read without leaving Node's cache of it on the socket (a
-      // WebSocket kept open would carry it, as for the logger); a keep-alive connection keeps it.
-      applyWithPeer(req, fn, isUpgradeResponse(res) ? peerOf(req.socket).address : req.socket?.remoteAddress);
+      applyTrustTo(req, fn, isUpgradeResponse(res));
     } catch (err) {
       return next(err);
     }

@@ -697,6 +697,15 @@ export function peerOf(socket: Duplex | null | undefined): PeerName {
   return address === undefined ? NO_PEER : { address, family: s.remoteFamily, port: s.remotePort };
 }
 
+/**
+ * The address of `req`'s peer, as `req.socket.remoteAddress` gives it. For an upgrade (`upgrade`
+ * true) it is read with `peerOf`, without leaving Node's cache on a socket that may stay open for
+ * hours; an ordinary request reads it as Node does (its keep-alive connection reuses the cache).
+ */
+export function remoteAddressOf(req: IncomingMessage, upgrade: boolean): string | undefined {
+  return upgrade ? peerOf(req.socket).address : req.socket?.remoteAddress;
+}
+
 function onSocketError(this: Duplex, err: Error): void {
   debug('socket error: %s', err.message);
   this.destroy();

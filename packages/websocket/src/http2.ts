@@ -6,8 +6,8 @@
  * It gets the request as the HTTP/1.1 upgrade it stands for (GET, `Upgrade: websocket`, a fixed
  * well-formed `Sec-WebSocket-Key`) and the stream itself. ws writes its whole 101 head in a single
  * `write()` before it reads or writes anything else (ws 8.x): upgrade-response takes that one write
- * off the stream (`switchOnHttp1Head`), its negotiated headers (`Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions` …) go onto
- * the response, and the response switches with `:status 200`. Frames ws writes before the 200 has
+ * off the stream (`switchOnHttp1Head`), its negotiated headers (`Sec-WebSocket-Protocol`,
+ * `Sec-WebSocket-Extensions` …) go onto the response, and the response switches with `:status 200`. Frames ws writes before the 200 has
  * left (a session save still running) wait in the corked stream.
  */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
