@@ -45,7 +45,9 @@ function instructions(file) {
 
 async function count(name) {
   const file = path.join(here, 'servers', `${name.replace(/#.*$/, '')}.mjs`);
-  const out = path.join(dir, `${name.replace('#', '-')}.%p`);
+  // The dumps of `name#2` are `name-2.<pid>.<k>`.
+  const label = name.replace('#', '-');
+  const out = path.join(dir, `${label}.%p`);
   const child = spawn(
     'valgrind',
     ['--tool=callgrind', `--callgrind-out-file=${out}`, '--dump-instr=no', process.execPath, '--predictable', file, '0'],
@@ -68,7 +70,7 @@ async function count(name) {
       execFileSync('callgrind_control', ['--zero', String(child.pid)], { stdio: 'ignore' });
       const run = await handshakeRun({ port, concurrency: clients, duration: measure });
       execFileSync('callgrind_control', ['--dump', String(child.pid)], { stdio: 'ignore' });
-      per.push(instructions(path.join(dir, `${name.replace('#', '-')}.${child.pid}.${k}`)) / run.count / 1000);
+      per.push(instructions(path.join(dir, `${label}.${child.pid}.${k}`)) / run.count / 1000);
     }
     return { warmed: warmed.count, per };
   } finally {

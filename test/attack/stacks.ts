@@ -18,8 +18,6 @@ export interface StackPorts {
 export interface Stacks {
   child: ChildProcess;
   ports: StackPorts;
-  /** How the child ended, or null while it runs. */
-  exited(): { code: number | null; signal: string | null } | null;
   /** Throws if the child died. */
   alive(): void;
   /** Ask the child to exit (SIGKILL after 5 s); resolves once it has. */
@@ -47,7 +45,6 @@ export async function startStacks(execArgv: string[] = []): Promise<Stacks> {
   return {
     child,
     ports,
-    exited: () => exited,
     alive() {
       if (exited !== null) throw new Error(`the child died: ${JSON.stringify(exited)}`);
     },

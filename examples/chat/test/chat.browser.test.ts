@@ -54,7 +54,7 @@ afterAll(async () => {
 
 /** Run one step; when it fails, a screenshot of every open page goes to test-results/browser/. */
 function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  return shot(`${name}`, pages, () => demo.log(), fn);
+  return shot(name, pages, () => demo.log(), fn);
 }
 
 async function newPage(label: string, context: BrowserContext, watch = true): Promise<Page> {

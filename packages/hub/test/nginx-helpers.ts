@@ -8,8 +8,7 @@ import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as net from 'node:net';
-import { delay } from '../../../test-support';
-import { freePort } from '../../../test-support';
+import { delay, freePort } from '../../../test-support';
 
 export function nginxBinary(): string {
   for (const candidate of [process.env.NGINX_BIN, '/usr/sbin/nginx', '/usr/bin/nginx']) {

@@ -484,7 +484,7 @@ describe("the peer's address of an upgrade is read without Node's cache of it", 
     await wsClose(ws);
   });
 
-  test('an ordinary request reads it as morgan does (kept for the keep-alive connection)', async () => {
+  test('an ordinary request is logged as morgan logs it', async () => {
     const { s, lines } = await serve([], ':remote-addr :method :url :status');
     const res = await request(s.url + '/plain');
     expect(res.status).toBe(200);
