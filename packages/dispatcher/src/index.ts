@@ -14,6 +14,8 @@ import {
   Http2UpgradeResponse,
   SocketResponse,
   UpgradeResponse,
+  bindSocket,
+  createBoundLater,
   isHttp2Request,
   headersComplete,
   isUpgradeResponse,
@@ -176,29 +178,36 @@ export function createApp(options: AppOptions = {}): App {
     fallback: Fallback | null,
     connect: boolean,
   ): void {
-    const served = connect || servesProtocol(protocols, req.headers.upgrade);
+    const headers = req.headers;
+    const served = connect || servesProtocol(protocols, headers.upgrade);
     // Rule 7: another protocol is an ordinary request. Node's server parses it again, body and
     // all, and its request handler (this app, or Express …) answers it — unless Node dropped
     // some of its header lines (past `maxHeadersCount`): a request rebuilt without them could
     // lose its framing, so it is refused with 431 instead.
     const complete = served || headersComplete(req, socket, fallback?.server);
     if (!served && complete && replayAsRequest(req, socket, head, fallback?.server)) return;
-    // Synchronously, before anything else: the response adds the socket's 'error' listener.
-    const res = served ? new UpgradeResponse(req, socket, head) : new SocketResponse(req, socket, head);
-    if (debug.enabled) traceRequest(served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req, res);
-    if (!complete) {
-      req.originalUrl = req.url;
-      sendError(req, res, 431, null);
-      return;
+    // The response's socket listeners (our 'error' guard among them) are put in place by
+    // `bindSocket` right after the stack's synchronous part, before any socket event can be
+    // emitted; a handshake switched within that part never needs them (rule 8).
+    const res = createBoundLater(served ? UpgradeResponse : SocketResponse, req, socket, head);
+    try {
+      if (debug.enabled) traceRequest(served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req, res);
+      if (!complete) {
+        req.originalUrl = req.url;
+        sendError(req, res, 431, null);
+        return;
+      }
+      if (headers.host === undefined && req.httpVersion === '1.1') {
+        // Node answers 400 to an ordinary HTTP/1.1 request without Host (RFC 9112 §3.2) but lets
+        // an upgrade through: answer it the same way.
+        req.originalUrl = req.url;
+        sendError(req, res, 400, null);
+        return;
+      }
+      dispatch(stack, req, res, null, fallback, report);
+    } finally {
+      bindSocket(res);
     }
-    if (req.headers.host === undefined && req.httpVersion === '1.1') {
-      // Node answers 400 to an ordinary HTTP/1.1 request without Host (RFC 9112 §3.2) but lets
-      // an upgrade through: answer it the same way.
-      req.originalUrl = req.url;
-      sendError(req, res, 400, null);
-      return;
-    }
-    dispatch(stack, req, res, null, fallback, report);
     // Rule 8 bounds what is still pending once the stack's synchronous part has run: a handshake
     // that already switched (an endpoint with nothing asynchronous before it) has no timer to carry.
     if (timeout > 0 && ownsSocket(res)) armDeadline(req, res, timeout);
@@ -474,7 +483,7 @@ function timeoutOf(value: unknown): number {
 /** Does the app serve one of the protocols named by an `Upgrade` header? */
 function servesProtocol(protocols: ReadonlySet<string>, header: string | undefined): boolean {
   if (header === undefined) return false;
-  if (protocols.has(header.toLowerCase())) return true;
+  if (protocols.has(header) || protocols.has(header.toLowerCase())) return true;
   for (const token of header.split(',')) {
     const name = token.trim().toLowerCase();
     const slash = name.indexOf('/');

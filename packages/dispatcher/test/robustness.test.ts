@@ -286,6 +286,57 @@ describe('clients that go away, and the time limit', () => {
   });
 });
 
+describe('the socket listeners of a response: after the synchronous part, when still needed (rule 8)', () => {
+  test('a layer sees none of ours within the synchronous part; after an await our error guard and close listener are on; a handshake switched at once never gets them', async () => {
+    type Names = { error: string[]; close: string[] };
+    const names = (socket: NonNullable<ServerResponse['socket']>): Names => ({
+      error: socket.listeners('error').map((l) => (l as () => void).name),
+      close: socket.listeners('close').map((l) => (l as () => void).name),
+    });
+    const seen: Record<string, Names> = {};
+    const wss = new WebSocketServer({ noServer: true });
+    const endpoint = supportsUpgrade((req: IncomingMessage, res: ServerResponse, next: () => void) => {
+      if (!isUpgradeResponse(res) || !res.socket) return next();
+      const socket = res.socket;
+      seen[`${req.originalUrl} at the endpoint`] = names(socket);
+      wss.once('headers', (lines: string[]) => lines.push(...res.externalSwitch()));
+      wss.handleUpgrade(req, socket, res.upgradeHead, () => {
+        // ws's own listeners only, as on a plain ws server.
+        seen[`${req.originalUrl} switched`] = names(socket);
+      });
+    });
+    const app = createApp();
+    app.use(
+      '/later',
+      supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: () => void) => {
+        setImmediate(next);
+      }),
+    );
+    app.use('/later', endpoint);
+    app.use('/now', endpoint);
+    const server = await start(app);
+    try {
+      for (const path of ['/now', '/later']) {
+        const client = await rawConnect(server.port);
+        client.socket.write(wsHandshake(path));
+        await client.waitFor('\r\n\r\n');
+        expect(client.received().toString('latin1')).toMatch(/^HTTP\/1\.1 101 /);
+        client.close();
+      }
+      await until(() => Object.keys(seen).length === 4);
+      const ours = (n: Names) => [...n.error, ...n.close].filter((name) => name === 'onSocketError' || name === 'onOwnedSocketClose');
+      expect(ours(seen['/now at the endpoint']!)).toEqual([]);
+      expect(ours(seen['/later at the endpoint']!).sort()).toEqual(['onOwnedSocketClose', 'onSocketError']);
+      expect(ours(seen['/now switched']!)).toEqual([]);
+      // ws's own 'error' listener stays for the socket's life; ours came off once ws held the socket.
+      expect(seen['/now switched']!.error).toEqual(seen['/later switched']!.error.filter((name) => name !== 'onSocketError'));
+    } finally {
+      wss.close();
+      await server.close();
+    }
+  });
+});
+
 describe('coexistence with the server\'s own upgrade listeners', () => {
   test('a ws server attached before us keeps its path; our stack keeps ours; refusals stay ours', async () => {
     const theirs = new WebSocketServer({ noServer: true });

@@ -82,6 +82,18 @@ let hasOwnBrand: (value: object) => boolean;
 /** On a socket being closed after a refusal: the hard deadline, and the bytes drained so far. */
 const kLinger = Symbol('upgradeware.linger');
 type GuardedSocket = Duplex & { [kLinger]?: { timer: NodeJS.Timeout; bytes: number } };
+/** A socket and the response Node's server (or ours) has it write for. */
+type OwnedSocket = Duplex & { _httpMessage?: ServerResponse | null };
+/** Set by `createBoundLater()` for the one constructor call it makes. */
+let deferBinding = false;
+/** `SocketResponse._binding`: by Node's `assignSocket`; late, not yet; late, done (`bindSocket`). */
+const BOUND_BY_NODE = 0;
+const BIND_PENDING = 1;
+const BOUND_LATE = 2;
+/** Node's own `writeHead()`, as this module found it. */
+const nodeWriteHead = ServerResponse.prototype.writeHead;
+/** The head an external switch with Node's default status message records (`headersSent` reads it). */
+const SWITCH_HEAD = 'HTTP/1.1 101 Switching Protocols\r\n\r\n';
 /** Node's own `end()`, called with the arguments as given (no array per call). */
 const nodeEnd = ServerResponse.prototype.end as (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) => ServerResponse;
 
@@ -109,15 +121,28 @@ export class SocketResponse extends ServerResponse {
   /** @internal Where the response is in its life: open, switching, external, released. */
   _upgradeState = OPEN;
 
+  /** @internal How the socket's listeners were put in place: `assignSocket`, or late (`bindSocket`). */
+  _binding: number;
+
   constructor(req: IncomingMessage, socket: Duplex, head: Buffer = EMPTY) {
     super(req);
+    this.upgradeHead = head;
+    this.shouldKeepAlive = false;
+    if (deferBinding) {
+      // `createBoundLater()`: what `assignSocket` does for writes (they go to the socket), and the
+      // rest — the listeners — once the stack's synchronous part has run (`bindSocket`).
+      deferBinding = false;
+      this._binding = BIND_PENDING;
+      (socket as OwnedSocket)._httpMessage = this;
+      (this as { socket: Socket | null }).socket = socket as Socket;
+      return;
+    }
+    this._binding = BOUND_BY_NODE;
     // Node removed its own 'error' listener before it emitted the socket: without one, a
     // client reset during asynchronous middleware would kill the process. It stays for the
     // socket's whole life, also after a switch, unless the new owner keeps one of its own (`guard`,
     // `dropErrorGuard`).
     guard(socket);
-    this.upgradeHead = head;
-    this.shouldKeepAlive = false;
     this.on('finish', onResponseFinish);
     // `assignSocket` is what Node's own server does for every response: writes go to the
     // socket, and the socket's 'close' becomes the response's 'close'.
@@ -133,7 +158,7 @@ export class SocketResponse extends ServerResponse {
     const socket = this.socket;
     if (this._upgradeState !== OPEN || this.headersSent || !socket || socket.destroyed) return false;
     this._upgradeState = RELEASED;
-    this.detachSocket(socket);
+    detach(this, socket);
     unguard(socket);
     this.upgradeHead = EMPTY;
     debug('released %s %s', this.req.method, urlOf(this.req));
@@ -224,17 +249,19 @@ export class UpgradeResponse extends SocketResponse {
    */
   externalSwitch(statusCode: number = SWITCHING_PROTOCOLS): string[] {
     this.assertSwitchable('externalSwitch');
-    this.#headOnly = true;
-    try {
-      this.writeHead(statusCode);
-    } finally {
-      this.#headOnly = false;
+    if (!recordSwitchHead(this, statusCode)) {
+      this.#headOnly = true;
+      try {
+        this.writeHead(statusCode);
+      } finally {
+        this.#headOnly = false;
+      }
     }
     this._upgradeState = EXTERNAL;
     const lines = headerLines(this, SWITCH_OWNED);
     const socket = this.socket;
     if (socket) {
-      this.detachSocket(socket);
+      detach(this, socket);
       this.upgradeHead = EMPTY;
     }
     if (debug.enabled) debug('switched %s %s (%d, written by another library)', this.req.method, urlOf(this.req), statusCode);
@@ -299,7 +326,7 @@ export class UpgradeResponse extends SocketResponse {
     // The client went away while the switch was being flushed: nothing to hand over. The socket's
     // own 'close' (still ours) ends the response.
     if (socket.destroyed) return;
-    res.detachSocket(socket);
+    detach(res, socket);
     if (debug.enabled) debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
     process.nextTick(emitClose, res);
     try {
@@ -427,6 +454,84 @@ export function ownsSocket(res: ServerResponse): boolean {
   if (isHttp2UpgradeResponse(res)) return res.socket !== null;
   const socket = res.socket;
   return socket !== null && ownerOf(socket) === res;
+}
+
+/**
+ * @internal For the dispatcher: `new Kind(req, socket, head)`, except that the socket's listeners — our
+ * `'error'` guard, its `'close'` as the response's `'close'` — and the response's own `'finish'`
+ * handling wait for `bindSocket(res)`, which the dispatcher calls as soon as the stack's synchronous
+ * part has run. Nothing can reach them before: Node emits a socket's events from the event loop, never
+ * inside the synchronous call that handed it over. A handshake switched within that part (ws's
+ * listeners already on the socket) never needs them.
+ */
+export function createBoundLater<T extends SocketResponse>(
+  Kind: new (req: IncomingMessage, socket: Duplex, head: Buffer) => T,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): T {
+  deferBinding = true;
+  try {
+    return new Kind(req, socket, head);
+  } finally {
+    deferBinding = false;
+  }
+}
+
+/**
+ * @internal Put in place what `createBoundLater()` left out, if `res` still owns its socket: from
+ * here on it is bound as `new UpgradeResponse()` binds (ours first, as there). Once only.
+ */
+export function bindSocket(res: ServerResponse): void {
+  // Read on the response itself: a framework may have replaced its prototype already (Express).
+  const late = res as ServerResponse & { _binding?: number };
+  if (late._binding !== BIND_PENDING) return;
+  const socket = res.socket;
+  if (socket === null || ownerOf(socket) !== res) return;
+  late._binding = BOUND_LATE;
+  guard(socket);
+  res.prependListener('finish', onResponseFinish);
+  socket.prependListener('close', onOwnedSocketClose);
+}
+
+/**
+ * Let go of the socket, as Node's `detachSocket()` does for a response bound by `assignSocket`
+ * (called here rather than through the response, whose prototype a framework may have replaced).
+ */
+function detach(res: SocketResponse, socket: Duplex): void {
+  if (res._binding === BOUND_BY_NODE) {
+    res.detachSocket(socket as Socket);
+    return;
+  }
+  if (res._binding === BOUND_LATE) socket.removeListener('close', onOwnedSocketClose);
+  (socket as OwnedSocket)._httpMessage = null;
+  (res as { socket: Socket | null }).socket = null;
+}
+
+/** The socket of a response bound late closed: the response closes, as Node's own do. */
+function onOwnedSocketClose(this: OwnedSocket): void {
+  const res = this._httpMessage as (ServerResponse & { _closed?: boolean }) | null | undefined;
+  if (res === null || res === undefined || res._closed === true) return;
+  res.destroyed = true;
+  res._closed = true;
+  res.emit('close');
+}
+
+/**
+ * What `writeHead(101)` records for an external switch, set directly when that is all Node's own
+ * `writeHead()` would do: nobody wrapped it (an on-headers hook does), no status message of the
+ * stack's to check, no header that Node's builder treats apart. Nothing is written either way.
+ */
+function recordSwitchHead(res: ServerResponse, statusCode: number): boolean {
+  if (statusCode !== SWITCHING_PROTOCOLS || res.writeHead !== nodeWriteHead || res.statusMessage || kOutHeaders === undefined) return false;
+  if (res.hasHeader('trailer') || res.hasHeader('expect')) return false;
+  const head = res as unknown as HeadInternals & { _hasBody: boolean };
+  res.statusMessage = 'Switching Protocols';
+  res.statusCode = SWITCHING_PROTOCOLS;
+  head._hasBody = false;
+  head._header = SWITCH_HEAD;
+  head._headerSent = false;
+  return true;
 }
 
 /**
@@ -760,7 +865,7 @@ function onResponseFinish(this: SocketResponse): void {
   this._upgradeState = RELEASED;
   this.upgradeHead = EMPTY;
   if (!socket) return;
-  this.detachSocket(socket);
+  detach(this, socket);
   process.nextTick(emitClose, this);
   if (debug.enabled) debug('answered %d to %s %s; closing', this.statusCode, this.req.method, urlOf(this.req));
   if (socket.destroyed) return;

@@ -6,7 +6,7 @@
  * and ends `res` with status 101; a bad handshake is answered through `res` with its real status.
  */
 import { errorMonitor } from 'node:events';
-import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
@@ -138,11 +138,22 @@ export interface WebSocketEndpoint extends UpgradeAware<Middleware> {
   close(): Promise<void>;
 }
 
-/** Requests on their way into `ws`: the response that accounts for the 101. */
-const kResponse = Symbol('upgradeware.websocket.response');
-type Pending = IncomingMessage & { [kResponse]?: UpgradeResponse };
+/**
+ * The handshake on its way into `ws` and the response that accounts for its 101: ws emits
+ * `'headers'` or `'wsClientError'` for it within `handleUpgrade()`, synchronously. Held here for
+ * that call only (and put back as it was after it), not on the request.
+ */
+let pendingReq: IncomingMessage | null = null;
+let pendingRes: UpgradeResponse | null = null;
 
-const KEY = /^[+/0-9A-Za-z]{22}==$/;
+/** The response of `req` if ws is handling its handshake right now; it is taken only once. */
+function takePending(req: IncomingMessage): UpgradeResponse | null {
+  if (pendingReq !== req) return null;
+  const res = pendingRes;
+  pendingReq = null;
+  pendingRes = null;
+  return res;
+}
 /** An Upgrade list that names websocket among other tokens (a malformed upgrade to it). */
 const LISTS_WEBSOCKET = /(^|,)\s*websocket\s*(,|$)/i;
 /** A header line ws writes itself (`Sec-WebSocket-Accept` …), in any case. */
@@ -216,46 +227,51 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
   }
 
   /** Hand the socket to `ws`, once the stack and our own checks let the handshake through. */
-  function accept(req: Pending, res: UpgradeResponse, next: NextFunction): void {
+  function accept(req: IncomingMessage, res: UpgradeResponse, next: NextFunction): void {
     const socket = res.socket;
     if (!socket || socket.destroyed || res.headersSent) return;
     if (closing !== null) {
       refuse(res, 503, 'WebSocket endpoint closed');
       return;
     }
-    if (isHttp2UpgradeResponse(res)) {
-      // ws's listeners hear of the request ws is given: a refusal is answered through `res`.
-      const upgrade = asHttp1Upgrade(req) as Pending;
-      upgrade[kResponse] = res;
-      try {
-        acceptHttp2(wss, upgrade, req, res, connected, next);
-      } finally {
-        upgrade[kResponse] = undefined;
-      }
-      return;
-    }
-    req[kResponse] = res;
+    // Normally taken by 'headers' or 'wsClientError'; ws may also just destroy the socket.
+    const outerReq = pendingReq;
+    const outerRes = pendingRes;
     try {
-      wss.handleUpgrade(req, socket, res.upgradeHead, connected);
-      // Normally cleared by 'headers' or 'wsClientError'; ws may also just destroy the socket.
-      req[kResponse] = undefined;
-    } catch (err) {
-      req[kResponse] = undefined;
-      // Before the 101 (an on-headers listener or handleProtocols threw): an ordinary error.
-      if (!res.headersSent) next(err);
-      else socket.destroy();
+      if (isHttp2UpgradeResponse(res)) {
+        // ws's listeners hear of the request ws is given: a refusal is answered through `res`.
+        const upgrade = asHttp1Upgrade(req);
+        pendingReq = upgrade;
+        pendingRes = res;
+        acceptHttp2(wss, upgrade, req, res, connected, next);
+        return;
+      }
+      pendingReq = req;
+      pendingRes = res;
+      try {
+        wss.handleUpgrade(req, socket, res.upgradeHead, connected);
+      } catch (err) {
+        pendingReq = pendingRes = null;
+        // Before the 101 (an on-headers listener or handleProtocols threw): an ordinary error.
+        if (!res.headersSent) next(err);
+        else socket.destroy();
+      }
+    } finally {
+      pendingReq = outerReq;
+      pendingRes = outerRes;
     }
   }
 
   const endpoint = supportsUpgrade(function websocket(req: IncomingMessage, res: ServerResponse, next: NextFunction) {
     if (!isUpgradeResponse(res) || res.isConnect || !(atRoot(req.url) || inRoute(req, endpoint))) return next();
+    const headers = req.headers;
     // HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` stands for the upgrade.
     if (isHttp2UpgradeResponse(res)) {
       if (!isWebSocketConnect(res)) return next();
     } else {
-      const upgrade = req.headers.upgrade;
+      const upgrade = headers.upgrade;
       if (upgrade === undefined) return next();
-      if (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket') {
+      if (upgrade !== 'websocket' && (upgrade.length !== 9 || upgrade.toLowerCase() !== 'websocket')) {
         // Another protocol this app serves is somebody else's business; a malformed one is not.
         if (!LISTS_WEBSOCKET.test(upgrade)) return next();
         return refuse(res, 400, 'Invalid Upgrade header');
@@ -263,18 +279,18 @@ export function websocket<Req extends IncomingMessage = IncomingMessage>(
       if (req.method !== 'GET') return refuse(res, 405, 'Invalid HTTP method', 'Allow', 'GET');
       // Node hands a request body over as the first bytes of the connection: after a 101 they
       // would be read as WebSocket frames. A handshake has no body (RFC 6455 §4.1): refuse one.
-      if (hasBody(req)) return refuse(res, 400, 'Unexpected request body');
-      const key = req.headers['sec-websocket-key'];
-      if (key === undefined || !KEY.test(key)) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
+      if (hasBody(headers)) return refuse(res, 400, 'Unexpected request body');
+      const key = headers['sec-websocket-key'];
+      if (key === undefined || !isKey(key)) return refuse(res, 400, 'Missing or invalid Sec-WebSocket-Key header');
     }
-    const version = req.headers['sec-websocket-version'];
+    const version = headers['sec-websocket-version'];
     if (version !== '13' && version !== '8') {
       // RFC 6455 §4.2.2: a well-formed version we do not speak is 426; anything else is 400.
       const status = version !== undefined && DIGITS.test(version) ? 426 : 400;
       return refuse(res, status, 'Missing or invalid Sec-WebSocket-Version header', 'Sec-WebSocket-Version', VERSIONS);
     }
     if (allowed !== null) {
-      const origin = version === '8' ? req.headers['sec-websocket-origin'] : req.headers.origin;
+      const origin = version === '8' ? headers['sec-websocket-origin'] : headers.origin;
       let ok: boolean;
       try {
         ok = allowed(typeof origin === 'string' ? origin : undefined, req as Req);
@@ -337,10 +353,9 @@ function leaveRooms(this: Joined): void {
 }
 
 /** ws's 'headers': account for the 101 on the response, add the stack's headers to ws's own. */
-function onHeaders(headers: string[], req: Pending): void {
-  const res = req[kResponse];
-  if (res === undefined) return;
-  req[kResponse] = undefined;
+function onHeaders(headers: string[], req: IncomingMessage): void {
+  const res = takePending(req);
+  if (res === null) return;
   // Over HTTP/2 the switch is made from ws's head (acceptHttp2), and the record on the real request.
   if (isHttp2UpgradeResponse(res)) return;
   // Before the switch is accounted for, so that on-headers listeners and 'finish' see it.
@@ -355,10 +370,9 @@ function onHeaders(headers: string[], req: Pending): void {
 }
 
 /** ws's 'wsClientError': ws found the handshake bad and wrote nothing; answer through `res`. */
-function onClientError(err: Error, socket: Duplex, req: Pending): void {
-  const res = req[kResponse];
-  req[kResponse] = undefined;
-  if (res === undefined) {
+function onClientError(err: Error, socket: Duplex, req: IncomingMessage): void {
+  const res = takePending(req);
+  if (res === null) {
     socket.destroy();
     return;
   }
@@ -386,7 +400,7 @@ function verify<Req extends IncomingMessage>(
   req: Req,
   res: UpgradeResponse,
   next: NextFunction,
-  accept: (req: Pending, res: UpgradeResponse, next: NextFunction) => void,
+  accept: (req: IncomingMessage, res: UpgradeResponse, next: NextFunction) => void,
 ): void {
   const socket = req.socket as IncomingMessage['socket'] & { authorized?: boolean; encrypted?: boolean };
   const info: VerifyClientInfo<Req> = {
@@ -415,10 +429,21 @@ function verify<Req extends IncomingMessage>(
   }
 }
 
+/** Is `key` a `Sec-WebSocket-Key`: 16 bytes in base64, 22 characters of its alphabet and `==` (as ws checks it)? */
+function isKey(key: string): boolean {
+  if (key.length !== 24 || key.charCodeAt(22) !== 61 /* = */ || key.charCodeAt(23) !== 61) return false;
+  for (let i = 0; i < 22; i++) {
+    const c = key.charCodeAt(i);
+    // A–Z, a–z, '/' and 0–9 (47–57), '+'
+    if (!((c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 47 && c <= 57) || c === 43)) return false;
+  }
+  return true;
+}
+
 /** Does the request announce a body (a `Transfer-Encoding`, or a `Content-Length` other than 0)? */
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && !/^0+$/.test(length));
+function hasBody(headers: IncomingHttpHeaders): boolean {
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && !/^0+$/.test(length));
 }
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
@@ -434,6 +459,13 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
  */
 const CloseRecord = function CloseRecord() {} as unknown as new () => WebSocketCloseInfo;
 CloseRecord.prototype = Object.prototype;
+
+/** ws's close reason (a Buffer) as text; `String(buffer)` would look up how to convert it first. */
+function reasonText(reason: unknown): string {
+  if (reason === undefined) return '';
+  if (Buffer.isBuffer(reason)) return reason.length === 0 ? '' : reason.toString();
+  return String(reason);
+}
 
 /** On a connection of the endpoint: where its close is recorded (`req.webSocketClose`). */
 const kCloseRecord = Symbol('upgradeware.websocket.closeRecord');
@@ -459,7 +491,7 @@ function endpointClass(Base: WebSocketClass = WebSocket): WebSocketClass {
         if (record !== undefined) {
           this[kCloseRecord] = undefined;
           record.code = a as number;
-          record.reason = b === undefined ? '' : String(b);
+          record.reason = reasonText(b);
         }
       } else if (event === 'error' && this.listenerCount('error') === 0) {
         debug('client error: %s', (a as Error | undefined)?.message);

@@ -1,4 +1,5 @@
 import { start, rawRequest, wsHandshake, wsOpen, wsClose, nextMessage, until, type TestServer } from '../../../test-support';
+import { WebSocketServer } from 'ws';
 import { echoApp, type Logged } from './helpers';
 
 let s: TestServer | undefined;
@@ -84,6 +85,42 @@ const cases: Case[] = [
     body: 'Invalid or unacceptable Sec-WebSocket-Extensions header',
   },
 ];
+
+describe('the Sec-WebSocket-Key check agrees with ws', () => {
+  test('keys valid and invalid at every position: a 101 exactly where a plain ws server sends one', async () => {
+    const good = 'dGhlIHNhbXBsZSBub25jZQ==';
+    const keys = new Set([good, good.slice(0, 23), `${good}=`, `A${good}`, good.replace('==', '=A'), good.replace('==', 'A='), good.toUpperCase(), `${'/'.repeat(11)}${'+'.repeat(11)}==`]);
+    for (const c of '+/09AZaz-_.*:@[`{= \t') {
+      for (const at of [0, 5, 21]) keys.add(good.slice(0, at) + c + good.slice(at + 1));
+    }
+    const plain = await start(null, (server) => {
+      const wss = new WebSocketServer({ noServer: true });
+      server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => ws.close()));
+    });
+    const { app } = echoApp();
+    s = await start(app);
+    try {
+      const disagree: string[] = [];
+      let accepted = 0;
+      for (const key of keys) {
+        const request = (path: string) => wsHandshake(path, { 'Sec-WebSocket-Key': key });
+        const [theirs, ours] = await Promise.all([
+          rawRequest(plain.port, request('/'), { untilHead: true }),
+          rawRequest(s.port, request('/chat'), { untilHead: true }),
+        ]);
+        if (ours.status === 101) accepted++;
+        if ((theirs.status === 101) !== (ours.status === 101) || (ours.status !== 101 && ours.status !== 400)) disagree.push(`${JSON.stringify(key)}: ws ${theirs.status}, ours ${ours.status}`);
+      }
+      expect(disagree).toEqual([]);
+      expect(keys.size).toBeGreaterThan(50);
+      // Both answers were given, many times each.
+      expect(accepted).toBeGreaterThan(20);
+      expect(keys.size - accepted).toBeGreaterThan(20);
+    } finally {
+      await plain.close();
+    }
+  });
+});
 
 describe('a bad handshake is a full, logged HTTP response, and the next one works', () => {
   test.each(cases)('$name → $status', async (c) => {
