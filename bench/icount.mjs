@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node bench/icount.mjs <server>[#k],<server>,… [--warm=60000] [--measure=12000] [--windows=4] [--clients=1]
+// node bench/icount.mjs <server>[#k],<server>,… [--warm=60000] [--measure=12000] [--windows=4] [--clients=1] [--functions[=25]]
 //
 // User-space instructions per handshake, counted by valgrind's callgrind (install `valgrind`): a
 // measure of what a change costs that does not move with the machine's load, the kernel's share or
@@ -10,12 +10,19 @@
 // not the next): compare the means of several windows, and of two processes (`name#2`).
 // Kernel time (the syscalls, the loopback TCP path) is not counted. Under valgrind a server runs
 // ~50× slower: a server takes ~2 minutes. It asserts nothing; `pnpm bench` stays the measure of record.
+//
+// `--functions[=N]` also says where the instructions go: by group (JavaScript, V8's builtins, garbage
+// collection, compiling, native code) and, for each server after the first, the N functions whose
+// self instructions per handshake differ most from the first server's. V8's code is named through
+// its perf map (`--perf-basic-prof`); callgrind records every instruction's address
+// (`--dump-instr=yes`), which makes the dumps larger and the run a little slower.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { handshakeRun, destroyAll } from './lib/load.mjs';
+import { groups, selfCosts } from './lib/callgrind.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
@@ -28,6 +35,8 @@ const warm = value('warm', 60000);
 const measure = value('measure', 12000);
 const windows = value('windows', 4);
 const clients = value('clients', 1);
+const functionsArg = argv.find((x) => x === '--functions' || x.startsWith('--functions='));
+const functions = functionsArg === undefined ? 0 : functionsArg === '--functions' ? 25 : Number(functionsArg.slice(12));
 const dir = path.join(tmpdir(), `upgradeware-icount-${process.pid}`);
 mkdirSync(dir, { recursive: true });
 const hardLimit = setTimeout(() => {
@@ -48,10 +57,12 @@ async function count(name) {
   // The dumps of `name#2` are `name-2.<pid>.<k>`.
   const label = name.replace('#', '-');
   const out = path.join(dir, `${label}.%p`);
+  const node = functions > 0 ? ['--predictable', '--perf-basic-prof'] : ['--predictable'];
   const child = spawn(
     'valgrind',
-    ['--tool=callgrind', `--callgrind-out-file=${out}`, '--dump-instr=no', process.execPath, '--predictable', file, '0'],
-    { cwd: here, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, NODE_ENV: 'production' } },
+    ['--tool=callgrind', `--callgrind-out-file=${out}`, `--dump-instr=${functions > 0 ? 'yes' : 'no'}`, process.execPath, ...node, file, '0'],
+    // In the scratch directory: --perf-basic-prof also writes V8's log to the working directory.
+    { cwd: dir, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, NODE_ENV: 'production' } },
   );
   try {
     let text = '';
@@ -66,26 +77,54 @@ async function count(name) {
     const port = Number(text.split('\n')[0]);
     const warmed = await handshakeRun({ port, concurrency: clients, duration: warm });
     const per = [];
+    const byFunction = new Map();
+    let handshakes = 0;
     for (let k = 1; k <= windows; k++) {
       execFileSync('callgrind_control', ['--zero', String(child.pid)], { stdio: 'ignore' });
       const run = await handshakeRun({ port, concurrency: clients, duration: measure });
       execFileSync('callgrind_control', ['--dump', String(child.pid)], { stdio: 'ignore' });
-      per.push(instructions(path.join(dir, `${label}.${child.pid}.${k}`)) / run.count / 1000);
+      const dump = path.join(dir, `${label}.${child.pid}.${k}`);
+      per.push(instructions(dump) / run.count / 1000);
+      if (functions > 0) {
+        handshakes += run.count;
+        for (const [fn, cost] of selfCosts(dump, `/tmp/perf-${child.pid}.map`).costs) byFunction.set(fn, (byFunction.get(fn) ?? 0) + cost);
+      }
     }
-    return { warmed: warmed.count, per };
+    for (const [fn, cost] of byFunction) byFunction.set(fn, cost / handshakes);
+    return { warmed: warmed.count, per, byFunction };
   } finally {
     child.stdin.end();
     child.kill('SIGTERM');
+    rmSync(`/tmp/perf-${child.pid}.map`, { force: true });
+  }
+}
+
+/** Per handshake: the groups of each server, and the functions that differ most from the first server's. */
+function printFunctions(results) {
+  const k = (x) => (x / 1000).toFixed(1).padStart(7);
+  console.log('\nk instructions per handshake by group:');
+  for (const [name, r] of results) console.log(`  ${name.padEnd(24)} ${Object.entries(groups(r.byFunction)).map(([g, v]) => `${g} ${k(v).trim()}`).join(' · ')}`);
+  const [base, first] = results[0];
+  for (const [name, r] of results.slice(1)) {
+    const names = new Set([...first.byFunction.keys(), ...r.byFunction.keys()]);
+    const rows = [...names].map((fn) => [fn, first.byFunction.get(fn) ?? 0, r.byFunction.get(fn) ?? 0]).sort((a, b) => Math.abs(b[2] - b[1]) - Math.abs(a[2] - a[1]));
+    console.log(`\nself instructions per handshake, ${name} against ${base} (the ${functions} largest differences):`);
+    console.log(`  ${'difference'.padStart(10)} ${base.slice(0, 10).padStart(10)} ${name.slice(0, 10).padStart(10)}  function`);
+    for (const [fn, a, b] of rows.slice(0, functions)) console.log(`  ${(b - a).toFixed(0).padStart(10)} ${a.toFixed(0).padStart(10)} ${b.toFixed(0).padStart(10)}  ${fn.slice(0, 140)}`);
   }
 }
 
 try {
   console.log(`k instructions per handshake (user space, callgrind), ${clients} client(s), after ${warm} ms of warm-up, ${windows} windows of ${measure} ms:`);
+  const results = [];
   for (const name of names) {
-    const { warmed, per } = await count(name);
+    const result = await count(name);
+    const { warmed, per } = result;
     const mean = per.reduce((a, b) => a + b, 0) / per.length;
     console.log(`  ${name.padEnd(24)} ${mean.toFixed(1).padStart(7)}   windows: ${per.map((x) => x.toFixed(1)).join(' ')}   (${warmed} handshakes of warm-up)`);
+    results.push([name, result]);
   }
+  if (functions > 0) printFunctions(results);
 } finally {
   destroyAll();
   rmSync(dir, { recursive: true, force: true });

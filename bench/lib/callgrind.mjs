@@ -1,0 +1,109 @@
+// Self instructions per function from a callgrind dump taken with `--dump-instr=yes`: native code
+// under callgrind's own names, V8's code (JavaScript, builtins, regular expressions) under the
+// names of the process's perf map (`node --perf-basic-prof` writes /tmp/perf-<pid>.map), which
+// callgrind cannot read itself — it only sees anonymous addresses there.
+import { readFileSync } from 'node:fs';
+
+/** `[start, end, name]` entries of a perf map, sorted by start (the later of two equal starts wins). */
+function readPerfMap(file) {
+  const entries = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line);
+    if (m !== null) {
+      const start = parseInt(m[1], 16);
+      entries.push({ start, end: start + parseInt(m[2], 16), name: m[3], seq: entries.length });
+    }
+  }
+  return entries.sort((a, b) => a.start - b.start || a.seq - b.seq);
+}
+
+/** The newest perf-map entry holding `address` (code V8 freed may be reused), or null. */
+function lookup(entries, address) {
+  let lo = 0;
+  let hi = entries.length - 1;
+  let last = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (entries[mid].start <= address) {
+      last = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  let found = null;
+  // Entries overlap only where code was replaced: a short look back is enough.
+  for (let i = last; i >= 0 && i > last - 64; i--) {
+    const e = entries[i];
+    if (address < e.end && (found === null || e.seq > found.seq)) found = e;
+  }
+  return found?.name ?? null;
+}
+
+/**
+ * `{ total, costs }`: the dump's instructions, and a Map of function name → self instructions.
+ * A cost line right after `calls=` is the inclusive cost of a call, not the caller's own: skipped.
+ */
+export function selfCosts(dumpFile, perfMapFile) {
+  const entries = readPerfMap(perfMapFile);
+  const fnNames = new Map();
+  const byAddress = new Map();
+  let fn = '?';
+  let address = 0;
+  let callCost = false;
+  let total = 0;
+  for (const line of readFileSync(dumpFile, 'utf8').split('\n')) {
+    if (line.startsWith('fn=')) {
+      const m = /^fn=\((\d+)\)(?: (.*))?$/.exec(line);
+      if (m[2] !== undefined) fnNames.set(m[1], m[2]);
+      fn = fnNames.get(m[1]) ?? '?';
+      continue;
+    }
+    if (line.startsWith('cfn=')) {
+      const m = /^cfn=\((\d+)\)(?: (.*))?$/.exec(line);
+      if (m[2] !== undefined) fnNames.set(m[1], m[2]);
+      continue;
+    }
+    if (line.startsWith('calls=')) {
+      callCost = true;
+      continue;
+    }
+    const c = line.charCodeAt(0);
+    // Position lines: an address (absolute, +/- relative, or * for the same), a line, the cost.
+    if (c !== 48 /* 0 */ && c !== 43 /* + */ && c !== 45 /* - */ && c !== 42 /* * */) continue;
+    const parts = line.split(' ');
+    const a = parts[0];
+    if (a.startsWith('0x')) address = parseInt(a, 16);
+    else if (c === 43) address += parseInt(a.slice(1), 16);
+    else if (c === 45) address -= parseInt(a.slice(1), 16);
+    if (callCost) {
+      callCost = false;
+      continue;
+    }
+    const cost = Number(parts[2] ?? 0);
+    total += cost;
+    const seen = byAddress.get(address);
+    if (seen === undefined) byAddress.set(address, { cost, fn });
+    else seen.cost += cost;
+  }
+  const costs = new Map();
+  for (const [addr, { cost, fn: native }] of byAddress) {
+    // Optimised and baseline code of one function count as one ("JS:*f" and "JS:~f").
+    const name = (lookup(entries, addr) ?? native).replace(/^JS:[*~^+]/, 'JS:');
+    costs.set(name, (costs.get(name) ?? 0) + cost);
+  }
+  return { total, costs };
+}
+
+const GROUPS = [
+  ['JavaScript', (n) => n.startsWith('JS:') || n.startsWith('RegExp:')],
+  ['V8 builtins', (n) => n.startsWith('Builtin:') || n.startsWith('BytecodeHandler:')],
+  ['garbage collection', (n) => /Heap|Marking|Mark[A-Z]|Scaveng|Sweep|Evacuat|Collector|RememberedSet|SlotSet|MemoryAllocator|Compact/.test(n)],
+  ['compiling, deopt data', (n) => /compiler::|Maglev|Translation|Deoptimiz|Compil|Parser|Scanner|Zone/.test(n)],
+  ['native (Node, libuv, libc, V8 runtime)', () => true],
+];
+
+/** Instructions by group: what the code of a server costs, apart from what collection and compiling add. */
+export function groups(costs) {
+  const out = Object.fromEntries(GROUPS.map(([g]) => [g, 0]));
+  for (const [name, cost] of costs) out[GROUPS.find(([, test]) => test(name))[0]] += cost;
+  return out;
+}
