@@ -118,6 +118,19 @@ describe('CONNECT through the stack', () => {
   });
 });
 
+/** `app` with `endpoint` at /now, and at /later behind a layer that goes on asynchronously. */
+function nowAndLater(endpoint: (req: IncomingMessage, res: ServerResponse, next: () => void) => void, app: ReturnType<typeof createApp>) {
+  app.use(
+    '/later',
+    supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: () => void) => {
+      setImmediate(next);
+    }),
+  );
+  app.use('/later', endpoint);
+  app.use('/now', endpoint);
+  return app;
+}
+
 describe('clients that go away, and the time limit', () => {
   test('1,000 client resets during an async layer: the process lives, nothing is left behind', async () => {
     let entered = 0;
@@ -248,17 +261,8 @@ describe('clients that go away, and the time limit', () => {
       wss.once('headers', (lines: string[]) => lines.push(...res.externalSwitch()));
       wss.handleUpgrade(req, res.socket, res.upgradeHead, () => opened?.());
     });
-    const app = createApp({ upgradeTimeout: 60000 });
     // An asynchronous layer before the endpoint: the handshake waits, so it is bounded.
-    app.use(
-      '/later',
-      supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: () => void) => {
-        setImmediate(next);
-      }),
-    );
-    app.use('/later', endpoint);
-    app.use('/now', endpoint);
-    const server = await start(app);
+    const server = await start(nowAndLater(endpoint, createApp({ upgradeTimeout: 60000 })));
     const handshake = async (path: string): Promise<number> => {
       const open = new Promise<void>((resolve) => (opened = resolve));
       const client = await rawConnect(server.port);
@@ -305,16 +309,7 @@ describe('the socket listeners of a response: after the synchronous part, when s
         seen[`${req.originalUrl} switched`] = names(socket);
       });
     });
-    const app = createApp();
-    app.use(
-      '/later',
-      supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: () => void) => {
-        setImmediate(next);
-      }),
-    );
-    app.use('/later', endpoint);
-    app.use('/now', endpoint);
-    const server = await start(app);
+    const server = await start(nowAndLater(endpoint, createApp()));
     try {
       for (const path of ['/now', '/later']) {
         const client = await rawConnect(server.port);
