@@ -90,8 +90,13 @@ let deferBinding = false;
 const BOUND_BY_NODE = 0;
 const BIND_PENDING = 1;
 const BOUND_LATE = 2;
-/** Node's own `writeHead()`, as this module found it. */
-const nodeWriteHead = ServerResponse.prototype.writeHead;
+/**
+ * Node's own `writeHead()`, or null when something (an APM agent) had replaced it on the prototype
+ * before this module was loaded: then `externalSwitch()` always calls it. Told by its source, once.
+ */
+const nodeWriteHead = Function.prototype.toString.call(ServerResponse.prototype.writeHead).includes('ERR_HTTP_INVALID_STATUS_CODE')
+  ? ServerResponse.prototype.writeHead
+  : null;
 /** The head an external switch with Node's default status message records (`headersSent` reads it). */
 const SWITCH_HEAD = 'HTTP/1.1 101 Switching Protocols\r\n\r\n';
 /** Node's own `end()`, called with the arguments as given (no array per call). */
@@ -523,7 +528,7 @@ function onOwnedSocketClose(this: OwnedSocket): void {
  * stack's to check, no header that Node's builder treats apart. Nothing is written either way.
  */
 function recordSwitchHead(res: ServerResponse, statusCode: number): boolean {
-  if (statusCode !== SWITCHING_PROTOCOLS || res.writeHead !== nodeWriteHead || res.statusMessage || kOutHeaders === undefined) return false;
+  if (statusCode !== SWITCHING_PROTOCOLS || nodeWriteHead === null || res.writeHead !== nodeWriteHead || res.statusMessage || kOutHeaders === undefined) return false;
   if (res.hasHeader('trailer') || res.hasHeader('expect')) return false;
   const head = res as unknown as HeadInternals & { _hasBody: boolean };
   res.statusMessage = 'Switching Protocols';

@@ -213,6 +213,40 @@ describe('createBoundLater / bindSocket', () => {
 });
 
 describe('externalSwitch records the 101 as writeHead() would', () => {
+  test("a writeHead() replaced on Node's prototype before this package was loaded (an APM agent) is still called", async () => {
+    const proto = http.ServerResponse.prototype;
+    const original = proto.writeHead;
+    const seen: number[] = [];
+    proto.writeHead = function agentWriteHead(this: http.ServerResponse, ...args: unknown[]) {
+      seen.push(args[0] as number);
+      return (original as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+    } as typeof original;
+    try {
+      // A copy of the package loaded after the agent: the writeHead it finds is not Node's own.
+      let Fresh: typeof UpgradeResponse | undefined;
+      jest.isolateModules(() => {
+        Fresh = (require('@upgradeware/upgrade-response') as { UpgradeResponse: typeof UpgradeResponse }).UpgradeResponse;
+      });
+      const { server } = await serving((req, socket, head) => {
+        const res = new Fresh!(req, socket, head);
+        res.externalSwitch();
+        socket.destroy();
+        return res;
+      });
+      try {
+        const conn = await rawConnect(server.port);
+        conn.socket.write(upgradeRequest('/', 'echo'));
+        await until(() => seen.length === 1, 2000);
+        expect(seen).toEqual([101]);
+        conn.close();
+      } finally {
+        await server.close();
+      }
+    } finally {
+      proto.writeHead = original;
+    }
+  });
+
   test('a status message of the stack, or a writeHead() wrapped by a hook, goes through writeHead()', async () => {
     const results: Array<Record<string, unknown>> = [];
     const { server } = await serving((req, socket, head) => {
