@@ -307,6 +307,8 @@ function dispatch(
   let index = 0;
   let removed = '';
   let slashAdded = false;
+  // Read once per request: `debug.enabled` is a getter on an object V8 keeps in dictionary mode.
+  const tracing = debug.enabled;
   if (req.originalUrl === undefined) req.originalUrl = req.url;
 
   const next: NextFunction = (err?: unknown) => {
@@ -325,7 +327,7 @@ function dispatch(
     }
     const hasError = err !== undefined && err !== null && err !== false;
     // The layers passed over on the way to the next one run, for one summary line of the trace.
-    const skipped: string[] | null = debug.enabled ? [] : null;
+    const skipped: string[] | null = tracing ? [] : null;
     for (;;) {
       const layer = stack[index++];
       if (layer === undefined) {
