@@ -297,17 +297,12 @@ export class UpgradeResponse extends SocketResponse {
    * `Expect` header, whose handling Node's builder owns) goes through Node's builder as before.
    */
   _storeHeader(firstLine: string, headers: unknown): void {
-    const self = this as unknown as HeadInternals & Record<symbol, unknown>;
     if (
       this.#headOnly &&
       kOutHeaders !== undefined &&
-      (headers === undefined || headers === null || headers === self[kOutHeaders]) &&
-      !this.hasHeader('trailer') &&
-      !this.hasHeader('expect')
+      (headers === undefined || headers === null || headers === (this as unknown as Record<symbol, unknown>)[kOutHeaders]) &&
+      recordHeadOnly(this, firstLine + '\r\n')
     ) {
-      // A head without fields: what `headersSent` (and code reading `_header`) needs to see.
-      self._header = firstLine + '\r\n';
-      self._headerSent = false;
       return;
     }
     nodeStoreHeader!.call(this, firstLine, headers);
@@ -529,13 +524,23 @@ function onOwnedSocketClose(this: OwnedSocket): void {
  */
 function recordSwitchHead(res: ServerResponse, statusCode: number): boolean {
   if (statusCode !== SWITCHING_PROTOCOLS || nodeWriteHead === null || res.writeHead !== nodeWriteHead || res.statusMessage || kOutHeaders === undefined) return false;
-  if (res.hasHeader('trailer') || res.hasHeader('expect')) return false;
-  const head = res as unknown as HeadInternals & { _hasBody: boolean };
+  if (!recordHeadOnly(res, SWITCH_HEAD)) return false;
   res.statusMessage = 'Switching Protocols';
   res.statusCode = SWITCHING_PROTOCOLS;
-  head._hasBody = false;
-  head._header = SWITCH_HEAD;
-  head._headerSent = false;
+  (res as unknown as { _hasBody: boolean })._hasBody = false;
+  return true;
+}
+
+/**
+ * Mark `res` as having sent `head` without building Node's header block (nothing of it is written),
+ * unless a header that Node's builder treats apart (`Trailer`, `Expect`) is set: what `headersSent`
+ * and code reading `_header` need to see.
+ */
+function recordHeadOnly(res: ServerResponse, head: string): boolean {
+  if (res.hasHeader('trailer') || res.hasHeader('expect')) return false;
+  const internals = res as unknown as HeadInternals;
+  internals._header = head;
+  internals._headerSent = false;
   return true;
 }
 
