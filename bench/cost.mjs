@@ -14,6 +14,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { handshakeRun, destroyAll } from './lib/load.mjs';
+import { serverOf } from './lib/servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
@@ -31,8 +32,6 @@ const rewarm = Number(value('rewarm', 0));
 if (pin) spawnSync('taskset', ['-cp', '1', String(process.pid)], { stdio: 'ignore' });
 const profDir = path.join(here, 'profiles');
 // `name#2`: a second process of the same server (JIT decisions differ from process to process).
-const baseOf = (n) => n.replace(/#.*$/, '');
-const skipOf = (n) => (baseOf(n).startsWith('ours-save-no-') ? baseOf(n).slice('ours-save-no-'.length) : undefined);
 const hardLimit = setTimeout(() => {
   console.error('cost: time limit reached');
   process.exit(1);
@@ -46,9 +45,9 @@ async function start(name) {
     mkdirSync(profDir, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${profile}`);
   }
-  const file = skipOf(name) === undefined ? baseOf(name) : 'ours-save';
-  const env = { ...process.env, NODE_ENV: 'production', ...(skipOf(name) === undefined ? {} : { BENCH_SKIP: skipOf(name) }) };
-  const args = [...execArgv, path.join(here, 'servers', `${file}.mjs`), '0'];
+  const server = serverOf(name);
+  const env = { ...process.env, NODE_ENV: 'production', ...server.env };
+  const args = [...execArgv, server.file, '0'];
   // --pin: each server on CPU 0 (`taskset`), this process (the load) on CPU 1: less scheduling noise.
   const child = pin
     ? spawn('taskset', ['-c', '0', process.execPath, ...args], { cwd: here, stdio: ['pipe', 'pipe', 'ignore', 'ipc'], env })

@@ -17,14 +17,14 @@
 // its perf map (`--perf-basic-prof`); callgrind records every instruction's address
 // (`--dump-instr=yes`), which makes the dumps larger and the run a little slower.
 import { spawn, execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { handshakeRun, destroyAll } from './lib/load.mjs';
 import { groups, selfCosts } from './lib/callgrind.mjs';
+import { serverOf } from './lib/servers.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
 const value = (name, def) => {
   const a = argv.find((x) => x.startsWith(`--${name}=`));
@@ -35,14 +35,22 @@ const warm = value('warm', 60000);
 const measure = value('measure', 12000);
 const windows = value('windows', 4);
 const clients = value('clients', 1);
-const functionsArg = argv.find((x) => x === '--functions' || x.startsWith('--functions='));
-const functions = functionsArg === undefined ? 0 : functionsArg === '--functions' ? 25 : Number(functionsArg.slice(12));
+const functions = value('functions', argv.includes('--functions') ? 25 : 0);
 const dir = path.join(tmpdir(), `upgradeware-icount-${process.pid}`);
 mkdirSync(dir, { recursive: true });
+/** The perf maps V8 writes for `--functions`, removed at the end whatever happens. */
+const perfMaps = new Set();
+function cleanUp() {
+  destroyAll();
+  rmSync(dir, { recursive: true, force: true });
+  for (const map of perfMaps) rmSync(map, { force: true });
+}
+// Reading a window's dump with every instruction's address (--functions) takes up to a minute.
 const hardLimit = setTimeout(() => {
   console.error('icount: time limit reached');
+  cleanUp();
   process.exit(1);
-}, names.length * (warm + windows * measure + 120_000));
+}, names.length * (warm + windows * (measure + (functions > 0 ? 60_000 : 0)) + 120_000));
 hardLimit.unref();
 
 /** The instructions callgrind counted in one dump (its `totals:` or `summary:` line). */
@@ -53,17 +61,19 @@ function instructions(file) {
 }
 
 async function count(name) {
-  const file = path.join(here, 'servers', `${name.replace(/#.*$/, '')}.mjs`);
+  const server = serverOf(name);
   // The dumps of `name#2` are `name-2.<pid>.<k>`.
   const label = name.replace('#', '-');
   const out = path.join(dir, `${label}.%p`);
   const node = functions > 0 ? ['--predictable', '--perf-basic-prof'] : ['--predictable'];
   const child = spawn(
     'valgrind',
-    ['--tool=callgrind', `--callgrind-out-file=${out}`, `--dump-instr=${functions > 0 ? 'yes' : 'no'}`, process.execPath, ...node, file, '0'],
+    ['--tool=callgrind', `--callgrind-out-file=${out}`, `--dump-instr=${functions > 0 ? 'yes' : 'no'}`, process.execPath, ...node, server.file, '0'],
     // In the scratch directory: --perf-basic-prof also writes V8's log to the working directory.
-    { cwd: dir, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, NODE_ENV: 'production' } },
+    { cwd: dir, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, NODE_ENV: 'production', ...server.env } },
   );
+  const perfMap = `/tmp/perf-${child.pid}.map`;
+  if (functions > 0) perfMaps.add(perfMap);
   try {
     let text = '';
     await new Promise((resolve, reject) => {
@@ -77,7 +87,7 @@ async function count(name) {
     const port = Number(text.split('\n')[0]);
     const warmed = await handshakeRun({ port, concurrency: clients, duration: warm });
     const per = [];
-    const byFunction = new Map();
+    const dumps = [];
     let handshakes = 0;
     for (let k = 1; k <= windows; k++) {
       execFileSync('callgrind_control', ['--zero', String(child.pid)], { stdio: 'ignore' });
@@ -85,29 +95,35 @@ async function count(name) {
       execFileSync('callgrind_control', ['--dump', String(child.pid)], { stdio: 'ignore' });
       const dump = path.join(dir, `${label}.${child.pid}.${k}`);
       per.push(instructions(dump) / run.count / 1000);
-      if (functions > 0) {
-        handshakes += run.count;
-        for (const [fn, cost] of selfCosts(dump, `/tmp/perf-${child.pid}.map`).costs) byFunction.set(fn, (byFunction.get(fn) ?? 0) + cost);
+      dumps.push(dump);
+      handshakes += run.count;
+    }
+    // Read after the last window, so that every window follows the one before without a pause.
+    const byFunction = new Map();
+    if (functions > 0) {
+      for (const dump of dumps) {
+        for (const [fn, cost] of selfCosts(dump, perfMap)) byFunction.set(fn, (byFunction.get(fn) ?? 0) + cost / handshakes);
       }
     }
-    for (const [fn, cost] of byFunction) byFunction.set(fn, cost / handshakes);
     return { warmed: warmed.count, per, byFunction };
   } finally {
+    // Valgrind writes its last dump as the server exits: wait for it before the next server.
+    const exited = child.exitCode === null ? once(child, 'exit') : null;
     child.stdin.end();
     child.kill('SIGTERM');
-    rmSync(`/tmp/perf-${child.pid}.map`, { force: true });
+    await exited;
+    rmSync(perfMap, { force: true });
   }
 }
 
 /** Per handshake: the groups of each server, and the functions that differ most from the first server's. */
 function printFunctions(results) {
-  const k = (x) => (x / 1000).toFixed(1).padStart(7);
   console.log('\nk instructions per handshake by group:');
-  for (const [name, r] of results) console.log(`  ${name.padEnd(24)} ${Object.entries(groups(r.byFunction)).map(([g, v]) => `${g} ${k(v).trim()}`).join(' · ')}`);
+  for (const [name, r] of results) console.log(`  ${name.padEnd(24)} ${Object.entries(groups(r.byFunction)).map(([g, v]) => `${g} ${(v / 1000).toFixed(1)}`).join(' · ')}`);
   const [base, first] = results[0];
   for (const [name, r] of results.slice(1)) {
-    const names = new Set([...first.byFunction.keys(), ...r.byFunction.keys()]);
-    const rows = [...names].map((fn) => [fn, first.byFunction.get(fn) ?? 0, r.byFunction.get(fn) ?? 0]).sort((a, b) => Math.abs(b[2] - b[1]) - Math.abs(a[2] - a[1]));
+    const fns = new Set([...first.byFunction.keys(), ...r.byFunction.keys()]);
+    const rows = [...fns].map((fn) => [fn, first.byFunction.get(fn) ?? 0, r.byFunction.get(fn) ?? 0]).sort((a, b) => Math.abs(b[2] - b[1]) - Math.abs(a[2] - a[1]));
     console.log(`\nself instructions per handshake, ${name} against ${base} (the ${functions} largest differences):`);
     console.log(`  ${'difference'.padStart(10)} ${base.slice(0, 10).padStart(10)} ${name.slice(0, 10).padStart(10)}  function`);
     for (const [fn, a, b] of rows.slice(0, functions)) console.log(`  ${(b - a).toFixed(0).padStart(10)} ${a.toFixed(0).padStart(10)} ${b.toFixed(0).padStart(10)}  ${fn.slice(0, 140)}`);
@@ -126,6 +142,5 @@ try {
   }
   if (functions > 0) printFunctions(results);
 } finally {
-  destroyAll();
-  rmSync(dir, { recursive: true, force: true });
+  cleanUp();
 }

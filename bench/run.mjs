@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { h2Scenario, h2Report, H2_LABELS } from './lib/h2.mjs';
 import { handshake, handshakeRun, requestRun, openMany, closeMany, messageRun, destroyAll, liveSockets } from './lib/load.mjs';
+import { serverOf } from './lib/servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
@@ -111,12 +112,6 @@ const LABEL = {
 /** Per-layer variants: ours-save without one layer (BENCH_SKIP), for the cost of each layer. */
 const LAYERS = ['logger', 'response-time', 'cookie-parser', 'session', 'basic-auth'];
 for (const l of LAYERS) LABEL[`ours-save-no-${l}`] = `ours full + save, without ${l}`;
-function serverFile(name) {
-  return name.startsWith('ours-save-no-') ? 'ours-save' : name;
-}
-function serverEnv(name) {
-  return name.startsWith('ours-save-no-') ? { BENCH_SKIP: name.slice('ours-save-no-'.length) } : {};
-}
 const serverInfo = {};
 
 async function startServer(name, { gc = false } = {}) {
@@ -126,10 +121,11 @@ async function startServer(name, { gc = false } = {}) {
     mkdirSync(path.join(here, 'profiles'), { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${path.join(here, 'profiles')}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`);
   }
-  const child = spawn(process.execPath, [...execArgv, path.join(here, 'servers', `${serverFile(name)}.mjs`), '0'], {
+  const server = serverOf(name);
+  const child = spawn(process.execPath, [...execArgv, server.file, '0'], {
     cwd: here,
     stdio: ['pipe', 'pipe', 'inherit', 'ipc'],
-    env: { ...process.env, NODE_ENV: 'production', ...serverEnv(name) },
+    env: { ...process.env, NODE_ENV: 'production', ...server.env },
   });
   children.add(child);
   child.once('exit', () => children.delete(child));

@@ -4,7 +4,7 @@
 // callgrind cannot read itself — it only sees anonymous addresses there.
 import { readFileSync } from 'node:fs';
 
-/** `[start, end, name]` entries of a perf map, sorted by start (the later of two equal starts wins). */
+/** The entries of a perf map (`start`, `end`, `name`, and `seq`: the later entry wins), sorted by start. */
 function readPerfMap(file) {
   const entries = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {
@@ -39,8 +39,8 @@ function lookup(entries, address) {
 }
 
 /**
- * `{ total, costs }`: the dump's instructions, and a Map of function name → self instructions.
- * A cost line right after `calls=` is the inclusive cost of a call, not the caller's own: skipped.
+ * A Map of function name → self instructions in the dump. A cost line right after `calls=` is the
+ * inclusive cost of a call, not the caller's own: skipped.
  */
 export function selfCosts(dumpFile, perfMapFile) {
   const entries = readPerfMap(perfMapFile);
@@ -49,17 +49,12 @@ export function selfCosts(dumpFile, perfMapFile) {
   let fn = '?';
   let address = 0;
   let callCost = false;
-  let total = 0;
   for (const line of readFileSync(dumpFile, 'utf8').split('\n')) {
-    if (line.startsWith('fn=')) {
-      const m = /^fn=\((\d+)\)(?: (.*))?$/.exec(line);
-      if (m[2] !== undefined) fnNames.set(m[1], m[2]);
-      fn = fnNames.get(m[1]) ?? '?';
-      continue;
-    }
-    if (line.startsWith('cfn=')) {
-      const m = /^cfn=\((\d+)\)(?: (.*))?$/.exec(line);
-      if (m[2] !== undefined) fnNames.set(m[1], m[2]);
+    // A function is named once, `fn=(id) name` or `cfn=(id) name`; later by its id alone.
+    const named = /^(c?)fn=\((\d+)\)(?: (.*))?$/.exec(line);
+    if (named !== null) {
+      if (named[3] !== undefined) fnNames.set(named[2], named[3]);
+      if (named[1] === '') fn = fnNames.get(named[2]) ?? '?';
       continue;
     }
     if (line.startsWith('calls=')) {
@@ -67,19 +62,19 @@ export function selfCosts(dumpFile, perfMapFile) {
       continue;
     }
     const c = line.charCodeAt(0);
-    // Position lines: an address (absolute, +/- relative, or * for the same), a line, the cost.
+    // Position lines: an address (absolute in hex, +/- relative in decimal, or * for the same), a
+    // line, the cost.
     if (c !== 48 /* 0 */ && c !== 43 /* + */ && c !== 45 /* - */ && c !== 42 /* * */) continue;
     const parts = line.split(' ');
     const a = parts[0];
-    if (a.startsWith('0x')) address = parseInt(a, 16);
-    else if (c === 43) address += parseInt(a.slice(1), 16);
-    else if (c === 45) address -= parseInt(a.slice(1), 16);
+    if (c === 48) address = parseInt(a, 16);
+    else if (c === 43) address += Number(a.slice(1));
+    else if (c === 45) address -= Number(a.slice(1));
     if (callCost) {
       callCost = false;
       continue;
     }
     const cost = Number(parts[2] ?? 0);
-    total += cost;
     const seen = byAddress.get(address);
     if (seen === undefined) byAddress.set(address, { cost, fn });
     else seen.cost += cost;
@@ -90,7 +85,7 @@ export function selfCosts(dumpFile, perfMapFile) {
     const name = (lookup(entries, addr) ?? native).replace(/^JS:[*~^+]/, 'JS:');
     costs.set(name, (costs.get(name) ?? 0) + cost);
   }
-  return { total, costs };
+  return costs;
 }
 
 const GROUPS = [
