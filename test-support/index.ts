@@ -493,3 +493,8 @@ export function readmeBlock(path: string, heading: string, lang: 'js' | 'ts'): s
   const end = text.indexOf('\n```', start);
   return text.slice(start, end + 1);
 }
+
+/** The names of the functions listening for `event` on `emitter`, in the order they run. */
+export function listenerNames(emitter: { listeners(event: string): Function[] }, event: string): string[] {
+  return emitter.listeners(event).map((listener) => listener.name);
+}

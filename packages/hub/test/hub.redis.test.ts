@@ -86,7 +86,7 @@ async function twoHubs(lib: Lib, mode: 'pubsub' | 'streams', opts: { cutA?: bool
   const cb = await clients(lib, lb.url);
   const channel = `hub-test:${process.pid}-${++counter}`;
   const hub = (c: Clients, maxQueue?: number) =>
-    createHub({ transport: redisTransport({ publisher: c.publisher, subscriber: c.subscriber, mode, channel, blockMs: 1000, ...(maxQueue === undefined ? {} : { maxQueue }) }) });
+    createHub({ transport: redisTransport({ publisher: c.publisher, subscriber: c.subscriber, mode, channel, blockMs: 1000, maxQueue }) });
   const a = hub(ca, opts.maxQueueA);
   const b = hub(cb);
   const close = async (): Promise<void> => {

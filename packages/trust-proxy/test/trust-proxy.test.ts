@@ -115,9 +115,9 @@ describe('behind a TLS-terminating proxy', () => {
   test("an upgrade's peer is read without Node's cache of it: nothing of it stays on the socket ws holds", async () => {
     const app = createApp();
     app.use(trustProxy('loopback'));
-    const sockets: unknown[] = [];
+    const socketKeys: unknown[] = [];
     const endpoint = websocket((ws, req) => {
-      sockets.push(Object.keys(req.socket));
+      socketKeys.push(Object.keys(req.socket));
       ws.send(`${req.ip}`);
     });
     app.use('/ws', endpoint);
@@ -125,7 +125,7 @@ describe('behind a TLS-terminating proxy', () => {
     try {
       const { ws } = await wsOpen(`${server.wsUrl}/ws`, { headers: proxied });
       expect(await nextMessage(ws)).toBe('203.0.113.7');
-      expect(sockets[0]).not.toContain('_peername');
+      expect(socketKeys[0]).not.toContain('_peername');
       await wsClose(ws);
     } finally {
       await endpoint.close();
