@@ -9,11 +9,19 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import createDebug from 'debug';
-import { MAX_ROOM, decode, encode, isCloseCode, isCloseReason, isRoom, type Envelope, type HubMessage } from './message';
+import * as messageModule from './message';
+import * as redisModule from './redis';
+import { MAX_ROOM, isCloseReason, isRoom, type Envelope, type HubMessage } from './message';
 
-export { decode, encode, isCloseCode } from './message';
 export type { BroadcastMessage, DisconnectMessage, Envelope, HubMessage, MoveMessage } from './message';
-export { redisTransport, subscribeKeyspace, type RedisTransportOptions, type RedisLikeClient, type KeyspaceOptions } from './redis';
+export type { RedisTransportOptions, RedisLikeClient, KeyspaceOptions } from './redis';
+// Aliases, not `export { … } from` (whose getters would put this module's exports object in V8's
+// dictionary mode): plain properties.
+export import decode = messageModule.decode;
+export import encode = messageModule.encode;
+export import isCloseCode = messageModule.isCloseCode;
+export import redisTransport = redisModule.redisTransport;
+export import subscribeKeyspace = redisModule.subscribeKeyspace;
 
 const debug = createDebug('upgradeware:hub');
 const PKG = '@upgradeware/hub';

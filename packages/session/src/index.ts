@@ -12,16 +12,25 @@ import { parse as parseCookieHeader } from 'cookie';
 import createDebug from 'debug';
 import onHeaders from 'on-headers';
 import { abortSwitched, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
-import { Cookie, setCookieValue, type CookieData, type CookieOptions } from './cookie';
-import { MemoryStore } from './memory';
+import * as cookieModule from './cookie';
+import { setCookieValue, type CookieData, type CookieOptions } from './cookie';
+import * as memoryModule from './memory';
 import { deprecate } from './deprecate';
-import { Session, createSession, setHooks, type RequestHooks, type SessionData, type StoredSession } from './session';
-import type { SessionStoreLike, Store } from './store';
+import * as sessionModule from './session';
+import { createSession, setHooks, type RequestHooks, type SessionData, type StoredSession } from './session';
+import * as storeModule from './store';
+import type { SessionStoreLike } from './store';
 
-export { Cookie, type CookieData, type CookieOptions, type Priority, type SameSite, type StoredCookie } from './cookie';
-export { MemoryStore, type MemoryStoreOptions } from './memory';
-export { Session, type SessionCallback, type SessionData, type SessionRequest, type StoredSession } from './session';
-export { Store, type GetCallback, type SessionStoreLike, type StoreConstructor } from './store';
+export type { CookieData, CookieOptions, Priority, SameSite, StoredCookie } from './cookie';
+export type { MemoryStoreOptions } from './memory';
+export type { SessionCallback, SessionData, SessionRequest, StoredSession } from './session';
+export type { GetCallback, SessionStoreLike, StoreConstructor } from './store';
+// Aliases, not `export { … } from` (whose getters would put this module's exports object in V8's
+// dictionary mode): plain properties, with each class's value and type.
+export import Cookie = cookieModule.Cookie;
+export import MemoryStore = memoryModule.MemoryStore;
+export import Session = sessionModule.Session;
+export import Store = storeModule.Store;
 
 const debug = createDebug('upgradeware:session');
 

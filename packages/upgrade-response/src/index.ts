@@ -16,21 +16,23 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
-import { abortSwitchedHttp2, isHttp2Request, isHttp2UpgradeResponse } from './http2';
+import * as deprecationModule from './deprecation';
+import * as http2Module from './http2';
 import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, kBrand } from './shared';
 
-export { deprecation } from './deprecation';
-export {
-  Http2UpgradeResponse,
-  abortSwitchedHttp2,
-  closeHttp2Session,
-  isHttp2Request,
-  isHttp2UpgradeResponse,
-  isWebSocketConnect,
-  onHttp2Shutdown,
-  type Http2ConnectRequest,
-  type Http2SwitchCallback,
-} from './http2';
+export type { Http2ConnectRequest, Http2SwitchCallback } from './http2';
+// Re-exported as aliases, not with `export { … } from`: for those TypeScript emits getters that
+// replace the data properties it declared first, which puts this module's exports object in V8's
+// dictionary mode — and every call another package makes through it (`isUpgradeResponse(res)` …)
+// becomes a dictionary lookup. An alias is a plain property, and keeps the value, type and namespace.
+export import deprecation = deprecationModule.deprecation;
+export import Http2UpgradeResponse = http2Module.Http2UpgradeResponse;
+export import abortSwitchedHttp2 = http2Module.abortSwitchedHttp2;
+export import closeHttp2Session = http2Module.closeHttp2Session;
+export import isHttp2Request = http2Module.isHttp2Request;
+export import isHttp2UpgradeResponse = http2Module.isHttp2UpgradeResponse;
+export import isWebSocketConnect = http2Module.isWebSocketConnect;
+export import onHttp2Shutdown = http2Module.onHttp2Shutdown;
 
 const debug = createDebug('upgradeware:upgrade-response');
 

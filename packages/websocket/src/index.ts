@@ -9,7 +9,8 @@ import { errorMonitor } from 'node:events';
 import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import createDebug from 'debug';
-import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
+import * as wsModule from 'ws';
+import type { ServerOptions } from 'ws';
 import { acceptHttp2, asHttp1Upgrade } from './http2';
 import {
   isHttp2UpgradeResponse,
@@ -23,7 +24,10 @@ import {
   type UpgradeResponse,
 } from '@upgradeware/upgrade-response';
 
-export { WebSocket, WebSocketServer } from 'ws';
+// Aliases, not `export { … } from 'ws'` (whose getters would put this module's exports object in
+// V8's dictionary mode): plain properties, with ws's value, type and namespace.
+export import WebSocket = wsModule.WebSocket;
+export import WebSocketServer = wsModule.WebSocketServer;
 
 const debug = createDebug('upgradeware:websocket');
 
