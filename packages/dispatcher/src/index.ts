@@ -43,6 +43,16 @@ export interface Layer {
   readonly handle: Handler;
 }
 
+/**
+ * A layer as `app.use()` adds it: with its function's arity and opt-in read once, then. Layers of
+ * many different functions make those reads, per request, lookups V8 cannot inline. (A layer pushed
+ * onto `app.stack` by hand has neither: its function is asked each time.)
+ */
+interface AddedLayer extends Layer {
+  readonly arity?: number;
+  readonly optedIn?: boolean;
+}
+
 export interface AppOptions {
   /**
    * The protocols this app serves on an `Upgrade` request, compared case-insensitively
@@ -155,8 +165,9 @@ export function createApp(options: AppOptions = {}): App {
   } as App;
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, out?: NextFunction): void {
-    if (out === undefined && debug.enabled && !isUpgradeResponse(res)) traceRequest('request', req, res);
-    dispatch(stack, req, res, out ?? null, null, report);
+    const tracing = debug.enabled;
+    if (out === undefined && tracing && !isUpgradeResponse(res)) traceRequest('request', req, res);
+    dispatch(stack, req, res, out ?? null, null, report, tracing);
   }
 
   function dispatchSocket(
@@ -191,7 +202,8 @@ export function createApp(options: AppOptions = {}): App {
     // emitted; a handshake switched within that part never needs them (rule 8).
     const res = createBoundLater(served ? UpgradeResponse : SocketResponse, req, socket, head);
     try {
-      if (debug.enabled) traceRequest(served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req, res);
+      const tracing = debug.enabled;
+      if (tracing) traceRequest(served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req, res);
       if (!complete) {
         req.originalUrl = req.url;
         sendError(req, res, 431, null);
@@ -204,7 +216,7 @@ export function createApp(options: AppOptions = {}): App {
         sendError(req, res, 400, null);
         return;
       }
-      dispatch(stack, req, res, null, fallback, report);
+      dispatch(stack, req, res, null, fallback, report, tracing);
     } finally {
       bindSocket(res);
     }
@@ -229,7 +241,9 @@ export function createApp(options: AppOptions = {}): App {
     }
     if (route.endsWith('/')) route = route.slice(0, -1);
     if (isApp(layer)) layer.route = route || '/';
-    stack.push({ route, handle: layer as Handler });
+    const handler = layer as Handler;
+    const added: AddedLayer = { route, handle: handler, arity: handler.length, optedIn: handler.supportsUpgrade === true };
+    stack.push(added);
     return app;
   } as App['use'];
 
@@ -247,14 +261,15 @@ export function createApp(options: AppOptions = {}): App {
     // A plain CONNECT has no :path: its target is :authority, as an HTTP/1.1 CONNECT's URL is.
     if (req.headers[':path'] === undefined) req.url = req.headers[':authority'] ?? '';
     const protocol = res.protocol;
-    if (debug.enabled) debug('h2 %s %s %s', protocol === undefined ? 'connect' : `connect (${protocol})`, req.method, req.url);
+    const tracing = debug.enabled;
+    if (tracing) debug('h2 %s %s %s', protocol === undefined ? 'connect' : `connect (${protocol})`, req.method, req.url);
     if (protocol !== undefined && !protocols.has(protocol.toLowerCase())) {
       // An extended CONNECT to a protocol the app does not serve: nothing to fall back to.
       request.originalUrl = req.url;
       sendError(request, response, 501, null);
       return;
     }
-    dispatch(stack, request, response, null, null, report);
+    dispatch(stack, request, response, null, null, report, tracing);
     if (timeout > 0 && ownsSocket(response)) armDeadline(request, response, timeout);
   }
 
@@ -293,6 +308,8 @@ export function createApp(options: AppOptions = {}): App {
 /**
  * Run `req` through `stack` from the top. A request nobody answered goes on to `out` (a parent's
  * next) or, at the top, to the final handler (made only then: most requests never need it).
+ * `tracing` is `debug.enabled` as the caller read it, once per request: a getter that reads an
+ * object V8 keeps in dictionary mode.
  */
 function dispatch(
   stack: Layer[],
@@ -301,14 +318,13 @@ function dispatch(
   out: NextFunction | null,
   fallback: Fallback | null,
   report: ErrorReporter,
+  tracing: boolean,
 ): void {
   const upgrade = isUpgradeResponse(res);
   const protohost = protohostOf(req.url ?? '/');
   let index = 0;
   let removed = '';
   let slashAdded = false;
-  // Read once per request: `debug.enabled` is a getter on an object V8 keeps in dictionary mode.
-  const tracing = debug.enabled;
   if (req.originalUrl === undefined) req.originalUrl = req.url;
 
   const next: NextFunction = (err?: unknown) => {
@@ -329,21 +345,23 @@ function dispatch(
     // The layers passed over on the way to the next one run, for one summary line of the trace.
     const skipped: string[] | null = tracing ? [] : null;
     for (;;) {
-      const layer = stack[index++];
+      const layer = stack[index++] as AddedLayer | undefined;
       if (layer === undefined) {
         if (skipped !== null) traceSkipped(req, skipped);
         if (out !== null) out(err);
         else finalHandler(req, res, fallback, err, report);
         return;
       }
-      // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in.
-      if (upgrade && layer.handle.supportsUpgrade !== true) {
+      // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in (a layer that had not
+      // when it was added is asked again: a mark put on later counts).
+      if (upgrade && layer.optedIn !== true && layer.handle.supportsUpgrade !== true) {
         skipped?.push(`${nameOf(layer)} (no supportsUpgrade)`);
         continue;
       }
       // As in Connect, by arity: an error goes to error layers (4 arguments) only, and a request
       // without one to layers of fewer than 4.
-      if (hasError ? layer.handle.length !== 4 : layer.handle.length >= 4) {
+      const arity = layer.arity ?? layer.handle.length;
+      if (hasError ? arity !== 4 : arity >= 4) {
         skipped?.push(`${nameOf(layer)} (${hasError ? 'not an error layer' : 'error layer'})`);
         continue;
       }

@@ -308,3 +308,47 @@ describe('upgrades through one stack', () => {
     expect((await request(server.url + '/page')).status).toBe(200);
   });
 });
+
+describe("a layer's opt-in and arity (read when the layer is added)", () => {
+  let server: TestServer | undefined;
+  afterEach(() => server?.close());
+
+  test('a mark put on after app.use() counts: the layer runs for the next upgrade', async () => {
+    const app = createApp({ upgradeProtocols: ['echo'] });
+    const lateMarked = (_req: IncomingMessage, res: ServerResponse) => {
+      res.statusCode = 403;
+      res.end('late');
+    };
+    app.use(lateMarked);
+    server = await start(app);
+    expect((await rawRequest(server.port, upgradeRequest('/', 'echo'))).status).toBe(404);
+    supportsUpgrade(lateMarked);
+    const after = await rawRequest(server.port, upgradeRequest('/', 'echo'));
+    expect(after.status).toBe(403);
+    expect(after.body).toBe('late');
+  });
+
+  test('a layer pushed onto app.stack by hand is run by its own opt-in and arity', async () => {
+    const app = createApp({ upgradeProtocols: ['echo'], onError: () => undefined });
+    const ran: string[] = [];
+    app.stack.push({
+      route: '',
+      handle: supportsUpgrade((_req: IncomingMessage, _res: ServerResponse, next: (err?: unknown) => void) => {
+        ran.push('fails');
+        next(new Error('handmade'));
+      }),
+    });
+    app.stack.push({
+      route: '',
+      handle: supportsUpgrade((_err: unknown, _req: IncomingMessage, res: ServerResponse, _next: () => void) => {
+        ran.push('error layer');
+        res.statusCode = 409;
+        res.end('handled');
+      }),
+    });
+    server = await start(app);
+    const res = await rawRequest(server.port, upgradeRequest('/', 'echo'));
+    expect(res.status).toBe(409);
+    expect(ran).toEqual(['fails', 'error layer']);
+  });
+});
