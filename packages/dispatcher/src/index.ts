@@ -503,6 +503,8 @@ function timeoutOf(value: unknown): number {
 /** Does the app serve one of the protocols named by an `Upgrade` header? */
 function servesProtocol(protocols: ReadonlySet<string>, header: string | undefined): boolean {
   if (header === undefined) return false;
+  // The usual header first, compared as text: a set lookup hashes the parser's fresh string.
+  if (header === 'websocket') return protocols.has('websocket');
   if (protocols.has(header) || protocols.has(header.toLowerCase())) return true;
   for (const token of header.split(',')) {
     const name = token.trim().toLowerCase();

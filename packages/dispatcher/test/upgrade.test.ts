@@ -309,7 +309,7 @@ describe('upgrades through one stack', () => {
   });
 });
 
-describe("a layer's opt-in and arity (read when the layer is added)", () => {
+describe("what the dispatcher reads once: a layer's opt-in and arity (when added), the usual Upgrade header", () => {
   let server: TestServer | undefined;
   afterEach(() => server?.close());
 
@@ -326,6 +326,17 @@ describe("a layer's opt-in and arity (read when the layer is added)", () => {
     const after = await rawRequest(server.port, upgradeRequest('/', 'echo'));
     expect(after.status).toBe(403);
     expect(after.body).toBe('late');
+  });
+
+  test('upgradeProtocols decides for websocket too: an app that serves only echo gets a WebSocket handshake as an ordinary request', async () => {
+    const app = createApp({ upgradeProtocols: ['echo'] });
+    app.use((req: IncomingMessage, res: ServerResponse) => res.end(`ordinary ${isUpgradeResponse(res)} ${req.headers.upgrade}`));
+    server = await start(app);
+    for (const protocol of ['websocket', 'WebSocket']) {
+      const res = await rawRequest(server.port, upgradeRequest('/', protocol));
+      expect(res.status).toBe(200);
+      expect(res.body).toBe(`ordinary false ${protocol}`);
+    }
   });
 
   test('a layer pushed onto app.stack by hand is run by its own opt-in and arity', async () => {
