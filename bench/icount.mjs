@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node bench/icount.mjs <server>[#k],<server>,… [--warm=60000] [--measure=12000] [--windows=4] [--clients=1] [--functions[=25]]
+// node bench/icount.mjs <server>[#k],<server>,… [--warm=60000] [--measure=12000] [--windows=4] [--clients=1] [--functions[=25]] [--callers=<name>,…]
 //
 // User-space instructions per handshake, counted by valgrind's callgrind (install `valgrind`): a
 // measure of what a change costs that does not move with the machine's load, the kernel's share or
@@ -16,13 +16,17 @@
 // self instructions per handshake differ most from the first server's. V8's code is named through
 // its perf map (`--perf-basic-prof`); callgrind records every instruction's address
 // (`--dump-instr=yes`), which makes the dumps larger and the run a little slower.
+//
+// `--callers=<name>,…` says who calls the functions whose names contain one of those strings, and what
+// those calls cost per handshake (the callee and what it calls), the caller named by the address of
+// its call: `--callers=Builtins_LoadIC` finds the property reads V8 could not inline, where they are.
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { handshakeRun, destroyAll } from './lib/load.mjs';
-import { groups, selfCosts } from './lib/callgrind.mjs';
+import { groups, readDump } from './lib/callgrind.mjs';
 import { serverOf } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
@@ -36,6 +40,9 @@ const measure = value('measure', 12000);
 const windows = value('windows', 4);
 const clients = value('clients', 1);
 const functions = value('functions', argv.includes('--functions') ? 25 : 0);
+const callers = (argv.find((x) => x.startsWith('--callers='))?.slice('--callers='.length) ?? '').split(',').filter((x) => x !== '');
+/** Both need every instruction's address in the dumps, and V8's perf map to name them. */
+const named = functions > 0 || callers.length > 0;
 const dir = path.join(tmpdir(), `upgradeware-icount-${process.pid}`);
 mkdirSync(dir, { recursive: true });
 /** The perf maps V8 writes for `--functions`, removed at the end whatever happens. */
@@ -50,7 +57,7 @@ const hardLimit = setTimeout(() => {
   console.error('icount: time limit reached');
   cleanUp();
   process.exit(1);
-}, names.length * (warm + windows * (measure + (functions > 0 ? 60_000 : 0)) + 120_000));
+}, names.length * (warm + windows * (measure + (named ? 60_000 : 0)) + 120_000));
 hardLimit.unref();
 
 /** The instructions callgrind counted in one dump (its `totals:` or `summary:` line). */
@@ -65,15 +72,15 @@ async function count(name) {
   // The dumps of `name#2` are `name-2.<pid>.<k>`.
   const label = name.replace('#', '-');
   const out = path.join(dir, `${label}.%p`);
-  const node = functions > 0 ? ['--predictable', '--perf-basic-prof'] : ['--predictable'];
+  const node = named ? ['--predictable', '--perf-basic-prof'] : ['--predictable'];
   const child = spawn(
     'valgrind',
-    ['--tool=callgrind', `--callgrind-out-file=${out}`, `--dump-instr=${functions > 0 ? 'yes' : 'no'}`, process.execPath, ...node, server.file, '0'],
+    ['--tool=callgrind', `--callgrind-out-file=${out}`, `--dump-instr=${named ? 'yes' : 'no'}`, process.execPath, ...node, server.file, '0'],
     // In the scratch directory: --perf-basic-prof also writes V8's log to the working directory.
     { cwd: dir, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, NODE_ENV: 'production', ...server.env } },
   );
   const perfMap = `/tmp/perf-${child.pid}.map`;
-  if (functions > 0) perfMaps.add(perfMap);
+  if (named) perfMaps.add(perfMap);
   try {
     let text = '';
     await new Promise((resolve, reject) => {
@@ -100,12 +107,17 @@ async function count(name) {
     }
     // Read after the last window, so that every window follows the one before without a pause.
     const byFunction = new Map();
-    if (functions > 0) {
+    const byCall = new Map();
+    if (named) {
       for (const dump of dumps) {
-        for (const [fn, cost] of selfCosts(dump, perfMap)) byFunction.set(fn, (byFunction.get(fn) ?? 0) + cost / handshakes);
+        const { self, calls } = readDump(dump, perfMap);
+        for (const [fn, cost] of self) byFunction.set(fn, (byFunction.get(fn) ?? 0) + cost / handshakes);
+        for (const [call, cost] of calls) {
+          if (callers.some((c) => call.slice(0, call.indexOf(' <- ')).includes(c))) byCall.set(call, (byCall.get(call) ?? 0) + cost / handshakes);
+        }
       }
     }
-    return { warmed: warmed.count, per, byFunction };
+    return { warmed: warmed.count, per, byFunction, byCall };
   } finally {
     // Valgrind writes its last dump as the server exits: wait for it before the next server.
     const exited = child.exitCode === null ? once(child, 'exit') : null;
@@ -114,6 +126,19 @@ async function count(name) {
     await exited;
     rmSync(perfMap, { force: true });
   }
+}
+
+/** Per handshake: the calls to `--callers` functions, by call site, for every server side by side. */
+function printCallers(results) {
+  const keys = new Set(results.flatMap(([, r]) => [...r.byCall.keys()]));
+  const rows = [...keys].map((k) => [k, results.map(([, r]) => r.byCall.get(k) ?? 0)]);
+  // The largest differences from the first server first (with one server: the largest costs).
+  const weight = ([, v]) => (v.length > 1 ? Math.max(...v.slice(1).map((x) => Math.abs(x - v[0]))) : v[0]);
+  rows.sort((a, b) => weight(b) - weight(a));
+  const limit = functions > 0 ? functions : 25;
+  console.log(`\ninstructions per handshake in calls to ${callers.join(', ')}, by caller (the ${limit} largest${results.length > 1 ? ' differences' : ''}):`);
+  console.log(`  ${results.map(([n]) => n.slice(0, 10).padStart(10)).join(' ')}  callee <- caller`);
+  for (const [k, v] of rows.slice(0, limit)) console.log(`  ${v.map((x) => x.toFixed(0).padStart(10)).join(' ')}  ${k.slice(0, 160)}`);
 }
 
 /** Per handshake: the groups of each server, and the functions that differ most from the first server's. */
@@ -141,6 +166,7 @@ try {
     results.push([name, result]);
   }
   if (functions > 0) printFunctions(results);
+  if (callers.length > 0) printCallers(results);
 } finally {
   cleanUp();
 }

@@ -39,14 +39,18 @@ function lookup(entries, address) {
 }
 
 /**
- * A Map of function name → self instructions in the dump. A cost line right after `calls=` is the
- * inclusive cost of a call, not the caller's own: skipped.
+ * What one dump says, by name: `self`, function → self instructions; `calls`, `callee <- caller` →
+ * the instructions spent inside the calls from that caller (the callee and what it calls), the caller
+ * named by the address of its call. A cost line right after `calls=` is such an inclusive cost, not
+ * the caller's own.
  */
-export function selfCosts(dumpFile, perfMapFile) {
+export function readDump(dumpFile, perfMapFile) {
   const entries = readPerfMap(perfMapFile);
   const fnNames = new Map();
   const byAddress = new Map();
+  const byCall = new Map();
   let fn = '?';
+  let callee = '?';
   let address = 0;
   let callCost = false;
   for (const line of readFileSync(dumpFile, 'utf8').split('\n')) {
@@ -55,6 +59,7 @@ export function selfCosts(dumpFile, perfMapFile) {
     if (named !== null) {
       if (named[3] !== undefined) fnNames.set(named[2], named[3]);
       if (named[1] === '') fn = fnNames.get(named[2]) ?? '?';
+      else callee = fnNames.get(named[2]) ?? '?';
       continue;
     }
     if (line.startsWith('calls=')) {
@@ -70,22 +75,37 @@ export function selfCosts(dumpFile, perfMapFile) {
     if (c === 48) address = parseInt(a, 16);
     else if (c === 43) address += Number(a.slice(1));
     else if (c === 45) address -= Number(a.slice(1));
+    const cost = Number(parts[2] ?? 0);
     if (callCost) {
       callCost = false;
+      const key = `${address}\u0000${callee}`;
+      const seen = byCall.get(key);
+      if (seen === undefined) byCall.set(key, { cost, fn, address, callee });
+      else seen.cost += cost;
       continue;
     }
-    const cost = Number(parts[2] ?? 0);
     const seen = byAddress.get(address);
     if (seen === undefined) byAddress.set(address, { cost, fn });
     else seen.cost += cost;
   }
-  const costs = new Map();
+  // Optimised and baseline code of one function count as one ("JS:*f" and "JS:~f").
+  const nameAt = (addr, native) => (lookup(entries, addr) ?? native).replace(/^JS:[*~^+]/, 'JS:');
+  const self = new Map();
   for (const [addr, { cost, fn: native }] of byAddress) {
-    // Optimised and baseline code of one function count as one ("JS:*f" and "JS:~f").
-    const name = (lookup(entries, addr) ?? native).replace(/^JS:[*~^+]/, 'JS:');
-    costs.set(name, (costs.get(name) ?? 0) + cost);
+    const name = nameAt(addr, native);
+    self.set(name, (self.get(name) ?? 0) + cost);
   }
-  return costs;
+  const calls = new Map();
+  for (const { cost, fn: native, address: addr, callee: to } of byCall.values()) {
+    const key = `${to} <- ${nameAt(addr, native)}`;
+    calls.set(key, (calls.get(key) ?? 0) + cost);
+  }
+  return { self, calls };
+}
+
+/** A Map of function name → self instructions in the dump (`readDump`'s `self`). */
+export function selfCosts(dumpFile, perfMapFile) {
+  return readDump(dumpFile, perfMapFile).self;
 }
 
 const GROUPS = [
