@@ -413,8 +413,8 @@ function fmtBytes(x) {
   if (!Number.isFinite(x)) return '–';
   return `${x < 0 ? '−' : ''}${fmt(Math.abs(x) / 1024, 1)} KiB`;
 }
-function ratio(a, b) {
-  return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–';
+function ratio(a, b, digits = 2) {
+  return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(digits)}×` : '–';
 }
 function table(head, rows, left = 1) {
   return [`| ${head.join(' | ')} |`, `| ${head.map((_, i) => (i < left ? '---' : '---:')).join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
@@ -522,7 +522,8 @@ function report(meta) {
 }
 
 // ---- Targets ------------------------------------------------------------------------------------
-// The goals of issues 13 and 16. Every one that is printed is checked; a miss fails the run.
+// The goals of issues 13 and 16. Every one that is printed is checked; a miss fails the run. Ratios
+// with three decimals: a miss never prints as its threshold (0.949 as 0.95).
 const missed = [];
 function targets() {
   const t = [];
@@ -535,23 +536,23 @@ function targets() {
   if (h) {
     for (const c of cfg.concurrencies) {
       const x = h[c];
-      if (x['ours-bare'] && x['ws-raw']) check(x['ours-bare'].rate >= 0.95 * x['ws-raw'].rate, `bare ≥ 0.95× raw ws handshakes/s at ${c} clients: ${ratio(x['ours-bare'].rate, x['ws-raw'].rate)}`);
-      if (x['ours-save'] && x['fastify-session']) check(x['ours-save'].rate >= x['fastify-session'].rate, `full + save ≥ 1.0× @fastify/websocket + @fastify/session handshakes/s at ${c} clients: ${ratio(x['ours-save'].rate, x['fastify-session'].rate)}`);
-      if (x['ours-save'] && x['ws-raw']) check(x['ours-save'].cpu <= 2 * x['ws-raw'].cpu, `full + save ≤ 2.0× raw ws server CPU per handshake at ${c} clients: ${ratio(x['ours-save'].cpu, x['ws-raw'].cpu)}`);
+      if (x['ours-bare'] && x['ws-raw']) check(x['ours-bare'].rate >= 0.95 * x['ws-raw'].rate, `bare ≥ 0.95× raw ws handshakes/s at ${c} clients: ${ratio(x['ours-bare'].rate, x['ws-raw'].rate, 3)}`);
+      if (x['ours-save'] && x['fastify-session']) check(x['ours-save'].rate >= x['fastify-session'].rate, `full + save ≥ 1.0× @fastify/websocket + @fastify/session handshakes/s at ${c} clients: ${ratio(x['ours-save'].rate, x['fastify-session'].rate, 3)}`);
+      if (x['ours-save'] && x['ws-raw']) check(x['ours-save'].cpu <= 2 * x['ws-raw'].cpu, `full + save ≤ 2.0× raw ws server CPU per handshake at ${c} clients: ${ratio(x['ours-save'].cpu, x['ws-raw'].cpu, 3)}`);
       for (const p of ['express-ws', 'fastify']) {
-        if (x['ours-full'] && x[p]) check(x['ours-full'].rate >= x[p].rate, `full ≥ 1.0× ${LABEL[p]} handshakes/s at ${c} clients: ${ratio(x['ours-full'].rate, x[p].rate)}`);
+        if (x['ours-full'] && x[p]) check(x['ours-full'].rate >= x[p].rate, `full ≥ 1.0× ${LABEL[p]} handshakes/s at ${c} clients: ${ratio(x['ours-full'].rate, x[p].rate, 3)}`);
       }
     }
   }
   const r = results.requests;
-  if (r) check(r['ours-full'].rate >= 1.8 * r.connect.rate, `ordinary requests through the full stack ≥ 1.8× connect 3 + the stock packages: ${ratio(r['ours-full'].rate, r.connect.rate)}`);
+  if (r) check(r['ours-full'].rate >= 1.8 * r.connect.rate, `ordinary requests through the full stack ≥ 1.8× connect 3 + the stock packages: ${ratio(r['ours-full'].rate, r.connect.rate, 3)}`);
   const m = results.memory;
-  if (m?.['ours-full'] && m['ws-raw']) check(m['ours-full'].heapPer <= 1.05 * m['ws-raw'].heapPer, `heap per idle WebSocket through the full stack (objects, slope) ≤ 1.05× raw ws: ${ratio(m['ours-full'].heapPer, m['ws-raw'].heapPer)}`);
+  if (m?.['ours-full'] && m['ws-raw']) check(m['ours-full'].heapPer <= 1.05 * m['ws-raw'].heapPer, `heap per idle WebSocket through the full stack (objects, slope) ≤ 1.05× raw ws: ${ratio(m['ours-full'].heapPer, m['ws-raw'].heapPer, 3)}`);
   for (const n of ['ours-full', 'ours-save']) {
     if (m?.[n]) check(m[n].liveReqRes === 0, `${LABEL[n]}: no req/res alive with ${fmt(m[n].open)} WebSockets open (alive: ${m[n].liveReqRes})`);
   }
   const msg = results.messages;
-  if (msg?.['ours-full'] && msg['ws-raw']) check(msg['ours-full'].rate >= 0.95 * msg['ws-raw'].rate, `messages after the switch ≥ 0.95× raw ws: ${ratio(msg['ours-full'].rate, msg['ws-raw'].rate)}`);
+  if (msg?.['ours-full'] && msg['ws-raw']) check(msg['ours-full'].rate >= 0.95 * msg['ws-raw'].rate, `messages after the switch ≥ 0.95× raw ws: ${ratio(msg['ours-full'].rate, msg['ws-raw'].rate, 3)}`);
   return t;
 }
 
