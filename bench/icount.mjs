@@ -45,14 +45,14 @@ const callers = (argv.find((x) => x.startsWith('--callers='))?.slice('--callers=
 const named = functions > 0 || callers.length > 0;
 const dir = path.join(tmpdir(), `upgradeware-icount-${process.pid}`);
 mkdirSync(dir, { recursive: true });
-/** The perf maps V8 writes for `--functions`, removed at the end whatever happens. */
+/** The perf maps V8 writes for `--functions` and `--callers`, removed at the end whatever happens. */
 const perfMaps = new Set();
 function cleanUp() {
   destroyAll();
   rmSync(dir, { recursive: true, force: true });
   for (const map of perfMaps) rmSync(map, { force: true });
 }
-// Reading a window's dump with every instruction's address (--functions) takes up to a minute.
+// Reading a window's dump with every instruction's address (--functions, --callers) takes up to a minute.
 const hardLimit = setTimeout(() => {
   console.error('icount: time limit reached');
   cleanUp();

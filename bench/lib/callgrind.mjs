@@ -1,4 +1,5 @@
-// Self instructions per function from a callgrind dump taken with `--dump-instr=yes`: native code
+// Self instructions per function, and what calls cost by calling function, from a callgrind dump
+// taken with `--dump-instr=yes`: native code
 // under callgrind's own names, V8's code (JavaScript, builtins, regular expressions) under the
 // names of the process's perf map (`node --perf-basic-prof` writes /tmp/perf-<pid>.map), which
 // callgrind cannot read itself — it only sees anonymous addresses there.
@@ -101,11 +102,6 @@ export function readDump(dumpFile, perfMapFile) {
     calls.set(key, (calls.get(key) ?? 0) + cost);
   }
   return { self, calls };
-}
-
-/** A Map of function name → self instructions in the dump (`readDump`'s `self`). */
-export function selfCosts(dumpFile, perfMapFile) {
-  return readDump(dumpFile, perfMapFile).self;
 }
 
 const GROUPS = [

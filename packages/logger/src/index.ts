@@ -266,12 +266,15 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
 
   /** With `closeFormat`: once the response ended as a switch, wait for its connection to close. */
   function watchClose(req: IncomingMessage, res: ServerResponse): void {
-    if (!switched(req, res)) return;
+    // Only a switch has a connection that outlives the response: a 101, or the 200 that opens a
+    // CONNECT tunnel (what `switchProtocols()` answers a CONNECT with), the responses `:switched` names.
+    const switchedAs = switchedTo(req, res);
+    if (switchedAs === undefined) return;
     // Only copies are kept for the close line: nothing of the request or the response (nor of
     // the chain they reach) stays referenced for the life of the connection.
     let view: CloseView;
     try {
-      view = closeView(req, res);
+      view = closeView(req, res, switchedAs);
     } catch {
       // Odd objects (a getter that throws): no close line rather than a throw from 'finish'.
       return;
@@ -378,7 +381,7 @@ const closeResponseMethods: object = Object.assign(Object.create(null) as object
  * holds a plain value (`req.user` …), the status and the response headers. The WebSocket close
  * info (`req.webSocketClose`) is followed: whatever is assigned to it later lands here.
  */
-function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
+function closeView(req: IncomingMessage, res: ServerResponse, switchedAs: string): CloseView {
   const vReq = Object.create(null) as Record<string, unknown>;
   for (const key of Object.keys(req)) {
     const value = (req as unknown as Record<string, unknown>)[key];
@@ -431,19 +434,11 @@ function closeView(req: IncomingMessage, res: ServerResponse): CloseView {
     _startAt: m._startAt,
     _startTime: m._startTime,
     _switchAt: process.hrtime(),
-    // `:switched` of the close line: what the switch was, worked out now (the stand-in is no
-    // upgrade response of its own).
-    [kSwitched]: switchedTo(req, res),
+    // `:switched` of the close line: what the switch was, worked out at the switch (the stand-in is
+    // no upgrade response of its own).
+    [kSwitched]: switchedAs,
   });
   return { req: vReq as unknown as IncomingMessage, res: vRes as unknown as ServerResponse & Marks };
-}
-
-/**
- * Did the response end by switching protocols: a 101, or the 200 that opens a CONNECT tunnel (what
- * `switchProtocols()` answers a CONNECT with)? The same responses `:switched` names.
- */
-function switched(req: IncomingMessage, res: ServerResponse): boolean {
-  return switchedTo(req, res) !== undefined;
 }
 
 function markResponseStart(this: ServerResponse): void {

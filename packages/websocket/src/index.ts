@@ -163,6 +163,8 @@ const LISTS_WEBSOCKET = /(^|,)\s*websocket\s*(,|$)/i;
 /** A header line ws writes itself (`Sec-WebSocket-Accept` …), in any case. */
 const WS_OWNED = /^sec-websocket-/i;
 const DIGITS = /^[0-9]{1,3}$/;
+/** A `Content-Length` that announces no body. */
+const ZEROS = /^0+$/;
 const VERSIONS = '13, 8';
 const NO_SERVER_OPTIONS = ['server', 'port', 'host', 'backlog', 'path'] as const;
 const NUMBER_OPTIONS = ['maxPayload', 'maxBufferedChunks', 'maxFragments', 'maxPendingAutoPongs', 'closeTimeout'] as const;
@@ -447,7 +449,7 @@ function isKey(key: string): boolean {
 /** Does the request announce a body (a `Transfer-Encoding`, or a `Content-Length` other than 0)? */
 function hasBody(headers: IncomingHttpHeaders): boolean {
   const length = headers['content-length'];
-  return headers['transfer-encoding'] !== undefined || (length !== undefined && !/^0+$/.test(length));
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && !ZEROS.test(length));
 }
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
