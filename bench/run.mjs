@@ -302,9 +302,9 @@ async function handshakeScenario() {
 
 /**
  * Bare against raw ws, the figure the bare target is checked on. The two stacks differ by a few per
- * cent, and so do two processes of one server (JIT decisions, heap layout: bench/README), and so
- * does a server started or warmed before another: one process of each, as in the table above, reads
- * the process lottery as much as the stacks. Here `pairProcesses` processes of each are paired, raw
+ * cent, and so do two processes of one server (JIT decisions, heap layout: bench/README), and the
+ * order two servers were started and warmed in can favour one: one process of each, as in the table
+ * above, reads the process lottery as much as the stacks. Here `pairProcesses` processes of each are paired, raw
  * ws with bare, started and warmed in alternating order (raw first in even pairs, bare first in odd
  * ones); every round measures each pair back to back, which one first alternating too. The figure
  * is the median of the per-pair ratios.
@@ -524,7 +524,7 @@ function report(meta) {
   if (results.pair) {
     const P = cfg.pairProcesses;
     out.push('## Bare against raw ws, paired', '');
-    out.push(`The figure the bare target is checked on. Two processes of the same server differ by a few per cent in handshakes/s (what V8 compiled, how the heap is laid out), about as much as bare and raw ws do, and a server started or warmed before another fares differently from one started after it; so a ratio of one process of each (the tables above) reads the luck of the processes as much as the stacks. Here ${P} processes of each run, paired: raw ws with bare, started and warmed in alternating order (raw ws first in every other pair). Each round measures every pair back to back (${cfg.rewarm} ms of unmeasured load, then ${cfg.pairDuration} ms measured, each), the order within a pair alternating from round to round and from pair to pair. The ratio is taken per pair and round; the figure is the median of the ${P * cfg.pairRounds} ratios.`, '');
+    out.push(`The figure the bare target is checked on. Two processes of the same server differ by a few per cent in handshakes/s (what V8 compiled, how the heap is laid out), about as much as bare and raw ws do, and which of two servers was started and warmed first can favour one of them; so a ratio of one process of each (the tables above) reads the luck of the processes as much as the stacks. Here ${P} processes of each run, paired: raw ws with bare, started and warmed in alternating order (raw ws first in every other pair). Each round measures every pair back to back (${cfg.rewarm} ms of unmeasured load, then ${cfg.pairDuration} ms measured, each), the order within a pair alternating from round to round and from pair to pair. The ratio is taken per pair and round; the figure is the median of the ${P * cfg.pairRounds} ratios.`, '');
     const spread = (xs) => `${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))}`;
     out.push(table(['clients', 'bare / raw ws handshakes/s', 'lowest – highest ratio', 'bare / raw ws server CPU', 'raw ws: slowest – fastest process (handshakes/s)', 'bare: slowest – fastest process'],
       cfg.concurrencies.filter((c) => results.pair[c]).map((c) => {
