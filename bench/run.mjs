@@ -47,6 +47,10 @@ const cfg = {
   pairDuration: 1000,
   memConnections: Number(value('mem-connections', 5000)),
 };
+if (!Number.isInteger(cfg.pairProcesses) || cfg.pairProcesses < 1) {
+  console.error(`bench: --pair-processes must be a whole number ≥ 1 (got ${value('pair-processes', '')})`);
+  process.exit(2);
+}
 const only = new Set(value('only', quick ? 'handshake,bare,requests,memory,messages,h2' : 'handshake,bare,layers,requests,memory,messages,h2').split(','));
 const profile = new Set(value('cpu-prof', '').split(',').filter(Boolean));
 const log = (...a) => console.error(...a);
