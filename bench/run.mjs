@@ -620,7 +620,7 @@ function targets() {
   if (pair) {
     for (const c of cfg.concurrencies) {
       const x = pair[c];
-      if (x) check(x.rate >= 0.95, `bare ≥ 0.95× raw ws handshakes/s at ${c} clients (median of ${x.rates.length} ratios: ${cfg.pairProcesses} pairs of processes × ${cfg.pairRounds} rounds, measured back to back): ${x.rate.toFixed(3)}×`);
+      if (x) check(x.rate >= 0.95, `bare ≥ 0.95× raw ws handshakes/s at ${c} clients (median of ${x.rates.length} ratios: ${cfg.pairProcesses} pair${cfg.pairProcesses === 1 ? '' : 's'} of processes × ${cfg.pairRounds} rounds, measured back to back): ${x.rate.toFixed(3)}×`);
     }
   }
   const h = results.handshake;
