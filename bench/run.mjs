@@ -229,6 +229,11 @@ async function withCpu(server, load) {
   const after = await server.cpu();
   return { ...result, cpu: result.count > 0 ? (after - before) / result.count : NaN };
 }
+/** One measured handshake run: `cfg.rewarm` ms of unmeasured load on the server first (steady state). */
+async function measureHandshakes(server, concurrency, duration) {
+  await handshakeRun({ port: server.port, concurrency, duration: cfg.rewarm });
+  return withCpu(server, () => handshakeRun({ port: server.port, concurrency, duration }));
+}
 const allErrors = {};
 function noteErrors(where, errors) {
   for (const [k, v] of Object.entries(errors)) {
@@ -296,10 +301,7 @@ async function handshakeScenario() {
   results.handshake = {};
   for (const c of cfg.concurrencies) {
     for (const n of names) await handshakeRun({ port: servers[n].port, concurrency: c, duration: cfg.warmup });
-    results.handshake[c] = await rounds(`handshakes c=${c}`, names, async (n) => {
-      await handshakeRun({ port: servers[n].port, concurrency: c, duration: cfg.rewarm });
-      return withCpu(servers[n], () => handshakeRun({ port: servers[n].port, concurrency: c, duration: cfg.duration }));
-    });
+    results.handshake[c] = await rounds(`handshakes c=${c}`, names, (n) => measureHandshakes(servers[n], c, cfg.duration));
   }
   await stopAll(servers);
 }
@@ -324,10 +326,6 @@ async function pairScenario() {
     pairs.push({ raw: started['ws-raw'], bare: started['ours-bare'], rawFirst: p % 2 === 0 });
   }
   const inOrder = (pair, flip) => (pair.rawFirst !== flip ? [pair.raw, pair.bare] : [pair.bare, pair.raw]);
-  const measure = async (server, c, duration) => {
-    await handshakeRun({ port: server.port, concurrency: c, duration: cfg.rewarm });
-    return withCpu(server, () => handshakeRun({ port: server.port, concurrency: c, duration }));
-  };
   results.pair = {};
   try {
     for (const c of cfg.concurrencies) {
@@ -339,7 +337,7 @@ async function pairScenario() {
         for (let p = 0; p < P; p++) {
           const got = {};
           for (const s of inOrder(pairs[p], (r + p) % 2 === 1)) {
-            const x = await measure(s, c, cfg.pairDuration);
+            const x = await measureHandshakes(s, c, cfg.pairDuration);
             noteErrors(`bare against raw ws, ${c} clients / ${LABEL[s.name]}`, x.errors);
             got[s.name] = x;
             await sleep(150);
@@ -355,11 +353,9 @@ async function pairScenario() {
         rate: median(rate),
         cpu: median(cpu),
         rates: rate,
-        low: Math.min(...rate),
-        high: Math.max(...rate),
         processes: perProcess.map((x) => ({ raw: median(x.raw), bare: median(x.bare) })),
       };
-      log(`  bare / raw ws at ${c} clients: ${results.pair[c].rate.toFixed(3)} (median of ${rate.length} ratios, ${results.pair[c].low.toFixed(3)}–${results.pair[c].high.toFixed(3)}); CPU ${results.pair[c].cpu.toFixed(3)}`);
+      log(`  bare / raw ws at ${c} clients: ${results.pair[c].rate.toFixed(3)} (median of ${rate.length} ratios, ${Math.min(...rate).toFixed(3)}–${Math.max(...rate).toFixed(3)}); CPU ${results.pair[c].cpu.toFixed(3)}`);
     }
   } finally {
     await stopAll(Object.fromEntries(pairs.flatMap((x, p) => [[`raw${p}`, x.raw], [`bare${p}`, x.bare]])));
@@ -372,10 +368,7 @@ async function layerScenario() {
   const names = ['ours-save', ...LAYERS.map((l) => `ours-save-no-${l}`), 'ours-bare', 'ws-raw'];
   const servers = await startAll(names);
   for (const n of names) await handshakeRun({ port: servers[n].port, concurrency: 50, duration: cfg.warmup });
-  results.layers = await rounds('layers c=50', names, async (n) => {
-    await handshakeRun({ port: servers[n].port, concurrency: 50, duration: cfg.rewarm });
-    return withCpu(servers[n], () => handshakeRun({ port: servers[n].port, concurrency: 50, duration: cfg.duration }));
-  });
+  results.layers = await rounds('layers c=50', names, (n) => measureHandshakes(servers[n], 50, cfg.duration));
   await stopAll(servers);
 }
 
@@ -528,12 +521,12 @@ function report(meta) {
   if (results.pair) {
     const P = cfg.pairProcesses;
     out.push('## Bare against raw ws, paired', '');
-    out.push(`The figure the bare target is checked on. Two processes of the same server differ by a few per cent in handshakes/s (what V8 compiled, how the heap is laid out), about as much as bare and raw ws do, and which of two servers was started and warmed first can favour one of them; so a ratio of one process of each (the tables above) reads the luck of the processes as much as the stacks. Here ${P} processes of each run, paired: raw ws with bare, started and warmed in alternating order (raw ws first in every other pair). Each round measures every pair back to back (${cfg.rewarm} ms of unmeasured load, then ${cfg.pairDuration} ms measured, each), the order within a pair alternating from round to round and from pair to pair. The ratio is taken per pair and round; the figure is the median of the ${P * cfg.pairRounds} ratios.`, '');
+    out.push(`The figure the bare target is checked on. Two processes of the same server differ by a few per cent in handshakes/s (what V8 compiled, how the heap is laid out), about as much as bare and raw ws do, and which of two servers was started and warmed first can favour one of them; so a ratio of one process of each (the tables above) reads the luck of the processes as much as the stacks. Here ${P} process${P === 1 ? '' : 'es'} of each run, paired: raw ws with bare, started and warmed in alternating order (raw ws first in every other pair). Each round measures every pair back to back (${cfg.rewarm} ms of unmeasured load, then ${cfg.pairDuration} ms measured, each), the order within a pair alternating from round to round and from pair to pair. The ratio is taken per pair and round; the figure is the median of the ${P * cfg.pairRounds} ratios.`, '');
     const spread = (xs) => `${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))}`;
     out.push(table(['clients', 'bare / raw ws handshakes/s', 'lowest – highest ratio', 'bare / raw ws server CPU', 'raw ws: slowest – fastest process (handshakes/s)', 'bare: slowest – fastest process'],
       cfg.concurrencies.filter((c) => results.pair[c]).map((c) => {
         const x = results.pair[c];
-        return [String(c), `${x.rate.toFixed(3)}×`, `${x.low.toFixed(3)} – ${x.high.toFixed(3)}`, `${x.cpu.toFixed(3)}×`, spread(x.processes.map((p) => p.raw)), spread(x.processes.map((p) => p.bare))];
+        return [String(c), `${x.rate.toFixed(3)}×`, `${Math.min(...x.rates).toFixed(3)} – ${Math.max(...x.rates).toFixed(3)}`, `${x.cpu.toFixed(3)}×`, spread(x.processes.map((p) => p.raw)), spread(x.processes.map((p) => p.bare))];
       })), '');
     out.push('The spread of the processes of one server (the last two columns, each process its median) is the reason for this design: it is as wide as the difference being measured.', '');
   }

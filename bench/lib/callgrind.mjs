@@ -39,6 +39,9 @@ function lookup(entries, address) {
   return found?.name ?? null;
 }
 
+/** `fn=(id) name` or `cfn=(id) name` (the name only where the id first appears). */
+const NAME_LINE = /^(c?)fn=\((\d+)\)(?: (.*))?$/;
+
 /**
  * What one dump says, by name: `self`, function → self instructions; `calls`, `callee <- caller` →
  * the instructions spent inside the calls from that caller (the callee and what it calls), the caller
@@ -56,7 +59,7 @@ export function readDump(dumpFile, perfMapFile) {
   let callCost = false;
   for (const line of readFileSync(dumpFile, 'utf8').split('\n')) {
     // A function is named once, `fn=(id) name` or `cfn=(id) name`; later by its id alone.
-    const named = /^(c?)fn=\((\d+)\)(?: (.*))?$/.exec(line);
+    const named = line.startsWith('fn=') || line.startsWith('cfn=') ? NAME_LINE.exec(line) : null;
     if (named !== null) {
       if (named[3] !== undefined) fnNames.set(named[2], named[3]);
       if (named[1] === '') fn = fnNames.get(named[2]) ?? '?';
