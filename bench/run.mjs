@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // pnpm bench [-- --quick] [--only=handshake,bare,layers,requests,memory,messages,h2] [--no-build]
-//            [--runs=N] [--duration=ms] [--cpu-prof=<server>,…] [--no-write]
+//            [--runs=N] [--duration=ms] [--rewarm=ms] [--cpu-prof=<server>,…] [--no-write]
 //
 // Every server runs in its own child process (servers/<name>.mjs); this process is the load
 // generator. Each figure is the median of several timed runs; the servers of a scenario are
@@ -36,8 +36,9 @@ const cfg = {
   // Unmeasured load right before each measured run: a server is measured in steady state, not in
   // its first moments after idling while the others were measured (an idle V8 shrinks its heap
   // and drops code; the first half second after an idle spell cost raw ws up to 30 % more, and
-  // some processes stayed ~10 % dearer after it — bench/cost.mjs --rewarm shows it).
-  rewarm: quick ? 200 : 500,
+  // some processes stayed ~10 % dearer after it — bench/cost.mjs --rewarm shows it). The same in
+  // --quick: with 0.2 s there, the full + save CPU target read 1.6× to 2.4× raw ws from run to run.
+  rewarm: Number(value('rewarm', 500)),
   concurrencies: [50, 500],
   requestConcurrency: 50,
   messageConnections: 50,
@@ -49,6 +50,10 @@ const cfg = {
 };
 if (!Number.isInteger(cfg.pairProcesses) || cfg.pairProcesses < 1) {
   console.error(`bench: --pair-processes must be a whole number ≥ 1 (got ${value('pair-processes', '')})`);
+  process.exit(2);
+}
+if (!Number.isInteger(cfg.rewarm) || cfg.rewarm < 0) {
+  console.error(`bench: --rewarm must be a whole number of milliseconds ≥ 0 (got ${value('rewarm', '')})`);
   process.exit(2);
 }
 const only = new Set(value('only', quick ? 'handshake,bare,requests,memory,messages,h2' : 'handshake,bare,layers,requests,memory,messages,h2').split(','));
