@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node bench/icount.mjs <server>[#k],<server>,… [--warm=60000] [--measure=12000] [--windows=4] [--clients=1] [--functions[=25]] [--callers=<name>,…]
+// node bench/icount.mjs <server>[#k],<server>,… [--warm=60000] [--measure=12000] [--windows=4] [--clients=1] [--functions[=25]] [--callers=<name>,…] [--cache-sim]
 //
 // User-space instructions per handshake, counted by valgrind's callgrind (install `valgrind`): a
 // measure of what a change costs that does not move with the machine's load, the kernel's share or
@@ -20,6 +20,11 @@
 // `--callers=<name>,…` says who calls the functions whose names contain one of those strings, and what
 // those calls cost per handshake (the callee and what it calls), the caller named by the address of
 // its call: `--callers=Builtins_LoadIC` finds the property reads V8 could not inline, where they are.
+//
+// `--cache-sim` also simulates the caches and the branch predictor (callgrind's `--cache-sim=yes
+// --branch-sim=yes`) and prints, per handshake, the L1 instruction and data misses and the
+// mispredicted branches: what instructions do not show when code run once per handshake is cold. A
+// model of a machine, not this one; a server runs about twice as slowly again, so warm up for longer.
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -41,6 +46,9 @@ const windows = value('windows', 4);
 const clients = value('clients', 1);
 const functions = value('functions', argv.includes('--functions') ? 25 : 0);
 const callers = (argv.find((x) => x.startsWith('--callers='))?.slice('--callers='.length) ?? '').split(',').filter((x) => x !== '');
+const cacheSim = argv.includes('--cache-sim');
+/** With `--cache-sim`: callgrind's names of the events printed beside the instructions, and ours. */
+const SIMULATED = [['I1mr', 'L1 instruction misses'], ['D1mr', 'L1 data read misses'], ['D1mw', 'L1 data write misses'], ['Bcm', 'mispredicted branches'], ['Bim', 'mispredicted indirect branches']];
 /** Both need every instruction's address in the dumps, and V8's perf map to name them. */
 const named = functions > 0 || callers.length > 0;
 const dir = path.join(tmpdir(), `upgradeware-icount-${process.pid}`);
@@ -60,11 +68,14 @@ const hardLimit = setTimeout(() => {
 }, names.length * (warm + windows * (measure + (named ? 60_000 : 0)) + 120_000));
 hardLimit.unref();
 
-/** The instructions callgrind counted in one dump (its `totals:` or `summary:` line). */
-function instructions(file) {
-  const match = /^(?:totals|summary): (\d+)/m.exec(readFileSync(file, 'utf8'));
-  if (match === null) throw new Error(`no totals in ${file}`);
-  return Number(match[1]);
+/** What callgrind counted in one dump (its `totals:` or `summary:` line), by event name: `Ir` is instructions. */
+function totals(file) {
+  const text = readFileSync(file, 'utf8');
+  const events = /^events: (.+)$/m.exec(text);
+  const match = /^(?:totals|summary): (.+)$/m.exec(text);
+  if (events === null || match === null) throw new Error(`no totals in ${file}`);
+  const counts = match[1].trim().split(/\s+/).map(Number);
+  return Object.fromEntries(events[1].trim().split(/\s+/).map((name, i) => [name, counts[i] ?? 0]));
 }
 
 async function count(name) {
@@ -75,7 +86,7 @@ async function count(name) {
   const node = named ? ['--predictable', '--perf-basic-prof'] : ['--predictable'];
   const child = spawn(
     'valgrind',
-    ['--tool=callgrind', `--callgrind-out-file=${out}`, `--dump-instr=${named ? 'yes' : 'no'}`, process.execPath, ...node, server.file, '0'],
+    ['--tool=callgrind', `--callgrind-out-file=${out}`, `--dump-instr=${named ? 'yes' : 'no'}`, ...(cacheSim ? ['--cache-sim=yes', '--branch-sim=yes'] : []), process.execPath, ...node, server.file, '0'],
     // In the scratch directory: --perf-basic-prof also writes V8's log to the working directory.
     { cwd: dir, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, NODE_ENV: 'production', ...server.env } },
   );
@@ -94,6 +105,7 @@ async function count(name) {
     const port = Number(text.split('\n')[0]);
     const warmed = await handshakeRun({ port, concurrency: clients, duration: warm });
     const per = [];
+    const simulated = [];
     const dumps = [];
     let handshakes = 0;
     for (let k = 1; k <= windows; k++) {
@@ -101,7 +113,9 @@ async function count(name) {
       const run = await handshakeRun({ port, concurrency: clients, duration: measure });
       execFileSync('callgrind_control', ['--dump', String(child.pid)], { stdio: 'ignore' });
       const dump = path.join(dir, `${label}.${child.pid}.${k}`);
-      per.push(instructions(dump) / run.count / 1000);
+      const counted = totals(dump);
+      per.push(counted.Ir / run.count / 1000);
+      if (cacheSim) simulated.push(Object.fromEntries(SIMULATED.map(([event]) => [event, (counted[event] ?? 0) / run.count])));
       dumps.push(dump);
       handshakes += run.count;
     }
@@ -117,7 +131,7 @@ async function count(name) {
         }
       }
     }
-    return { warmed: warmed.count, per, byFunction, byCall };
+    return { warmed: warmed.count, per, simulated, byFunction, byCall };
   } finally {
     // Valgrind writes its last dump as the server exits: wait for it before the next server.
     const exited = child.exitCode === null ? once(child, 'exit') : null;
@@ -160,9 +174,15 @@ try {
   const results = [];
   for (const name of names) {
     const result = await count(name);
-    const { warmed, per } = result;
+    const { warmed, per, simulated } = result;
     const mean = per.reduce((a, b) => a + b, 0) / per.length;
     console.log(`  ${name.padEnd(24)} ${mean.toFixed(1).padStart(7)}   windows: ${per.map((x) => x.toFixed(1)).join(' ')}   (${warmed} handshakes of warm-up)`);
+    for (const [event, label] of SIMULATED) {
+      if (simulated.length === 0) break;
+      const values = simulated.map((w) => w[event]);
+      const avg = values.reduce((a, b) => a + b, 0) / values.length;
+      console.log(`  ${''.padEnd(24)} ${label} per handshake: ${avg.toFixed(0)}   windows: ${values.map((x) => x.toFixed(0)).join(' ')}`);
+    }
     results.push([name, result]);
   }
   if (functions > 0) printFunctions(results);
