@@ -25,6 +25,7 @@
 // --branch-sim=yes`) and prints, per handshake, the L1 instruction and data misses and the
 // mispredicted branches: what instructions do not show when code run once per handshake is cold. A
 // model of a machine, not this one; a server runs about twice as slowly again, so warm up for longer.
+// With `--functions` it also lists the functions whose misses differ most from the first server's.
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -122,16 +123,26 @@ async function count(name) {
     // Read after the last window, so that every window follows the one before without a pause.
     const byFunction = new Map();
     const byCall = new Map();
+    /** With `--cache-sim`: function → the `SIMULATED` events per handshake, in that order. */
+    const missesByFunction = new Map();
     if (named) {
       for (const dump of dumps) {
-        const { self, calls } = readDump(dump, perfMap);
+        const { self, calls, events, selfEvents } = readDump(dump, perfMap);
         for (const [fn, cost] of self) byFunction.set(fn, (byFunction.get(fn) ?? 0) + cost / handshakes);
+        const columns = SIMULATED.map(([event]) => events.indexOf(event));
+        for (const [fn, costs] of selfEvents) {
+          let sum = missesByFunction.get(fn);
+          if (sum === undefined) missesByFunction.set(fn, (sum = SIMULATED.map(() => 0)));
+          columns.forEach((column, i) => {
+            if (column !== -1) sum[i] += costs[column] / handshakes;
+          });
+        }
         for (const [call, cost] of calls) {
           if (callers.some((c) => call.slice(0, call.indexOf(' <- ')).includes(c))) byCall.set(call, (byCall.get(call) ?? 0) + cost / handshakes);
         }
       }
     }
-    return { warmed: warmed.count, per, simulated, byFunction, byCall };
+    return { warmed: warmed.count, per, simulated, byFunction, byCall, missesByFunction };
   } finally {
     // Valgrind writes its last dump as the server exits: wait for it before the next server.
     const exited = child.exitCode === null ? once(child, 'exit') : null;
@@ -166,6 +177,18 @@ function printFunctions(results) {
     console.log(`\nself instructions per handshake, ${name} against ${base} (the ${functions} largest differences):`);
     console.log(`  ${'difference'.padStart(10)} ${base.slice(0, 10).padStart(10)} ${name.slice(0, 10).padStart(10)}  function`);
     for (const [fn, a, b] of rows.slice(0, functions)) console.log(`  ${(b - a).toFixed(0).padStart(10)} ${a.toFixed(0).padStart(10)} ${b.toFixed(0).padStart(10)}  ${fn.slice(0, 140)}`);
+    if (!cacheSim) continue;
+    // Misses and mispredictions together, as a rough cost: each is worth a dozen cycles or so.
+    const total = (m, fn) => (m.get(fn) ?? []).reduce((x, y) => x + y, 0);
+    const missRows = [...new Set([...first.missesByFunction.keys(), ...r.missesByFunction.keys()])]
+      .map((fn) => [fn, total(first.missesByFunction, fn), total(r.missesByFunction, fn)])
+      .sort((a, b) => Math.abs(b[2] - b[1]) - Math.abs(a[2] - a[1]));
+    const sums = (m) => SIMULATED.map((_, i) => [...m.values()].reduce((x, v) => x + v[i], 0));
+    console.log(`\nsimulated misses per handshake (${SIMULATED.map(([e]) => e).join(' + ')}), ${name} against ${base}:`);
+    console.log(`  in all: ${SIMULATED.map(([e], i) => `${e} ${sums(first.missesByFunction)[i].toFixed(0)} → ${sums(r.missesByFunction)[i].toFixed(0)}`).join(' · ')}`);
+    console.log(`  the ${functions} functions whose misses differ most:`);
+    console.log(`  ${'difference'.padStart(10)} ${base.slice(0, 10).padStart(10)} ${name.slice(0, 10).padStart(10)}  function`);
+    for (const [fn, a, b] of missRows.slice(0, functions)) console.log(`  ${(b - a).toFixed(0).padStart(10)} ${a.toFixed(0).padStart(10)} ${b.toFixed(0).padStart(10)}  ${fn.slice(0, 140)}`);
   }
 }
 

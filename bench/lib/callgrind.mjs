@@ -46,7 +46,8 @@ const NAME_LINE = /^(c?)fn=\((\d+)\)(?: (.*))?$/;
  * What one dump says, by name: `self`, function → self instructions; `calls`, `callee <- caller` →
  * the instructions spent inside the calls from that caller (the callee and what it calls), the caller
  * named by the address of its call. A cost line right after `calls=` is such an inclusive cost, not
- * the caller's own.
+ * the caller's own. A dump of more events than instructions (`--cache-sim=yes`) also gives `events`,
+ * their names, and `selfEvents`, function → self cost of each of them, in that order.
  */
 export function readDump(dumpFile, perfMapFile) {
   const entries = readPerfMap(perfMapFile);
@@ -57,7 +58,10 @@ export function readDump(dumpFile, perfMapFile) {
   let callee = '?';
   let address = 0;
   let callCost = false;
-  for (const line of readFileSync(dumpFile, 'utf8').split('\n')) {
+  const text = readFileSync(dumpFile, 'utf8');
+  const events = (/^events: (.+)$/m.exec(text)?.[1] ?? 'Ir').trim().split(/\s+/);
+  const many = events.length > 1;
+  for (const line of text.split('\n')) {
     // A function is named once, `fn=(id) name` or `cfn=(id) name`; later by its id alone.
     const named = line.startsWith('fn=') || line.startsWith('cfn=') ? NAME_LINE.exec(line) : null;
     if (named !== null) {
@@ -88,23 +92,30 @@ export function readDump(dumpFile, perfMapFile) {
       else seen.cost += cost;
       continue;
     }
-    const seen = byAddress.get(address);
-    if (seen === undefined) byAddress.set(address, { cost, fn });
-    else seen.cost += cost;
+    let seen = byAddress.get(address);
+    if (seen === undefined) byAddress.set(address, (seen = { cost: 0, fn, costs: many ? new Array(events.length).fill(0) : null }));
+    seen.cost += cost;
+    // Callgrind leaves out trailing zero costs.
+    if (seen.costs !== null) for (let i = 2; i < parts.length && i - 2 < events.length; i++) seen.costs[i - 2] += Number(parts[i]);
   }
   // Optimised and baseline code of one function count as one ("JS:*f" and "JS:~f").
   const nameAt = (addr, native) => (lookup(entries, addr) ?? native).replace(/^JS:[*~^+]/, 'JS:');
   const self = new Map();
-  for (const [addr, { cost, fn: native }] of byAddress) {
+  const selfEvents = new Map();
+  for (const [addr, { cost, fn: native, costs }] of byAddress) {
     const name = nameAt(addr, native);
     self.set(name, (self.get(name) ?? 0) + cost);
+    if (costs === null) continue;
+    const sum = selfEvents.get(name);
+    if (sum === undefined) selfEvents.set(name, [...costs]);
+    else for (let i = 0; i < costs.length; i++) sum[i] += costs[i];
   }
   const calls = new Map();
   for (const { cost, fn: native, address: addr, callee: to } of byCall.values()) {
     const key = `${to} <- ${nameAt(addr, native)}`;
     calls.set(key, (calls.get(key) ?? 0) + cost);
   }
-  return { self, calls };
+  return { self, calls, events, selfEvents };
 }
 
 const GROUPS = [
