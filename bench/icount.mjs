@@ -184,8 +184,9 @@ function printFunctions(results) {
       .map((fn) => [fn, total(first.missesByFunction, fn), total(r.missesByFunction, fn)])
       .sort((a, b) => Math.abs(b[2] - b[1]) - Math.abs(a[2] - a[1]));
     const sums = (m) => SIMULATED.map((_, i) => [...m.values()].reduce((x, v) => x + v[i], 0));
+    const [before, after] = [sums(first.missesByFunction), sums(r.missesByFunction)];
     console.log(`\nsimulated misses per handshake (${SIMULATED.map(([e]) => e).join(' + ')}), ${name} against ${base}:`);
-    console.log(`  in all: ${SIMULATED.map(([e], i) => `${e} ${sums(first.missesByFunction)[i].toFixed(0)} → ${sums(r.missesByFunction)[i].toFixed(0)}`).join(' · ')}`);
+    console.log(`  in all: ${SIMULATED.map(([e], i) => `${e} ${before[i].toFixed(0)} → ${after[i].toFixed(0)}`).join(' · ')}`);
     console.log(`  the ${functions} functions whose misses differ most:`);
     console.log(`  ${'difference'.padStart(10)} ${base.slice(0, 10).padStart(10)} ${name.slice(0, 10).padStart(10)}  function`);
     for (const [fn, a, b] of missRows.slice(0, functions)) console.log(`  ${(b - a).toFixed(0).padStart(10)} ${a.toFixed(0).padStart(10)} ${b.toFixed(0).padStart(10)}  ${fn.slice(0, 140)}`);

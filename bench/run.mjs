@@ -314,11 +314,11 @@ async function handshakeScenario() {
 /**
  * Bare against raw ws, the figure the bare target is checked on. The two stacks differ by a few per
  * cent, and so do two processes of one server (JIT decisions, heap layout: bench/README), and the
- * order two servers were started and warmed in can favour one: one process of each, as in the table
- * above, reads the process lottery as much as the stacks. Here `pairProcesses` processes of each are paired, raw
- * ws with bare, started and warmed in alternating order (raw first in even pairs, bare first in odd
- * ones); every round measures each pair back to back, which one first alternating too. The figure
- * is the median of the per-pair ratios.
+ * order two servers were started and warmed in can favour one: one process of each, as in the
+ * table above, reads the process lottery as much as the stacks. Here `pairProcesses` processes of
+ * each are paired, raw ws with bare, started and warmed in alternating order (raw first in even
+ * pairs, bare first in odd ones); every round measures each pair back to back, which one first
+ * alternating too. The figure is the median of the per-pair ratios.
  */
 async function pairScenario() {
   const P = cfg.pairProcesses;
