@@ -20,6 +20,7 @@ import {
   headersComplete,
   isUpgradeResponse,
   destroyOwnedSocket,
+  enabledReader,
   isSocketFree,
   ownsSocket,
   replayAsRequest,
@@ -33,6 +34,8 @@ export type { ErrorMiddleware, Middleware, NextFunction } from '@upgradeware/upg
 export type { AttachableServer } from './http2';
 
 const debug = createDebug('upgradeware:dispatcher');
+/** `debug.enabled`, read through its getter (see `enabledReader`). */
+const tracingOn = enabledReader(debug);
 
 /** A layer's function: a middleware, an error middleware, or a mounted app. */
 export type Handler = (Middleware | ErrorMiddleware) & { supportsUpgrade?: boolean };
@@ -153,6 +156,7 @@ export function createApp(options: AppOptions = {}): App {
     }
   }
   const protocols = protocolSet(options.upgradeProtocols);
+  const servesWebSocket = protocols.has('websocket');
   const timeout = timeoutOf(options.upgradeTimeout);
   if (options.onError !== undefined && typeof options.onError !== 'function') {
     throw new TypeError('@upgradeware/dispatcher: option onError must be a function (err, req)');
@@ -165,7 +169,7 @@ export function createApp(options: AppOptions = {}): App {
   } as App;
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, out?: NextFunction): void {
-    const tracing = debug.enabled;
+    const tracing = tracingOn();
     if (out === undefined && tracing && !isUpgradeResponse(res)) traceRequest('request', req, res);
     dispatch(stack, req, res, out ?? null, null, report, tracing);
   }
@@ -190,7 +194,7 @@ export function createApp(options: AppOptions = {}): App {
     connect: boolean,
   ): void {
     const headers = req.headers;
-    const served = connect || servesProtocol(protocols, headers.upgrade);
+    const served = connect || servesProtocol(protocols, servesWebSocket, headers.upgrade);
     // Rule 7: another protocol is an ordinary request. Node's server parses it again, body and
     // all, and its request handler (this app, or Express …) answers it — unless Node dropped
     // some of its header lines (past `maxHeadersCount`): a request rebuilt without them could
@@ -202,7 +206,7 @@ export function createApp(options: AppOptions = {}): App {
     // emitted; a handshake switched within that part never needs them (rule 8).
     const res = createBoundLater(served ? UpgradeResponse : SocketResponse, req, socket, head);
     try {
-      const tracing = debug.enabled;
+      const tracing = tracingOn();
       if (tracing) traceRequest(served ? (connect ? 'connect' : 'upgrade') : 'ordinary', req, res);
       if (!complete) {
         req.originalUrl = req.url;
@@ -261,7 +265,7 @@ export function createApp(options: AppOptions = {}): App {
     // A plain CONNECT has no :path: its target is :authority, as an HTTP/1.1 CONNECT's URL is.
     if (req.headers[':path'] === undefined) req.url = req.headers[':authority'] ?? '';
     const protocol = res.protocol;
-    const tracing = debug.enabled;
+    const tracing = tracingOn();
     if (tracing) debug('h2 %s %s %s', protocol === undefined ? 'connect' : `connect (${protocol})`, req.method, req.url);
     if (protocol !== undefined && !protocols.has(protocol.toLowerCase())) {
       // An extended CONNECT to a protocol the app does not serve: nothing to fall back to.
@@ -308,8 +312,8 @@ export function createApp(options: AppOptions = {}): App {
 /**
  * Run `req` through `stack` from the top. A request nobody answered goes on to `out` (a parent's
  * next) or, at the top, to the final handler (made only then: most requests never need it).
- * `tracing` is `debug.enabled` as the caller read it, once per request: a getter that reads an
- * object V8 keeps in dictionary mode.
+ * `tracing` is `debug.enabled` as the caller read it, once per request (its getter reads an object
+ * V8 keeps in dictionary mode).
  */
 function dispatch(
   stack: Layer[],
@@ -329,7 +333,7 @@ function dispatch(
 
   const next: NextFunction = (err?: unknown) => {
     if (upgrade && (res as Deadlined)[kTimedOut] === true) {
-      if (debug.enabled) debug('%s %s: next() after the time limit answered: nothing more runs (%s)', req.method, req.originalUrl, err ?? 'no error');
+      if (tracingOn()) debug('%s %s: next() after the time limit answered: nothing more runs (%s)', req.method, req.originalUrl, err ?? 'no error');
       return;
     }
     // Put back what the previous layer's mount path took off.
@@ -501,10 +505,10 @@ function timeoutOf(value: unknown): number {
 }
 
 /** Does the app serve one of the protocols named by an `Upgrade` header? */
-function servesProtocol(protocols: ReadonlySet<string>, header: string | undefined): boolean {
+function servesProtocol(protocols: ReadonlySet<string>, websocket: boolean, header: string | undefined): boolean {
   if (header === undefined) return false;
-  // The usual header first, compared as text: a set lookup hashes the parser's fresh string.
-  if (header === 'websocket') return protocols.has('websocket');
+  // The usual header first, compared as text, its answer known (`websocket`): no set lookup.
+  if (header === 'websocket') return websocket;
   if (protocols.has(header) || protocols.has(header.toLowerCase())) return true;
   for (const token of header.split(',')) {
     const name = token.trim().toLowerCase();

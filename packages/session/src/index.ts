@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { parse as parseCookieHeader } from 'cookie';
 import createDebug from 'debug';
 import onHeaders from 'on-headers';
-import { abortSwitched, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
+import { abortSwitched, enabledReader, isUpgradeResponse, supportsUpgrade, type NextFunction, type UpgradeAware } from '@upgradeware/upgrade-response';
 import * as cookieModule from './cookie';
 import { setCookieValue, type CookieData, type CookieOptions } from './cookie';
 import * as memoryModule from './memory';
@@ -33,6 +33,8 @@ export import Session = sessionModule.Session;
 export import Store = storeModule.Store;
 
 const debug = createDebug('upgradeware:session');
+/** `debug.enabled`, read through its getter (see `enabledReader`). */
+const tracing = enabledReader(debug);
 
 declare module 'http' {
   interface IncomingMessage {
@@ -287,11 +289,11 @@ function pathnameOf(url: string): string {
 function idFromCookie(req: IncomingMessage, name: string, secrets: readonly SigningKey[], raw: string | undefined): string | undefined {
   if (!raw) return undefined;
   if (!raw.startsWith('s:')) {
-    if (debug.enabled) debug('%s: cookie %s is not signed', label(req), name);
+    if (tracing()) debug('%s: cookie %s is not signed', label(req), name);
     return undefined;
   }
   const id = unsign(raw.slice(2), secrets);
-  if (id === undefined && debug.enabled) debug('%s: cookie %s has a bad signature', label(req), name);
+  if (id === undefined && tracing()) debug('%s: cookie %s has a bad signature', label(req), name);
   return id;
 }
 
@@ -451,7 +453,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
       return;
     }
     if (!storeReady) {
-      if (debug.enabled) debug('%s: store is disconnected: no session', label(req));
+      if (tracing()) debug('%s: store is disconnected: no session', label(req));
       next();
       return;
     }
@@ -464,7 +466,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
     }
     const path = pathnameOf((req as { originalUrl?: string }).originalUrl ?? req.url ?? '/');
     if (!path.startsWith(cookieOptions.path ?? '/')) {
-      if (debug.enabled) debug('%s: path %s is outside the cookie path', label(req), path);
+      if (tracing()) debug('%s: path %s is outside the cookie path', label(req), path);
       next();
       return;
     }
@@ -508,7 +510,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
     const isSaved = (s: Session): boolean => originalId === s.id && savedHash === fingerprint(s);
     const bogusId = (): boolean => {
       if (typeof req.sessionID === 'string') return false;
-      if (debug.enabled) debug('%s: req.sessionID is not a string: session ignored', label(req));
+      if (tracing()) debug('%s: req.sessionID is not a string: session ignored', label(req));
       return true;
     };
     const shouldSave = (s: Session): boolean => {
@@ -523,7 +525,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
 
     /** A failure as (or after) the response ends: the request's error handlers hear of it. */
     const reportLater = (err: unknown): void => {
-      if (debug.enabled) debug('%s: session error as the response ended: %o', label(req), err);
+      if (tracing()) debug('%s: session error as the response ended: %o', label(req), err);
       if (deferredNextCalled) return;
       deferredNextCalled = true;
       setImmediate(next, err);
@@ -540,7 +542,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
       try {
         if (!shouldSetCookie(current)) return;
         if (current.cookie.secure && !isSecure(req, proxy)) {
-          if (debug.enabled) debug('%s: secure cookie not sent over an insecure connection', label(req));
+          if (tracing()) debug('%s: secure cookie not sent over an insecure connection', label(req));
           return;
         }
         if (!touched) {
@@ -635,11 +637,11 @@ export function session(options?: SessionOptions): SessionMiddleware {
       const failEnd = (err: unknown, op: boolean): void => {
         if (switching) {
           // The 101 has not left yet: better no switch than a switch over a session that was not saved.
-          if (debug.enabled) debug('%s: session failed before the switch: closing the connection', label(req));
+          if (tracing()) debug('%s: session failed before the switch: closing the connection', label(req));
           if (socket && !socket.destroyed) socket.destroy();
         } else if (external) {
           // The 101 is on the wire and the connection is open: close it as an internal error.
-          if (debug.enabled) debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
+          if (tracing()) debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
           // A store failure comes after ws wrote its 101; a session that could not be judged
           // fails inside ws's 'headers' event, before the 101 is written: close after it.
           if (op) abortSwitched(req, socket);
@@ -678,7 +680,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
         // Only while the store works: a listener left behind (a socket proxy whose
         // removeListener misses, as HTTP/2's compatibility socket may) must not end twice.
         if (box.done === undefined) return;
-        if (debug.enabled) debug('%s: connection closed during the session %s', label(req), what);
+        if (tracing()) debug('%s: connection closed during the session %s', label(req), what);
         box.done = undefined;
         release();
         finishLater();
@@ -687,7 +689,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
         closeSource?.removeListener('close', abandon);
         release();
         if (!err) {
-          if (debug.enabled) debug('%s: session %s done', label(req), what);
+          if (tracing()) debug('%s: session %s done', label(req), what);
           finishLater();
           return;
         }
@@ -713,7 +715,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
           res.writeHead(res.statusCode);
         } catch (err) {
           // Thrown again, and handled, when the response ends.
-          if (debug.enabled) debug('%s: writing the head threw: %o', label(req), err);
+          if (tracing()) debug('%s: writing the head threw: %o', label(req), err);
         }
       }
       return res;
@@ -722,7 +724,7 @@ export function session(options?: SessionOptions): SessionMiddleware {
     if (!cookieId) {
       try {
         generate();
-        if (debug.enabled) debug('%s: no session cookie: new session %s', label(req), shortId(req.sessionID));
+        if (tracing()) debug('%s: no session cookie: new session %s', label(req), shortId(req.sessionID));
       } catch (err) {
         next(err);
         return;
@@ -732,20 +734,20 @@ export function session(options?: SessionOptions): SessionMiddleware {
     }
 
     const sid = cookieId;
-    if (debug.enabled) debug('%s: loading session %s', label(req), shortId(sid));
+    if (tracing()) debug('%s: loading session %s', label(req), shortId(sid));
     let answered = false;
     const loaded = (err: unknown, data?: StoredSession | null): void => {
       if (answered) return;
       answered = true;
       if (err && (err as { code?: unknown }).code !== 'ENOENT') {
-        if (debug.enabled) debug('%s: store error while loading session %s: %o', label(req), shortId(sid), err);
+        if (tracing()) debug('%s: store error while loading session %s: %o', label(req), shortId(sid), err);
         next(err);
         return;
       }
       try {
         if (err || !data) {
           generate();
-          if (debug.enabled) debug('%s: no session %s in the store: new session %s', label(req), shortId(sid), shortId(req.sessionID));
+          if (tracing()) debug('%s: no session %s in the store: new session %s', label(req), shortId(sid), shortId(req.sessionID));
         } else {
           createSession(req, data);
           originalId = req.sessionID;

@@ -35,6 +35,8 @@ export import isWebSocketConnect = http2Module.isWebSocketConnect;
 export import onHttp2Shutdown = http2Module.onHttp2Shutdown;
 
 const debug = createDebug('upgradeware:upgrade-response');
+/** `debug.enabled`, read through its getter (see `enabledReader`). */
+const tracing = enabledReader(debug);
 
 declare module 'http' {
   interface IncomingMessage {
@@ -271,7 +273,7 @@ export class UpgradeResponse extends SocketResponse {
       detach(this, socket);
       this.upgradeHead = EMPTY;
     }
-    if (debug.enabled) debug('switched %s %s (%d, written by another library)', this.req.method, urlOf(this.req), statusCode);
+    if (tracing()) debug('switched %s %s (%d, written by another library)', this.req.method, urlOf(this.req), statusCode);
     this.end();
     return lines;
   }
@@ -329,7 +331,7 @@ export class UpgradeResponse extends SocketResponse {
     // own 'close' (still ours) ends the response.
     if (socket.destroyed) return;
     detach(res, socket);
-    if (debug.enabled) debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
+    if (tracing()) debug('switched %s %s (%d)', res.req.method, urlOf(res.req), res.statusCode);
     process.nextTick(emitClose, res);
     try {
       cb(socket, head);
@@ -823,6 +825,15 @@ export function remoteAddressOf(req: IncomingMessage, upgrade: boolean): string 
   return upgrade ? peerOf(req.socket).address : req.socket?.remoteAddress;
 }
 
+/**
+ * @internal `d.enabled` as a call: the getter debug puts on each of its functions, taken once. Read
+ * as a property, `d.enabled` is a call of V8's generic property lookup on every request.
+ */
+export function enabledReader(d: createDebug.Debugger): () => boolean {
+  const get = Object.getOwnPropertyDescriptor(d, 'enabled')?.get;
+  return typeof get === 'function' ? (get.bind(d) as () => boolean) : () => d.enabled;
+}
+
 function onSocketError(this: Duplex, err: Error): void {
   debug('socket error: %s', err.message);
   this.destroy();
@@ -879,7 +890,7 @@ function onResponseFinish(this: SocketResponse): void {
   if (!socket) return;
   detach(this, socket);
   process.nextTick(emitClose, this);
-  if (debug.enabled) debug('answered %d to %s %s; closing', this.statusCode, this.req.method, urlOf(this.req));
+  if (tracing()) debug('answered %d to %s %s; closing', this.statusCode, this.req.method, urlOf(this.req));
   if (socket.destroyed) return;
   linger(socket);
 }

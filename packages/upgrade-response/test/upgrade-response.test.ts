@@ -1,7 +1,8 @@
 /** UpgradeResponse on its own: a Node server's 'upgrade'/'connect' events, no dispatcher. */
 import * as http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { UpgradeResponse, SocketResponse, abortSwitched, dropErrorGuard, headersComplete, isUpgradeResponse, ownsSocket, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
+import createDebug from 'debug';
+import { UpgradeResponse, SocketResponse, abortSwitched, dropErrorGuard, enabledReader, headersComplete, isUpgradeResponse, ownsSocket, replayAsRequest, supportsUpgrade } from '@upgradeware/upgrade-response';
 import { start, rawRequest, rawConnect, upgradeRequest, until, delay, HOST, type TestServer } from '../../../test-support';
 
 type Handler = (res: UpgradeResponse, req: http.IncomingMessage, socket: Duplex) => void;
@@ -395,4 +396,32 @@ test('abortSwitched: a WebSocket gets a 1011 close frame after its 101, then the
   expect(Buffer.from(res.body, 'latin1').equals(Buffer.from([0x88, 0x02, 0x03, 0xf3]))).toBe(true);
   expect(res.closed).toBe(true);
   expect(() => abortSwitched({ headers: {} } as http.IncomingMessage, null)).not.toThrow();
+});
+
+describe('enabledReader (debug.enabled as a call)', () => {
+  test('answers as debug.enabled does: after enable() and disable() at run time, and after the enabled setter', () => {
+    const saved = createDebug.disable();
+    try {
+      const trace = createDebug('upgradeware:enabled-reader-test');
+      const tracing = enabledReader(trace);
+      expect(tracing()).toBe(false);
+      createDebug.enable('upgradeware:*');
+      expect([tracing(), trace.enabled]).toEqual([true, true]);
+      createDebug.enable('upgradeware:*,-upgradeware:enabled-reader-test');
+      expect([tracing(), trace.enabled]).toEqual([false, false]);
+      trace.enabled = true;
+      expect([tracing(), trace.enabled]).toEqual([true, true]);
+    } finally {
+      createDebug.disable();
+      if (saved) createDebug.enable(saved);
+    }
+  });
+
+  test('a debug function without the getter is read as a property', () => {
+    const fake = Object.assign(() => undefined, { enabled: true }) as unknown as createDebug.Debugger;
+    const tracing = enabledReader(fake);
+    expect(tracing()).toBe(true);
+    (fake as { enabled: boolean }).enabled = false;
+    expect(tracing()).toBe(false);
+  });
 });
