@@ -829,7 +829,7 @@ export function remoteAddressOf(req: IncomingMessage, upgrade: boolean): string 
  * @internal `d.enabled` as a call: the getter debug puts on each of its functions, taken once. Read
  * as a property, `d.enabled` is a call of V8's generic property lookup on every request.
  */
-export function enabledReader(d: createDebug.Debugger): () => boolean {
+export function enabledReader(d: { readonly enabled: boolean }): () => boolean {
   const get = Object.getOwnPropertyDescriptor(d, 'enabled')?.get;
   return typeof get === 'function' ? (get.bind(d) as () => boolean) : () => d.enabled;
 }
