@@ -156,7 +156,6 @@ export function createApp(options: AppOptions = {}): App {
     }
   }
   const protocols = protocolSet(options.upgradeProtocols);
-  const servesWebSocket = protocols.has('websocket');
   const timeout = timeoutOf(options.upgradeTimeout);
   if (options.onError !== undefined && typeof options.onError !== 'function') {
     throw new TypeError('@upgradeware/dispatcher: option onError must be a function (err, req)');
@@ -194,7 +193,7 @@ export function createApp(options: AppOptions = {}): App {
     connect: boolean,
   ): void {
     const headers = req.headers;
-    const served = connect || servesProtocol(protocols, servesWebSocket, headers.upgrade);
+    const served = connect || servesProtocol(protocols, headers.upgrade);
     // Rule 7: another protocol is an ordinary request. Node's server parses it again, body and
     // all, and its request handler (this app, or Express …) answers it — unless Node dropped
     // some of its header lines (past `maxHeadersCount`): a request rebuilt without them could
@@ -505,10 +504,10 @@ function timeoutOf(value: unknown): number {
 }
 
 /** Does the app serve one of the protocols named by an `Upgrade` header? */
-function servesProtocol(protocols: ReadonlySet<string>, websocket: boolean, header: string | undefined): boolean {
+function servesProtocol(protocols: ReadonlySet<string>, header: string | undefined): boolean {
   if (header === undefined) return false;
-  // The usual header first, compared as text, its answer known (`websocket`): no set lookup.
-  if (header === 'websocket') return websocket;
+  // The usual header first, compared as text: a set lookup hashes the parser's fresh string.
+  if (header === 'websocket') return protocols.has('websocket');
   if (protocols.has(header) || protocols.has(header.toLowerCase())) return true;
   for (const token of header.split(',')) {
     const name = token.trim().toLowerCase();

@@ -13,10 +13,8 @@ import * as http2 from 'node:http2';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeader, OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
-import createDebug from 'debug';
-import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, kBrand } from './shared';
+import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, debug, kBrand, tracing } from './shared';
 
-const debug = createDebug('upgradeware:upgrade-response');
 
 const kHttp2 = Symbol.for('upgradeware.Http2UpgradeResponse');
 /** Headers that HTTP/2 forbids (RFC 9113 §8.2.2) or that describe HTTP/1.1 framing. */
@@ -369,7 +367,7 @@ export class Http2UpgradeResponse extends EventEmitter {
     this.socket = null;
     // After the switch the stream is the new owner's: nothing of ours stays reachable from it.
     stream.removeListener('close', this.onStreamClose);
-    if (debug.enabled) debug('switched %s %s over HTTP/2 (200)', this.req.method, this.req.originalUrl ?? this.req.url);
+    if (tracing()) debug('switched %s %s over HTTP/2 (200)', this.req.method, this.req.originalUrl ?? this.req.url);
     this.writableFinished = true;
     this.emit('finish');
     process.nextTick(emitCloseOf, this);
@@ -398,7 +396,7 @@ export class Http2UpgradeResponse extends EventEmitter {
       stream.close(NGHTTP2_INTERNAL_ERROR);
       return;
     }
-    if (debug.enabled) debug('answered %d to %s %s over HTTP/2; closing the stream', status, this.req.method, this.req.originalUrl ?? this.req.url);
+    if (tracing()) debug('answered %d to %s %s over HTTP/2; closing the stream', status, this.req.method, this.req.originalUrl ?? this.req.url);
     const done = (): void => {
       this.socket = null;
       // Node closes the stream itself once the answer has left (RST_STREAM NO_ERROR, RFC 9113

@@ -15,10 +15,10 @@ import * as http from 'node:http';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import createDebug from 'debug';
 import * as deprecationModule from './deprecation';
 import * as http2Module from './http2';
-import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, kBrand } from './shared';
+import * as sharedModule from './shared';
+import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, debug, kBrand, tracing } from './shared';
 
 export type { Http2ConnectRequest, Http2SwitchCallback } from './http2';
 // Re-exported as aliases, not with `export { … } from`: for those TypeScript emits getters that
@@ -33,10 +33,8 @@ export import isHttp2Request = http2Module.isHttp2Request;
 export import isHttp2UpgradeResponse = http2Module.isHttp2UpgradeResponse;
 export import isWebSocketConnect = http2Module.isWebSocketConnect;
 export import onHttp2Shutdown = http2Module.onHttp2Shutdown;
-
-const debug = createDebug('upgradeware:upgrade-response');
-/** `debug.enabled`, read through its getter (see `enabledReader`). */
-const tracing = enabledReader(debug);
+/** @internal `d.enabled` as a call, for the packages' own traces (see shared.ts). */
+export import enabledReader = sharedModule.enabledReader;
 
 declare module 'http' {
   interface IncomingMessage {
@@ -823,15 +821,6 @@ export function peerOf(socket: Duplex | null | undefined): PeerName {
  */
 export function remoteAddressOf(req: IncomingMessage, upgrade: boolean): string | undefined {
   return upgrade ? peerOf(req.socket).address : req.socket?.remoteAddress;
-}
-
-/**
- * @internal `d.enabled` as a call: the getter debug puts on each of its functions, taken once. Read
- * as a property, `d.enabled` is a call of V8's generic property lookup on every request.
- */
-export function enabledReader(d: { readonly enabled: boolean }): () => boolean {
-  const get = Object.getOwnPropertyDescriptor(d, 'enabled')?.get;
-  return typeof get === 'function' ? (get.bind(d) as () => boolean) : () => d.enabled;
 }
 
 function onSocketError(this: Duplex, err: Error): void {

@@ -1,7 +1,30 @@
 /**
- * What the HTTP/1.1 response (index.ts) and the HTTP/2 one (http2.ts) share: their brand, where a
- * response is in its life, and the timings and bytes of refusing and aborting a connection.
+ * What the HTTP/1.1 response (index.ts) and the HTTP/2 one (http2.ts) share: their trace, their
+ * brand, where a response is in its life, and the timings and bytes of refusing and aborting a
+ * connection.
  */
+import createDebug from 'debug';
+
+/** What the package uses of a `debug` function (typed here: a consumer need not have debug's types). */
+interface Trace {
+  (format: string, ...args: unknown[]): void;
+  readonly enabled: boolean;
+}
+
+/** The package's trace (`DEBUG=upgradeware:upgrade-response`), for both kinds of response. */
+export const debug: Trace = createDebug('upgradeware:upgrade-response');
+
+/**
+ * `d.enabled` as a call: the getter debug puts on each of its functions, taken once. Read as a
+ * property, `d.enabled` is a call of V8's generic property lookup on every request.
+ */
+export function enabledReader(d: { readonly enabled: boolean }): () => boolean {
+  const get = Object.getOwnPropertyDescriptor(d, 'enabled')?.get;
+  return typeof get === 'function' ? (get.bind(d) as () => boolean) : () => d.enabled;
+}
+
+/** `debug.enabled`, read through its getter. */
+export const tracing = enabledReader(debug);
 
 /** The brand `isUpgradeResponse()` looks for, on both kinds of response. */
 export const kBrand = Symbol.for('upgradeware.UpgradeResponse');
