@@ -42,7 +42,7 @@ const cfg = {
   concurrencies: [50, 500],
   requestConcurrency: 50,
   messageConnections: 50,
-  // Bare against raw ws (pairScenario): processes of each, rounds, and the length of a measured run.
+  // Bare against raw ws (pairScenario): processes of each.
   pairProcesses: Number(value('pair-processes', quick ? 4 : 10)),
   // Full + save against raw ws and @fastify/websocket + @fastify/session (saveScenario): groups of processes.
   saveProcesses: Number(value('save-processes', quick ? 4 : 6)),
