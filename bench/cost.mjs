@@ -8,13 +8,13 @@
 // With --prof the servers run with --cpu-prof (profiles in bench/profiles/) and the self time per
 // handshake of the first server is compared with the second's, function by function.
 // A tool for work on the stack: `pnpm bench` (run.mjs) remains the measure of record.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { handshakeRun, destroyAll } from './lib/load.mjs';
-import { serverOf } from './lib/servers.mjs';
+import { spawnServer } from './lib/servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
@@ -45,35 +45,9 @@ async function start(name) {
     mkdirSync(profDir, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${profile}`);
   }
-  const server = serverOf(name);
-  const env = { ...process.env, NODE_ENV: 'production', ...server.env };
-  const args = [...execArgv, server.file, '0'];
   // --pin: each server on CPU 0 (`taskset`), this process (the load) on CPU 1: less scheduling noise.
-  const child = pin
-    ? spawn('taskset', ['-c', '0', process.execPath, ...args], { cwd: here, stdio: ['pipe', 'pipe', 'ignore', 'ipc'], env })
-    : spawn(process.execPath, args, { cwd: here, stdio: ['pipe', 'pipe', 'ignore', 'ipc'], env });
-  let out = '';
-  await new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.split('\n').length > 2) resolve();
-    });
-  });
-  child.stdout.resume();
-  let seq = 0;
-  const cpu = () =>
-    new Promise((resolve) => {
-      const id = ++seq;
-      const on = (m) => {
-        if (m?.id !== id) return;
-        child.off('message', on);
-        resolve({ total: m.user + m.system, system: m.system });
-      };
-      child.on('message', on);
-      child.send({ cmd: 'cpu', id });
-    });
-  return { name, port: Number(out.split('\n')[0]), child, cpu, profile, handshakes: 0 };
+  const started = await spawnServer(name, { cwd: here, execArgv, pin });
+  return { ...started, profile, handshakes: 0 };
 }
 
 const servers = [];

@@ -8,9 +8,8 @@
 // shrank the young generation while nothing ran: `--trace-gc` shows a scavenge every few ms until it
 // has grown back). Why run.mjs loads each server before measuring it, and why groupRuns measures one
 // group after the other (bench/README). A tool for work on the bench: it asserts nothing.
-import { spawn } from 'node:child_process';
 import { handshakeRun, destroyAll } from './lib/load.mjs';
-import { serverOf } from './lib/servers.mjs';
+import { spawnServer } from './lib/servers.mjs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,37 +45,6 @@ function stopAll() {
   for (const s of servers) s.child.kill();
 }
 
-async function start(name) {
-  const server = serverOf(name);
-  const child = spawn(process.execPath, [server.file, '0'], {
-    cwd: here,
-    stdio: ['pipe', 'pipe', 'ignore', 'ipc'],
-    env: { ...process.env, NODE_ENV: 'production', ...server.env },
-  });
-  let out = '';
-  await new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.split('\n').length > 2) resolve();
-    });
-  });
-  child.stdout.resume();
-  let seq = 0;
-  const cpu = () =>
-    new Promise((resolve) => {
-      const id = ++seq;
-      const on = (m) => {
-        if (m?.id !== id) return;
-        child.off('message', on);
-        resolve(m.user + m.system);
-      };
-      child.on('message', on);
-      child.send({ cmd: 'cpu', id });
-    });
-  return { name, port: Number(out.split('\n')[0]), child, cpu };
-}
-
 /** CPU µs per handshake of `server` in each of `windows` windows of load. */
 async function windowsOf(server) {
   const row = [];
@@ -84,13 +52,13 @@ async function windowsOf(server) {
     const before = await server.cpu();
     const run = await handshakeRun({ port: server.port, concurrency: clients, duration: window });
     const after = await server.cpu();
-    row.push(run.count > 0 ? Math.round((after - before) / run.count) : NaN);
+    row.push(run.count > 0 ? Math.round((after.total - before.total) / run.count) : NaN);
   }
   return row;
 }
 
 try {
-  for (const n of names) servers.push(await start(n));
+  for (const n of names) servers.push(await spawnServer(n, { cwd: here }));
   for (const s of servers) await handshakeRun({ port: s.port, concurrency: clients, duration: warm });
   await sleep(idle);
   console.log(`server CPU µs per handshake, ${clients} clients, windows of ${window} ms, after ${warm} ms of load and ${idle} ms idle:`);
