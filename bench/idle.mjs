@@ -8,10 +8,10 @@
 // shrank the young generation while nothing ran: `--trace-gc` shows a scavenge every few ms until it
 // has grown back). Why run.mjs loads each server before measuring it, and why groupRuns measures one
 // group after the other (bench/README). A tool for work on the bench: it asserts nothing.
-import { handshakeRun, destroyAll } from './lib/load.mjs';
-import { spawnServer } from './lib/servers.mjs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { handshakeRun, destroyAll } from './lib/load.mjs';
+import { spawnServer } from './lib/servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);

@@ -528,6 +528,14 @@ function fmt(x, digits = 0) {
   if (!Number.isFinite(x)) return '–';
   return x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
+/** `lowest – highest` of a list of figures. */
+function spread(xs) {
+  return `${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))}`;
+}
+/** `lowest – highest` of a list of ratios. */
+function ratioRange(xs) {
+  return `${Math.min(...xs).toFixed(3)} – ${Math.max(...xs).toFixed(3)}`;
+}
 function fmtBytes(x) {
   if (!Number.isFinite(x)) return '–';
   return `${x < 0 ? '−' : ''}${fmt(Math.abs(x) / 1024, 1)} KiB`;
@@ -584,11 +592,10 @@ function report(meta) {
     const P = cfg.pairProcesses;
     out.push('## Bare against raw ws, paired', '');
     out.push(`The figure the bare target is checked on. Two processes of the same server differ by a few per cent in handshakes/s (what V8 compiled, how the heap is laid out), about as much as bare and raw ws do, and which of two servers was started and warmed first can favour one of them; so a ratio of one process of each (the tables above) reads the luck of the processes as much as the stacks. Here ${P} process${P === 1 ? '' : 'es'} of each run, paired: raw ws with bare, started in alternating order (raw ws first in every other pair). ${groupProcedure(P)}`, '');
-    const spread = (xs) => `${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))}`;
     out.push(table(['clients', 'bare / raw ws handshakes/s', 'lowest – highest ratio', 'bare / raw ws server CPU', 'raw ws: slowest – fastest process (handshakes/s)', 'bare: slowest – fastest process'],
       cfg.concurrencies.filter((c) => results.pair[c]).map((c) => {
         const x = results.pair[c];
-        return [String(c), `${x.rate.toFixed(3)}×`, `${Math.min(...x.rates).toFixed(3)} – ${Math.max(...x.rates).toFixed(3)}`, `${x.cpu.toFixed(3)}×`, spread(x.processes.map((p) => p.raw)), spread(x.processes.map((p) => p.bare))];
+        return [String(c), `${x.rate.toFixed(3)}×`, ratioRange(x.rates), `${x.cpu.toFixed(3)}×`, spread(x.processes.map((p) => p.raw)), spread(x.processes.map((p) => p.bare))];
       })), '');
     out.push('The spread of the processes of one server (the last two columns, each process its median) is the reason for this design: it is as wide as the difference being measured.', '');
   }
@@ -596,11 +603,10 @@ function report(meta) {
     const P = cfg.saveProcesses;
     out.push('## Full + save against its peers, in groups of processes', '');
     out.push(`The figures the two full + save targets are checked on, measured as bare against raw ws is: ${P} group${P === 1 ? '' : 's'} of processes, one raw ws, one ours full + save and one @fastify/websocket + @fastify/session each, started in rotating order. ${groupProcedure(P)} One process of each (the table above) moves the CPU ratio by ±10 % from run to run.`, '');
-    const spread = (xs) => `${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))}`;
     out.push(table(['clients', 'full + save / fastify + session handshakes/s', 'lowest – highest ratio', 'full + save / raw ws server CPU', 'lowest – highest ratio', 'server CPU µs / handshake by process, lowest – highest: raw ws', 'full + save', 'fastify + session'],
       cfg.concurrencies.filter((c) => results.save[c]).map((c) => {
         const x = results.save[c];
-        return [String(c), `${x.rate.toFixed(3)}×`, `${Math.min(...x.rates).toFixed(3)} – ${Math.max(...x.rates).toFixed(3)}`, `${x.cpu.toFixed(3)}×`, `${Math.min(...x.cpus).toFixed(3)} – ${Math.max(...x.cpus).toFixed(3)}`,
+        return [String(c), `${x.rate.toFixed(3)}×`, ratioRange(x.rates), `${x.cpu.toFixed(3)}×`, ratioRange(x.cpus),
           spread(x.processes['ws-raw']), spread(x.processes['ours-save']), spread(x.processes['fastify-session'])];
       })), '');
   }

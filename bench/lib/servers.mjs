@@ -1,6 +1,6 @@
 // Which file runs a server of the bench and with what environment: `ours-save-no-<layer>` is the
 // full stack with a layer left out (servers/ours-save.mjs with BENCH_SKIP), and `name#k` is the k-th
-// process of the same server (cost.mjs, icount.mjs).
+// process of the same server (cost.mjs, icount.mjs, idle.mjs); and how the tools start one.
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';

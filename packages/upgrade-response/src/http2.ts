@@ -15,7 +15,6 @@ import type { IncomingHttpHeaders, OutgoingHttpHeader, OutgoingHttpHeaders } fro
 import type { Duplex } from 'node:stream';
 import { ABORT_GRACE_MS, EMPTY, EXTERNAL, LINGER_MS, OPEN, RELEASED, SWITCHING, WS_CLOSE_1011, debug, kBrand, tracing } from './shared';
 
-
 const kHttp2 = Symbol.for('upgradeware.Http2UpgradeResponse');
 /** Headers that HTTP/2 forbids (RFC 9113 §8.2.2) or that describe HTTP/1.1 framing. */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te']);
