@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// node bench/cost.mjs <server>[#k],<server>,… [--rounds=5] [--duration=2000] [--clients=50] [--prof] [--pin] [--rewarm=ms]
+// node bench/cost.mjs <server>[#k],<server>,… [--rounds=5] [--duration=2000] [--clients=50] [--prof] [--pin] [--rewarm=ms] [--idle-client]
 //
 // Server CPU per handshake, for finding what a change costs or saves: each server (servers/<name>.mjs,
 // or ours-save-no-<layer> for the full stack with a layer left out) in its own process, measured in
@@ -13,7 +13,7 @@ import { once } from 'node:events';
 import { mkdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { handshakeRun, destroyAll } from './lib/load.mjs';
+import { handshakeRun, destroyAll, setPolling } from './lib/load.mjs';
 import { spawnServer } from './lib/servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -29,6 +29,8 @@ const clients = Number(value('clients', 50));
 const prof = argv.includes('--prof');
 const pin = argv.includes('--pin');
 const rewarm = Number(value('rewarm', 0));
+// --idle-client: the load sleeps between events, as it did before it polled (lib/load.mjs `awake`).
+setPolling(!argv.includes('--idle-client'));
 if (pin) spawnSync('taskset', ['-cp', '1', String(process.pid)], { stdio: 'ignore' });
 const profDir = path.join(here, 'profiles');
 // `name#2`: a second process of the same server (JIT decisions differ from process to process).

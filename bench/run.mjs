@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { h2Scenario, h2Report, H2_LABELS } from './lib/h2.mjs';
-import { handshake, handshakeRun, requestRun, openMany, closeMany, messageRun, destroyAll, liveSockets } from './lib/load.mjs';
+import { handshake, handshakeRun, requestRun, openMany, closeMany, messageRun, destroyAll, liveSockets, setPolling } from './lib/load.mjs';
 import { serverOf } from './lib/servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,6 +28,9 @@ const value = (name, def) => {
   return a === undefined ? def : a.slice(name.length + 3);
 };
 const quick = flag('quick');
+// The load generator polls while it measures (lib/load.mjs `awake` says why); this measures the old way.
+const idleClient = flag('idle-client');
+setPolling(!idleClient);
 const cfg = {
   mode: quick ? 'quick' : 'full',
   runs: Number(value('runs', quick ? 3 : 5)),
@@ -559,7 +562,7 @@ function report(meta) {
   out.push(`- Machine: ${meta.cores} cores (${meta.cpu}), ${meta.platform}, load average ${meta.loadStart} at start, ${meta.loadEnd} at the end`);
   out.push(`- Node ${process.version}; commit ${meta.commit}`);
   out.push(`- Mode: ${cfg.mode}: warm-up ${cfg.warmup} ms, then ${cfg.runs} runs of ${cfg.duration} ms per figure, each right after ${cfg.rewarm} ms of unmeasured load on the same server (so that it is measured in steady state, not just after idling while the others ran); each figure is the median of the runs, servers measured in turn within each round; total ${fmt(meta.seconds)} s`);
-  out.push('- Server and load generator in separate processes on 127.0.0.1; the load generator is hand-written `net` clients (bench/lib/load.mjs), `NODE_ENV=production` on the servers');
+  out.push(`- Server and load generator in separate processes on 127.0.0.1; the load generator is hand-written \`net\` clients (bench/lib/load.mjs), ${idleClient ? '**sleeping between events (`--idle-client`)**' : 'polling its event loop while it measures, so that no server pays for waking it (bench/README.md)'}; \`NODE_ENV=production\` on the servers`);
   if (meta.noisy) out.push(`- **Noisy machine**: the load average at start was ${meta.loadStart} on ${meta.cores} cores — other work was running; ratios (measured in turn, within one run) are more trustworthy than absolute figures`);
   out.push('');
   out.push('Every stack runs the same middleware with the same options: a `combined` logger writing to a null stream; response-time; cookie-parser with a secret; session with a MemoryStore, `resave: false`, `saveUninitialized: false` (clients send no cookie, so each handshake or request gets a new, unsaved session and no Set-Cookie); basic auth with one user/password (every client sends valid credentials); the WebSocket endpoint at `/ws` counts the socket and echoes messages. Peers use the stock packages (morgan, response-time, cookie-parser, express-session, basic-auth-connect); @fastify/websocket runs them as `onRequest` hooks on the raw request/response.', '');

@@ -10,6 +10,7 @@ import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { awake } from './load.mjs';
 
 const require = createRequire(import.meta.url);
 const WebSocket = require('ws');
@@ -38,8 +39,9 @@ function h2Session(port) {
 
 const CONNECT = { ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/ws', 'sec-websocket-version': '13' };
 
-/** Opening rate over one open h2 session: `concurrency` streams at a time. */
-export async function h2OpenRun({ port, concurrency, duration }) {
+/** Opening rate over one open h2 session: `concurrency` streams at a time (the load polling: see load.mjs `awake`). */
+export const h2OpenRun = (options) => awake(() => h2Open(options));
+async function h2Open({ port, concurrency, duration }) {
   const session = await h2Session(port);
   const lat = [];
   const errors = {};
@@ -77,8 +79,9 @@ export async function h2OpenRun({ port, concurrency, duration }) {
   return { rate: count / seconds, lat, count, errors };
 }
 
-/** Opening rate with a new TLS connection and an HTTP/1.1 upgrade each time. */
-export async function h1OpenRun({ port, concurrency, duration }) {
+/** Opening rate with a new TLS connection and an HTTP/1.1 upgrade each time (polling, as above). */
+export const h1OpenRun = (options) => awake(() => h1Open(options));
+async function h1Open({ port, concurrency, duration }) {
   const lat = [];
   const errors = {};
   let count = 0;
@@ -141,9 +144,9 @@ function h1WebSocket(port) {
   });
 }
 
-/** Echo round trips per second over `sockets`, one message in flight per socket. */
+/** Echo round trips per second over `sockets`, one message in flight per socket (polling, as above). */
 function messageRun(sockets, duration) {
-  return new Promise((resolve) => {
+  return awake(() => new Promise((resolve) => {
     let count = 0;
     let stop = false;
     const lat = [];
@@ -168,7 +171,7 @@ function messageRun(sockets, duration) {
       // Let the messages in flight land before the next run.
       setTimeout(() => resolve({ rate: count / seconds, lat, count, errors: {} }), 100);
     }, duration);
-  });
+  }));
 }
 
 /**

@@ -28,6 +28,36 @@ export function destroyAll() {
   for (const s of liveSockets) s.destroy();
 }
 
+/**
+ * The load generator does not sleep while it measures: during a timed run its event loop polls
+ * (a `setImmediate` chain) instead of waiting in `epoll_wait`. Over loopback, a server's write to
+ * a client whose thread sleeps wakes that thread inside the server's own system call, and on a
+ * virtual machine that wakes a halted CPU with an interrupt (measured here: `perf` puts 3 µs per
+ * handshake of ours bare, 12 µs of ours full, on that wake-up inside the 101's write). The client
+ * sleeps the more often, the slower the server, so it taxed the slower server more per handshake:
+ * server CPU measured a cost of the load generator. Over a real network no server write pays for
+ * waking its client. `setPolling(false)` (run.mjs and cost.mjs `--idle-client`) measures the old way.
+ */
+let polling = true;
+export function setPolling(on) {
+  polling = on;
+}
+
+/** Run `run()` (a timed run, returning a promise) with the event loop polling until it settles. */
+export async function awake(run) {
+  if (!polling) return run();
+  let on = true;
+  const poll = () => {
+    if (on) setImmediate(poll);
+  };
+  setImmediate(poll);
+  try {
+    return await run();
+  } finally {
+    on = false;
+  }
+}
+
 export function upgradeRequest(port, { path = '/ws', auth = true } = {}) {
   return Buffer.from(
     `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
@@ -84,7 +114,7 @@ function statusOf(head) {
  */
 export function handshakeRun({ port, concurrency, duration }) {
   const request = upgradeRequest(port);
-  return new Promise((resolve) => {
+  return awake(() => new Promise((resolve) => {
     const lat = [];
     const errors = {};
     let count = 0;
@@ -144,7 +174,7 @@ export function handshakeRun({ port, concurrency, duration }) {
       if (active === 0) finish();
     }, duration);
     for (let i = 0; i < concurrency; i++) launch();
-  });
+  }));
 }
 
 /**
@@ -156,7 +186,7 @@ export function requestRun({ port, concurrency, duration, path = '/' }) {
     `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: ${AUTH}\r\nUser-Agent: upgradeware-bench\r\nAccept: */*\r\n\r\n`,
     'latin1',
   );
-  return new Promise((resolve) => {
+  return awake(() => new Promise((resolve) => {
     const lat = [];
     const errors = {};
     let count = 0;
@@ -223,7 +253,7 @@ export function requestRun({ port, concurrency, duration, path = '/' }) {
       if (active === 0) finish();
     }, duration);
     for (let i = 0; i < concurrency; i++) connection();
-  });
+  }));
 }
 
 /** Open `n` WebSockets, `concurrency` handshakes at a time. Resolves with the open sockets. */
@@ -275,7 +305,7 @@ export function closeMany(sockets) {
  * echoed by the server; counts echoes received within `duration` ms and their round-trip times.
  */
 export function messageRun({ sockets, duration }) {
-  return new Promise((resolve) => {
+  return awake(() => new Promise((resolve) => {
     const lat = [];
     let count = 0;
     let stopped = false;
@@ -314,5 +344,5 @@ export function messageRun({ sockets, duration }) {
       stopped = true;
       if (inFlight === 0) finish();
     }, duration);
-  });
+  }));
 }
