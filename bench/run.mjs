@@ -617,7 +617,7 @@ function report(meta) {
     const L = results.layers;
     const full = L['ours-save'];
     out.push('## Cost per layer (ours full + save, 50 clients)', '');
-    out.push('The full stack with one layer left out at a time, measured in turn in the same rounds: a layer’s cost is the CPU per handshake of the full stack minus that of the stack without it.', '');
+    out.push('The full stack with one layer left out at a time, measured in turn in the same rounds: a layer’s cost is the CPU per handshake of the full stack minus that of the stack without it. One process of each: two processes of one server differ by up to ±10 % in CPU per handshake (see the groups above), more than most layers cost, so a difference of a few µs — and any negative one — is the luck of the processes; `node bench/cost.mjs ours-save,ours-save-no-<layer>,…` with `name#2` processes reads one layer more closely.', '');
     const rows = [['full stack (all layers)', fmt(full?.cpu), '', fmt(full?.rate)]];
     for (const l of LAYERS) {
       const x = L[`ours-save-no-${l}`];
