@@ -7,7 +7,7 @@
 // generator. Each figure is the median of several timed runs; the servers of a scenario are
 // measured in turn within each round (rotating order) so that drift in machine load hits all of
 // them alike, and every ratio compares figures taken in the same invocation.
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import * as os from 'node:os';
@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { h2Scenario, h2Report, H2_LABELS } from './lib/h2.mjs';
 import { handshake, handshakeRun, requestRun, openMany, closeMany, messageRun, destroyAll, liveSockets, setPolling } from './lib/load.mjs';
-import { serverOf } from './lib/servers.mjs';
+import { spawnServer } from './lib/servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
@@ -148,61 +148,14 @@ async function startServer(name, { gc = false } = {}) {
     mkdirSync(path.join(here, 'profiles'), { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${path.join(here, 'profiles')}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`);
   }
-  const server = serverOf(name);
-  const child = spawn(process.execPath, [...execArgv, server.file, '0'], {
-    cwd: here,
-    stdio: ['pipe', 'pipe', 'inherit', 'ipc'],
-    env: { ...process.env, NODE_ENV: 'production', ...server.env },
-  });
+  const server = await spawnServer(name, { cwd: here, execArgv, stderr: 'inherit' });
+  const { child } = server;
   children.add(child);
   child.once('exit', () => children.delete(child));
-  const lines = [];
-  let buf = '';
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name}: not ready within 20 s`)), 20_000);
-    child.once('exit', (code) => reject(new Error(`${name} exited with ${code} before it was ready`)));
-    child.stdout.on('data', (d) => {
-      buf += d;
-      const parts = buf.split('\n');
-      buf = parts.pop();
-      lines.push(...parts);
-      if (lines.length >= 2) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  child.stdout.resume();
-  const port = Number(lines[0]);
-  const info = JSON.parse(lines[1]);
-  serverInfo[name] = info.impl;
-  let seq = 0;
+  serverInfo[name] = server.info.impl;
   return {
-    name,
-    port,
-    info,
-    child,
-    mem() {
-      return this.ask('mem');
-    },
-    /** The server's own CPU time so far (user + system), in µs. */
-    async cpu() {
-      const { user, system } = await this.ask('cpu');
-      return user + system;
-    },
-    ask(cmd) {
-      const id = ++seq;
-      child.send({ cmd, id });
-      return new Promise((resolve) => {
-        const on = (m) => {
-          if (m?.id === id) {
-            child.off('message', on);
-            resolve(m);
-          }
-        };
-        child.on('message', on);
-      });
-    },
+    ...server,
+    mem: () => server.ask('mem'),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, 'exit');
@@ -246,7 +199,7 @@ async function withCpu(server, load) {
   const before = await server.cpu();
   const result = await load();
   const after = await server.cpu();
-  return { ...result, cpu: result.count > 0 ? (after - before) / result.count : NaN };
+  return { ...result, cpu: result.count > 0 ? (after.total - before.total) / result.count : NaN };
 }
 /** One measured handshake run: `cfg.rewarm` ms of unmeasured load on the server first (steady state). */
 async function measureHandshakes(server, concurrency, duration) {

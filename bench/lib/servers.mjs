@@ -1,6 +1,6 @@
 // Which file runs a server of the bench and with what environment: `ours-save-no-<layer>` is the
 // full stack with a layer left out (servers/ours-save.mjs with BENCH_SKIP), and `name#k` is the k-th
-// process of the same server (cost.mjs, icount.mjs, idle.mjs); and how the tools start one.
+// process of the same server (cost.mjs, icount.mjs, idle.mjs); and how run.mjs and the tools start one.
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,37 +19,56 @@ export function serverOf(name) {
 }
 
 /**
- * Start a server of the bench in its own process (`NODE_ENV=production`, its stderr dropped) and
- * wait until it listens: `{ name, port, child, cpu() }`, where `cpu()` asks the server for its own
- * CPU time so far, `{ total, system }` in µs. `execArgv`: Node options for it; `pin`: run it on
- * CPU 0 (`taskset`). For the tools (cost.mjs, idle.mjs); run.mjs has its own, with more to it.
+ * Start a server of the bench in its own process (`NODE_ENV=production`) and wait until it listens
+ * (20 s at most; a server that does not make it is killed): `{ name, port, info, child, ask(cmd),
+ * cpu() }`. `info` is the JSON line the server prints after its port; `ask(cmd)` sends a command
+ * over IPC and resolves with the answer; `cpu()` is the server's own CPU time so far, `{ total,
+ * system }` in µs. `execArgv`: Node options for it; `pin`: run it on CPU 0 (`taskset`); `stderr`:
+ * 'ignore' (the tools) or 'inherit' (run.mjs).
  */
-export async function spawnServer(name, { cwd, execArgv = [], pin = false } = {}) {
+export async function spawnServer(name, { cwd, execArgv = [], pin = false, stderr = 'ignore' } = {}) {
   const server = serverOf(name);
   const env = { ...process.env, NODE_ENV: 'production', ...server.env };
   const args = [...execArgv, server.file, '0'];
-  const options = { cwd, stdio: ['pipe', 'pipe', 'ignore', 'ipc'], env };
+  const options = { cwd, stdio: ['pipe', 'pipe', stderr, 'ipc'], env };
   const child = pin ? spawn('taskset', ['-c', '0', process.execPath, ...args], options) : spawn(process.execPath, args, options);
-  let out = '';
-  await new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.split('\n').length > 2) resolve();
+  const lines = [];
+  let buf = '';
+  try {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${name}: not ready within 20 s`)), 20_000);
+      child.once('exit', (code) => reject(new Error(`${name} exited with ${code} before it was ready`)));
+      child.stdout.on('data', (d) => {
+        buf += d;
+        const parts = buf.split('\n');
+        buf = parts.pop();
+        lines.push(...parts);
+        if (lines.length >= 2) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
     });
-  });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
   child.stdout.resume();
   let seq = 0;
-  const cpu = () =>
+  const ask = (cmd) =>
     new Promise((resolve) => {
       const id = ++seq;
       const on = (m) => {
         if (m?.id !== id) return;
         child.off('message', on);
-        resolve({ total: m.user + m.system, system: m.system });
+        resolve(m);
       };
       child.on('message', on);
-      child.send({ cmd: 'cpu', id });
+      child.send({ cmd, id });
     });
-  return { name, port: Number(out.split('\n')[0]), child, cpu };
+  const cpu = async () => {
+    const { user, system } = await ask('cpu');
+    return { total: user + system, system };
+  };
+  return { name, port: Number(lines[0]), info: JSON.parse(lines[1]), child, ask, cpu };
 }
