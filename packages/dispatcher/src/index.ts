@@ -323,75 +323,120 @@ function dispatch(
   report: ErrorReporter,
   tracing: boolean,
 ): void {
-  const upgrade = isUpgradeResponse(res);
-  const protohost = protohostOf(req.url ?? '/');
-  let index = 0;
-  let removed = '';
-  let slashAdded = false;
   if (req.originalUrl === undefined) req.originalUrl = req.url;
+  new Walk(stack, req, res, out, fallback, report, tracing).next();
+}
 
-  const next: NextFunction = (err?: unknown) => {
-    if (upgrade && (res as Deadlined)[kTimedOut] === true) {
-      if (tracingOn()) debug('%s %s: next() after the time limit answered: nothing more runs (%s)', req.method, req.originalUrl, err ?? 'no error');
+/**
+ * One request on its way down a stack: where it is, and what the previous layer's mount path took
+ * off its URL. Its `next` is `advance` bound to it, not a closure made per request: V8 keeps the
+ * optimized code of a closure only while a closure of it is alive, so a `next` made per request
+ * was compiled again after every full garbage collection, with the layers it calls inlined into
+ * it (DESIGN.md, "Facts measured"). A bound function has no code of its own; `advance`
+ * keeps its code for the life of the process.
+ */
+class Walk {
+  readonly stack: Layer[];
+  readonly req: http.IncomingMessage;
+  readonly res: http.ServerResponse;
+  readonly out: NextFunction | null;
+  readonly fallback: Fallback | null;
+  readonly report: ErrorReporter;
+  readonly tracing: boolean;
+  readonly upgrade: boolean;
+  /** `http://host` of an absolute-form URL (kept in front when a mount path is taken off), or ''. */
+  readonly protohost: string;
+  index = 0;
+  /** The mount path the layer being run took off `req.url`, to put back on its `next()`. */
+  removed = '';
+  /** True when a '/' was put in front of `req.url` after the mount path was taken off. */
+  slashAdded = false;
+  readonly next: NextFunction;
+
+  constructor(
+    stack: Layer[],
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    out: NextFunction | null,
+    fallback: Fallback | null,
+    report: ErrorReporter,
+    tracing: boolean,
+  ) {
+    this.stack = stack;
+    this.req = req;
+    this.res = res;
+    this.out = out;
+    this.fallback = fallback;
+    this.report = report;
+    this.tracing = tracing;
+    this.upgrade = isUpgradeResponse(res);
+    this.protohost = protohostOf(req.url ?? '/');
+    this.next = advance.bind(this) as NextFunction;
+  }
+}
+
+/** A request's `next` (bound to its Walk): run the next layer that takes it, or leave the stack. */
+function advance(this: Walk, err?: unknown): void {
+  const { req, res, protohost, stack } = this;
+  if (this.upgrade && (res as Deadlined)[kTimedOut] === true) {
+    if (tracingOn()) debug('%s %s: next() after the time limit answered: nothing more runs (%s)', req.method, req.originalUrl, err ?? 'no error');
+    return;
+  }
+  // Put back what the previous layer's mount path took off.
+  if (this.slashAdded) {
+    req.url = req.url!.slice(1);
+    this.slashAdded = false;
+  }
+  if (this.removed.length !== 0) {
+    req.url = protohost + this.removed + req.url!.slice(protohost.length);
+    this.removed = '';
+  }
+  const hasError = err !== undefined && err !== null && err !== false;
+  // The layers passed over on the way to the next one run, for one summary line of the trace.
+  const skipped: string[] | null = this.tracing ? [] : null;
+  for (;;) {
+    const layer = stack[this.index++] as AddedLayer | undefined;
+    if (layer === undefined) {
+      if (skipped !== null) traceSkipped(req, skipped);
+      if (this.out !== null) this.out(err);
+      else finalHandler(req, res, this.fallback, err, this.report);
       return;
     }
-    // Put back what the previous layer's mount path took off.
-    if (slashAdded) {
-      req.url = req.url!.slice(1);
-      slashAdded = false;
+    // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in (a layer that had not
+    // when it was added is asked again: a mark put on later counts).
+    if (this.upgrade && layer.optedIn !== true && layer.handle.supportsUpgrade !== true) {
+      skipped?.push(`${nameOf(layer)} (no supportsUpgrade)`);
+      continue;
     }
-    if (removed.length !== 0) {
-      req.url = protohost + removed + req.url!.slice(protohost.length);
-      removed = '';
+    // As in Connect, by arity: an error goes to error layers (4 arguments) only, and a request
+    // without one to layers of fewer than 4.
+    const arity = layer.arity ?? layer.handle.length;
+    if (hasError ? arity !== 4 : arity >= 4) {
+      skipped?.push(`${nameOf(layer)} (${hasError ? 'not an error layer' : 'error layer'})`);
+      continue;
     }
-    const hasError = err !== undefined && err !== null && err !== false;
-    // The layers passed over on the way to the next one run, for one summary line of the trace.
-    const skipped: string[] | null = tracing ? [] : null;
-    for (;;) {
-      const layer = stack[index++] as AddedLayer | undefined;
-      if (layer === undefined) {
-        if (skipped !== null) traceSkipped(req, skipped);
-        if (out !== null) out(err);
-        else finalHandler(req, res, fallback, err, report);
-        return;
-      }
-      // Rule 2: on an upgrade or CONNECT, a layer runs only if it opted in (a layer that had not
-      // when it was added is asked again: a mark put on later counts).
-      if (upgrade && layer.optedIn !== true && layer.handle.supportsUpgrade !== true) {
-        skipped?.push(`${nameOf(layer)} (no supportsUpgrade)`);
+    const route = layer.route;
+    if (route.length !== 0) {
+      const url = req.url!;
+      const path = pathnameOf(url, protohost.length);
+      if (!matchesRoute(path, route)) {
+        skipped?.push(`${nameOf(layer)} (path)`);
         continue;
       }
-      // As in Connect, by arity: an error goes to error layers (4 arguments) only, and a request
-      // without one to layers of fewer than 4.
-      const arity = layer.arity ?? layer.handle.length;
-      if (hasError ? arity !== 4 : arity >= 4) {
-        skipped?.push(`${nameOf(layer)} (${hasError ? 'not an error layer' : 'error layer'})`);
-        continue;
+      this.removed = route;
+      req.url = protohost + url.slice(protohost.length + route.length);
+      if (protohost.length === 0 && req.url[0] !== '/') {
+        req.url = '/' + req.url;
+        this.slashAdded = true;
       }
-      const route = layer.route;
-      if (route.length !== 0) {
-        const url = req.url!;
-        const path = pathnameOf(url, protohost.length);
-        if (!matchesRoute(path, route)) {
-          skipped?.push(`${nameOf(layer)} (path)`);
-          continue;
-        }
-        removed = route;
-        req.url = protohost + url.slice(protohost.length + route.length);
-        if (protohost.length === 0 && req.url[0] !== '/') {
-          req.url = '/' + req.url;
-          slashAdded = true;
-        }
-      }
-      if (skipped !== null) {
-        traceSkipped(req, skipped);
-        debug('%s %s: %s %s', req.method, req.originalUrl, hasError ? 'error to' : 'run', nameOf(layer));
-      }
-      call(layer.handle, hasError, err, req, res, next);
-      return;
     }
-  };
-  next();
+    if (skipped !== null) {
+      traceSkipped(req, skipped);
+      debug('%s %s: %s %s', req.method, req.originalUrl, hasError ? 'error to' : 'run', nameOf(layer));
+    }
+    call(layer.handle, hasError, err, req, res, this.next);
+    return;
+  }
 }
 
 /** Layers passed over in a row, as one trace line: named when few, counted by reason when many. */
