@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// pnpm bench [-- --quick] [--only=handshake,bare,save,layers,requests,memory,messages,h2] [--no-build]
+// pnpm bench [-- --quick] [--only=handshake,bare,save,layers,requests,memory,messages,compiles,h2] [--no-build]
 //            [--runs=N] [--duration=ms] [--rewarm=ms] [--pair-processes=N] [--save-processes=N]
 //            [--pair-duration=ms] [--mem-connections=N] [--idle-client] [--cpu-prof=<server>,…] [--no-write]
 //
@@ -70,7 +70,7 @@ if (!Number.isInteger(cfg.rewarm) || cfg.rewarm < 0) {
   console.error(`bench: --rewarm must be a whole number of milliseconds ≥ 0 (got ${value('rewarm', '')})`);
   process.exit(2);
 }
-const only = new Set(value('only', quick ? 'handshake,bare,save,requests,memory,messages,h2' : 'handshake,bare,save,layers,requests,memory,messages,h2').split(','));
+const only = new Set(value('only', quick ? 'handshake,bare,save,requests,memory,messages,compiles,h2' : 'handshake,bare,save,layers,requests,memory,messages,compiles,h2').split(','));
 const profile = new Set(value('cpu-prof', '').split(',').filter(Boolean));
 const log = (...a) => console.error(...a);
 
@@ -479,6 +479,60 @@ async function memoryScenario() {
   }
 }
 
+/**
+ * What TurboFan compiles again in the steady state. V8 keeps a closure's optimized code only while
+ * a closure of it is alive: a function made per request loses its code at every full GC and is
+ * compiled again once hot (DESIGN.md, "Facts measured"). Each server gets 3 s of handshakes, then
+ * is asked (IPC) to have V8 print the source of each function it optimizes and a line per GC
+ * (`--print-opt-source`, `--trace-gc`, set at run time), and 4 s more are read: a function
+ * compiled more than once in them was compiled again.
+ */
+async function compileScenario() {
+  const names = ['ws-raw', 'ours-bare', 'ours-full', 'ours-save'];
+  log('\n== compiled again in the steady state (4 s of handshakes, 50 clients, after 3 s)');
+  results.compiles = {};
+  for (const n of names) {
+    const s = await startServer(n);
+    try {
+      await handshakeRun({ port: s.port, concurrency: 50, duration: 3000 });
+      const chunks = [];
+      s.child.stdout.on('data', (d) => chunks.push(d));
+      await s.ask('trace-compiles');
+      const r = await handshakeRun({ port: s.port, concurrency: 50, duration: 4000 });
+      await sleep(100);
+      const x = { handshakes: r.count, ...compilesIn(Buffer.concat(chunks).toString('latin1')) };
+      results.compiles[n] = x;
+      const list = (fns) => fns.map((f) => `${f.name} (${f.where}) ×${f.count}`).join(', ') || 'none';
+      log(`  ${LABEL[n]}: ${fmt(r.count)} handshakes, ${x.fullGcs} full GCs, ${x.compiles} compiles; compiled again: of upgradeware ${list(x.ours)}; others ${list(x.others)}`);
+    } finally {
+      await s.stop();
+    }
+  }
+}
+
+/** From V8's output: top-level TurboFan compiles per function, full GCs, and what was compiled twice or more. */
+function compilesIn(text) {
+  const counts = new Map();
+  let compiles = 0;
+  // `id{n,-1}` is the function compiled; `id{n,k}` (k ≥ 0) are those inlined into it.
+  for (const m of text.matchAll(/^--- FUNCTION SOURCE \((.*):([^:()]*)\) id\{\d+,-1\} start\{(\d+)\} ---$/gm)) {
+    compiles++;
+    const key = `${m[1]}\0${m[2]}\0${m[3]}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  const ours = [];
+  const others = [];
+  for (const [key, count] of counts) {
+    if (count < 2) continue;
+    const [script, name] = key.split('\0');
+    const pkg = /[\\/]packages[\\/]([^\\/]+)[\\/]dist[\\/](.*)$/.exec(script);
+    const where = pkg ? `${pkg[1]}/${pkg[2]}` : script.replace(/^.*node_modules[\\/]/, '');
+    (pkg ? ours : others).push({ name: name || '(anonymous)', where, count });
+  }
+  const fullGcs = (text.match(/Mark-Compact/g) ?? []).length;
+  return { compiles, fullGcs, ours, others };
+}
+
 /** The slope of the least-squares line through [x, y] points. */
 function slope(points) {
   const n = points.length;
@@ -632,6 +686,14 @@ function report(meta) {
       ['p99 round trip (ms)', fmt(m['ours-full'].p99, 3), fmt(m['ours-bare'].p99, 3), fmt(m['ws-raw'].p99, 3), ratio(m['ours-full'].p99, m['ws-raw'].p99), ratio(m['ours-bare'].p99, m['ws-raw'].p99)],
     ]), '');
   }
+  if (results.compiles) {
+    const c = results.compiles;
+    const list = (fns) => fns.map((f) => `${f.name} (${f.where}) ×${f.count}`).join(', ') || 'none';
+    out.push('## Compiled again in the steady state', '');
+    out.push('V8 keeps the optimized code of a closure only while a closure made from the same function is alive: a function made per request or per connection loses its code at every full GC, runs unoptimized until it is hot again, and is compiled again (DESIGN.md, "Facts measured"). Each server gets 3 s of handshakes (50 clients); then V8 is told to print each function TurboFan compiles and each GC, and 4 s more are read. A function compiled twice or more in them was compiled again. Node\'s and ws\'s own per-connection closures are, in raw ws as in ours; no function of upgradeware may be.', '');
+    out.push(table(['server', 'upgradeware functions compiled again', 'others compiled again', 'handshakes', 'full GCs', 'TurboFan compiles'],
+      Object.entries(c).map(([n, x]) => [LABEL[n], list(x.ours), list(x.others), fmt(x.handshakes), fmt(x.fullGcs), fmt(x.compiles)]), 3), '');
+  }
   if (results.h2) out.push(...h2Report(results.h2));
   out.push('## Targets', '');
   // Targets: each one printed here is checked, and a miss makes the run exit non-zero.
@@ -697,6 +759,11 @@ function targets() {
   for (const n of ['ours-full', 'ours-save']) {
     if (m?.[n]) check(m[n].liveReqRes === 0, `${LABEL[n]}: no req/res alive with ${fmt(m[n].open)} WebSockets open (alive: ${m[n].liveReqRes})`);
   }
+  const comp = results.compiles;
+  for (const n of ['ours-bare', 'ours-full', 'ours-save']) {
+    const x = comp?.[n];
+    if (x) check(x.ours.length === 0, `${LABEL[n]}: no function of upgradeware compiled again in the steady state (${x.fullGcs} full GCs in 4 s of handshakes): ${x.ours.length === 0 ? 'none' : x.ours.map((f) => `${f.name} (${f.where}) ×${f.count}`).join(', ')}`);
+  }
   const msg = results.messages;
   if (msg?.['ours-full'] && msg['ws-raw']) {
     const x = roundRatio(msg, 'ours-full', 'ws-raw');
@@ -737,6 +804,7 @@ try {
   if (only.has('requests')) await requestScenario();
   if (only.has('messages')) await messageScenario();
   if (only.has('memory')) await memoryScenario();
+  if (only.has('compiles')) await compileScenario();
   if (only.has('h2')) results.h2 = await h2Scenario({ startServer, rounds, withCpu, cfg, log });
 } catch (err) {
   log(`bench failed: ${err.stack ?? err}`);

@@ -6,7 +6,7 @@
 // The server exits when its stdin ends (run.mjs closes it), when the IPC channel goes away, on
 // SIGTERM/SIGINT, or after BENCH_MAX_LIFETIME_MS (default 15 min) whatever happens.
 import { createRequire } from 'node:module';
-import { getHeapSpaceStatistics } from 'node:v8';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 
 export const require = createRequire(import.meta.url);
 
@@ -75,7 +75,13 @@ export function serve(server, info) {
   process.on('message', async (msg) => {
     if (msg?.cmd === 'mem') process.send({ id: msg.id, ...(await memory()) });
     else if (msg?.cmd === 'cpu') process.send({ id: msg.id, ...process.cpuUsage() });
-    else if (msg?.cmd === 'exit') exit();
+    else if (msg?.cmd === 'trace-compiles') {
+      // From now on V8 writes to stdout the source of each function TurboFan compiles, and a line
+      // per garbage collection (run.mjs's compile scenario counts what is compiled again).
+      setFlagsFromString('--print-opt-source');
+      setFlagsFromString('--trace-gc');
+      process.send({ id: msg.id });
+    } else if (msg?.cmd === 'exit') exit();
   });
   server.listen(port, '127.0.0.1', 4096, () => {
     process.stdout.write(`${server.address().port}\n${JSON.stringify({ pid: process.pid, ...info })}\n`);

@@ -38,13 +38,15 @@ export async function spawnServer(name, { cwd, execArgv = [], pin = false, stder
     await new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${name}: not ready within 20 s`)), 20_000);
       child.once('exit', (code) => reject(new Error(`${name} exited with ${code} before it was ready`)));
-      child.stdout.on('data', (d) => {
+      child.stdout.on('data', function onData(d) {
         buf += d;
         const parts = buf.split('\n');
         buf = parts.pop();
         lines.push(...parts);
         if (lines.length >= 2) {
           clearTimeout(timer);
+          // Later output (V8's traces, in run.mjs's compile scenario) is for whoever listens.
+          child.stdout.off('data', onData);
           resolve();
         }
       });
