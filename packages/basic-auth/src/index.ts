@@ -127,6 +127,29 @@ export function basicAuth(
     return !proxy && Boolean(req.user);
   }
 
+  /** The one outcome of an attempt's check: an error, a refusal, or `user` let in (even `''`). */
+  function settle(attempt: Attempt, err: unknown, ok: boolean, user: unknown): void {
+    if (attempt.settled) return;
+    attempt.settled = true;
+    if (err) return attempt.next(err);
+    if (!ok) return refuse(attempt.res);
+    const req = attempt.req;
+    req.user = req.remoteUser = user;
+    (req as Marked)[kSignedIn] = { proxy, realm, user };
+    attempt.next();
+  }
+  /** The callback of an asynchronous check (bound to its attempt): a falsy user is refused. */
+  function answered(this: Attempt, err: unknown, user?: unknown): void {
+    settle(this, err, Boolean(user), user);
+  }
+  /** A promise-returning check resolved (bound to its attempt): the name gets in when it is truthy. */
+  function resolved(this: Attempt, ok: unknown): void {
+    settle(this, null, Boolean(ok), this.name);
+  }
+  function rejected(this: Attempt, err: unknown): void {
+    settle(this, err ?? new Error('Rejected'), false, undefined);
+  }
+
   return supportsUpgrade(function basicAuth(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
     if (signedIn(req)) return next();
     const value = req.headers[header];
@@ -134,35 +157,37 @@ export function basicAuth(
     const credentials = parse(value);
     if (!credentials) return next(badRequest());
     const { name, pass } = credentials;
-    let settled = false;
-    /** The one outcome of the check: an error, a refusal, or `user` let in (even `''`). */
-    const settle = (err: unknown, ok: boolean, user: unknown): void => {
-      if (settled) return;
-      settled = true;
-      if (err) return next(err);
-      if (!ok) return refuse(res);
-      req.user = req.remoteUser = user;
-      (req as Marked)[kSignedIn] = { proxy, realm, user };
-      next();
-    };
+    const attempt = new Attempt(req, res, next, name);
     try {
       if (isAsync) {
         // As basic-auth-connect: the callback's user is what gets in, and a falsy one is refused.
-        (check as BasicAuthAsyncCheck)(name, pass, (err, user) => settle(err, Boolean(user), user));
+        (check as BasicAuthAsyncCheck)(name, pass, answered.bind(attempt));
         return;
       }
       // The sync forms let the name in, whatever it is: `''` too (`curl -u :token`).
       const result = (check as BasicAuthCheck)(name, pass);
-      if (isThenable(result)) {
-        result.then(
-          (ok) => settle(null, Boolean(ok), name),
-          (err: unknown) => settle(err ?? new Error('Rejected'), false, undefined),
-        );
-      } else settle(null, Boolean(result), name);
+      if (isThenable(result)) result.then(resolved.bind(attempt), rejected.bind(attempt));
+      else settle(attempt, null, Boolean(result), name);
     } catch (err) {
-      settle(err ?? new Error('Thrown'), false, undefined);
+      settle(attempt, err ?? new Error('Thrown'), false, undefined);
     }
   });
+}
+
+/**
+ * One request's check, until it settles. What is handed to an asynchronous check is a function
+ * bound to it, not a closure: V8 keeps a closure's optimized code only while a closure of it is
+ * alive, so a closure made per request is compiled again after every full garbage collection
+ * (DESIGN.md, "Facts measured").
+ */
+class Attempt {
+  settled = false;
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly next: NextFunction,
+    readonly name: string,
+  ) {}
 }
 
 function optionsOf(settings: string | BasicAuthOptions | undefined): { realm: string; proxy: boolean } {

@@ -280,13 +280,15 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
       return;
     }
     const socket = req.socket;
-    const closed = (): void => {
-      view.res._closeAt = process.hrtime();
-      // ws reports a WebSocket's close (req.webSocketClose) a tick after its socket closed.
-      setImmediate(logClose, view);
-    };
-    if (!socket || socket.closed || socket.destroyed) closed();
-    else socket.once('close', closed);
+    if (!socket || socket.closed || socket.destroyed) closed(view);
+    else socket.once('close', closed.bind(null, view));
+  }
+
+  /** The switched connection closed: its close line is written (bound per connection, see Line). */
+  function closed(view: CloseView): void {
+    view.res._closeAt = process.hrtime();
+    // ws reports a WebSocket's close (req.webSocketClose) a tick after its socket closed.
+    setImmediate(logClose, view);
   }
 
   function logClose(view: CloseView): void {
@@ -306,7 +308,7 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     reqMarks._remoteAddress = remoteAddress(req, upgrade);
     resMarks._startAt = undefined;
     resMarks._startTime = undefined;
-    if (formatClose !== null && upgrade) res.once('finish', () => watchClose(req, res));
+    if (formatClose !== null && upgrade) res.once('finish', watchClose.bind(null, req, res));
 
     if (immediate) {
       try {
@@ -316,19 +318,8 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
         return;
       }
     } else {
-      let logged = false;
-      const done = (): void => {
-        if (logged) return;
-        logged = true;
-        res.removeListener('finish', done);
-        res.removeListener('close', done);
-        try {
-          log(req, res);
-        } catch {
-          // The response is over and next() was called long ago: losing one line beats
-          // crashing the process, which is what a throw from here would do.
-        }
-      };
+      const line = new Line(req, res);
+      const done = (line.done = logLine.bind(line));
       onHeaders(res, markResponseStart);
       // A switch and an answer end in 'finish' (then 'close'); a client gone before the
       // answer ends in 'close' alone. Whichever comes first writes the line, once.
@@ -340,6 +331,35 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
     }
     next();
   });
+
+  /** The line's 'finish' and 'close' listener (bound to its Line): writes it, once. */
+  function logLine(this: Line): void {
+    if (this.logged) return;
+    this.logged = true;
+    const { req, res, done } = this;
+    res.removeListener('finish', done!);
+    res.removeListener('close', done!);
+    try {
+      log(req, res);
+    } catch {
+      // The response is over and next() was called long ago: losing one line beats
+      // crashing the process, which is what a throw from here would do.
+    }
+  }
+}
+
+/**
+ * A request's line, until it is written. Its listener is `logLine` bound to it, not a closure:
+ * V8 keeps a closure's optimized code only while a closure of it is alive, so a closure made per
+ * request is compiled again after every full garbage collection (DESIGN.md, "Facts measured").
+ */
+class Line {
+  logged = false;
+  done: (() => void) | undefined = undefined;
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+  ) {}
 }
 
 // ---- the close line's request and response ------------------------------------------------

@@ -53,12 +53,28 @@ export function responseTime<Req extends IncomingMessage = IncomingMessage, Res 
       : headerSetter(typeof options === 'number' ? { digits: options } : options);
 
   return supportsUpgrade(function responseTime(req: Req, res: Res, next: NextFunction): void {
-    const start = process.hrtime.bigint();
-    onHeaders(res, function onResponseHead(): void {
-      report(req, res, Number(process.hrtime.bigint() - start) / 1e6);
-    });
+    const timing = new Timing<Req, Res>(req, res, process.hrtime.bigint(), report);
+    onHeaders(res, timing.onResponseHead.bind(timing));
     next();
   });
+}
+
+/**
+ * One response's timer. Its on-headers listener is a method bound to it, not a closure: V8 keeps
+ * a closure's optimized code only while a closure of it is alive, so a closure made per request
+ * is compiled again after every full garbage collection (DESIGN.md, "Facts measured").
+ */
+class Timing<Req extends IncomingMessage, Res extends ServerResponse> {
+  constructor(
+    private readonly req: Req,
+    private readonly res: Res,
+    private readonly start: bigint,
+    private readonly report: ResponseTimeCallback<Req, Res>,
+  ) {}
+
+  onResponseHead(): void {
+    this.report(this.req, this.res, Number(process.hrtime.bigint() - this.start) / 1e6);
+  }
 }
 
 function headerSetter(options: ResponseTimeOptions | undefined): ResponseTimeCallback {

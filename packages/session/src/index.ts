@@ -136,18 +136,26 @@ class Pending {
 }
 
 /**
- * The callback handed to the store: it holds only the box, so a store that never answers holds
- * nothing of the request once the box is emptied.
+ * The callback handed to the store, bound to the box: it holds only the box, so a store that never
+ * answers holds nothing of the request once the box is emptied.
  */
-function relay(box: Pending): (err?: unknown) => void {
-  return (err?: unknown) => {
-    const done = box.done;
-    box.done = undefined;
-    if (done) done(err);
-  };
+function relay(this: Pending, err?: unknown): void {
+  const done = this.done;
+  this.done = undefined;
+  if (done) done(err);
 }
 
+/** The replacer of `fingerprint`'s JSON: the session's own `cookie` is left out. */
+function withoutCookie(this: unknown, key: string, value: unknown): unknown {
+  return key === 'cookie' && this === fingerprinted ? undefined : value;
+}
+/** The session `fingerprint` is serialising (for `withoutCookie`). */
+let fingerprinted: object | null | undefined = null;
+
 function ignoreSaved(): void {}
+
+/** `endArgs` until an end() gives its own. */
+const NO_ARGS: unknown[] = [];
 
 type MakeSession = (req: IncomingMessage, options: CookieOptions) => void;
 
@@ -233,9 +241,16 @@ function unsign(signed: string, secrets: readonly SigningKey[]): string | undefi
 function fingerprint(session: object | undefined | null): string {
   // Most sessions of a request are new and empty: skip the serialisation and the hash.
   if (session !== null && session !== undefined && serializesEmpty(session)) return EMPTY_FINGERPRINT;
-  const json = JSON.stringify(session, function (this: unknown, key: string, value: unknown) {
-    return this === session && key === 'cookie' ? undefined : value;
-  });
+  // A replacer of the module's, not a closure made per call (DESIGN.md, "Facts measured"); the
+  // session it compares with is put back after, for a toJSON that fingerprints another session.
+  const outer = fingerprinted;
+  fingerprinted = session;
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(session, withoutCookie);
+  } finally {
+    fingerprinted = outer;
+  }
   return createHash('sha1').update(json ?? '', 'utf8').digest('hex');
 }
 
@@ -446,6 +461,353 @@ export function session(options?: SessionOptions): SessionMiddleware {
     storeReady = true;
   });
 
+  /**
+   * One request's session: what it knows between the middleware, the response's head, its end and
+   * the store's answers, with the functions that act on it. Those are this class's methods — one
+   * set per middleware — and the functions handed out per request (`res.end`, the on-headers
+   * listener, the store's callbacks) are methods bound to the request's instance, not closures:
+   * V8 keeps a closure's optimized code only while a closure of it is alive, so a closure made
+   * per request is compiled again after every full garbage collection (DESIGN.md, "Facts measured").
+   */
+  class Handling {
+    readonly req: IncomingMessage;
+    readonly res: ServerResponse;
+    readonly next: NextFunction;
+    readonly cookieOptions: CookieOptions;
+    readonly secrets: readonly SigningKey[];
+    readonly upgrade: boolean;
+    readonly socket: Duplex | null;
+    /**
+     * What 'close' is heard on while a store operation runs. Over HTTP/2, req.socket is Node's
+     * proxy: its on/once reach the stream but its removeListener reaches the TLS socket, so a
+     * listener put on it could never be taken off and would hold req and res for the stream's
+     * whole life (an RFC 8441 WebSocket's). The stream itself is the emitter.
+     */
+    readonly closeSource: Duplex | null;
+    readonly cookieId: string | undefined;
+    readonly hooks: Hooks;
+    readonly originalEnd: (...a: unknown[]) => ServerResponse;
+    originalId: string | undefined = undefined;
+    originalHash: string | undefined = undefined;
+    savedHash: string | undefined = undefined;
+    touched = false;
+    deferredNextCalled = false;
+    /**
+     * Set when the session cannot be judged at the end of the response (its data cannot be
+     * serialised: a BigInt, a cycle; a broken cookie): it is neither saved nor given a cookie.
+     */
+    failed = false;
+    /**
+     * From the first end() until the response has ended; reset when Node's end() throws (an
+     * on-headers listener threw) or when the session could not be judged, so that the error
+     * handler's end() is not swallowed as a repeat.
+     */
+    ending = false;
+    /** The session's part is done (or failed): later end() calls go straight to the response. */
+    settled = false;
+    /** The arguments of the end() that the session's part holds back while the store works. */
+    endArgs: unknown[] = NO_ARGS;
+    /** At that end(): ws has already written its own 101 (external switch). */
+    external = false;
+    /** At that end(): the 101 (or CONNECT's 200) is being written by `switchProtocols()`. */
+    switching = false;
+    /** The store operation that end() runs. */
+    what: 'destroy' | 'save' | 'touch' = 'save';
+    /** The store operation's callback while it runs (see Pending). */
+    box: Pending | null = null;
+    /** `abandon`, bound: the 'close' listener while the store works. */
+    abandonBound: (() => void) | undefined = undefined;
+    /** The store.get() callback has run. */
+    answered = false;
+
+    constructor(req: IncomingMessage, res: ServerResponse, next: NextFunction, cookieOptions: CookieOptions, secrets: readonly SigningKey[]) {
+      this.req = req;
+      this.res = res;
+      this.next = next;
+      this.cookieOptions = cookieOptions;
+      this.secrets = secrets;
+      this.upgrade = isUpgradeResponse(res);
+      this.socket = req.socket;
+      this.closeSource = (req as { stream?: Duplex }).stream ?? this.socket;
+      req.sessionStore = store;
+      this.cookieId = readSessionId(req, name, secrets);
+      req.sessionID = this.cookieId;
+      this.hooks = new Hooks(req, cookieOptions, newSession, this.saved.bind(this));
+      setHooks(req, this.hooks);
+      this.originalEnd = res.end as (...a: unknown[]) => ServerResponse;
+    }
+
+    /** `session.save()` was heard of: what the store holds now. */
+    saved(s: Session): void {
+      this.savedHash = fingerprint(s);
+    }
+
+    generate(): void {
+      newSession(this.req, this.cookieOptions);
+      this.originalId = this.req.sessionID;
+      this.originalHash = fingerprint(this.req.session);
+    }
+
+    isModified(s: Session): boolean {
+      return this.originalId !== s.id || this.originalHash !== fingerprint(s);
+    }
+
+    isSaved(s: Session): boolean {
+      return this.originalId === s.id && this.savedHash === fingerprint(s);
+    }
+
+    bogusId(): boolean {
+      if (typeof this.req.sessionID === 'string') return false;
+      if (tracing()) debug('%s: req.sessionID is not a string: session ignored', label(this.req));
+      return true;
+    }
+
+    shouldSave(s: Session): boolean {
+      if (this.bogusId()) return false;
+      return !saveUninitialized && this.savedHash === undefined && this.cookieId !== this.req.sessionID ? this.isModified(s) : !this.isSaved(s);
+    }
+
+    shouldSetCookie(s: Session): boolean {
+      if (typeof this.req.sessionID !== 'string') return false;
+      if (this.cookieId !== this.req.sessionID) return saveUninitialized || this.isModified(s);
+      return rolling || (s.cookie.expires != null && this.isModified(s));
+    }
+
+    /** A failure as (or after) the response ends: the request's error handlers hear of it. */
+    reportLater(err: unknown): void {
+      if (tracing()) debug('%s: session error as the response ended: %o', label(this.req), err);
+      if (this.deferredNextCalled) return;
+      this.deferredNextCalled = true;
+      setImmediate(this.next, err);
+    }
+
+    /** The on-headers listener: the session's cookie goes on the head, when it should. */
+    setCookie(): void {
+      if (this.failed) return;
+      const { req, res } = this;
+      const current = req.session;
+      if (!current) return;
+      try {
+        if (!this.shouldSetCookie(current)) return;
+        if (current.cookie.secure && !isSecure(req, proxy)) {
+          if (tracing()) debug('%s: secure cookie not sent over an insecure connection', label(req));
+          return;
+        }
+        if (!this.touched) {
+          current.touch();
+          this.touched = true;
+        }
+        // From the cookie's `data`, as express-session does: a `cookie` the application replaced
+        // with a plain object is written without attributes rather than failing.
+        const data = (current.cookie as { data?: unknown }).data;
+        const attributes = typeof data === 'object' && data !== null ? (data as CookieData) : undefined;
+        const value = setCookieValue(name, sign(req.sessionID as string, this.secrets[0]!), attributes);
+        const previous = res.getHeader('Set-Cookie');
+        if (previous === undefined) res.setHeader('Set-Cookie', [value]);
+        else res.setHeader('Set-Cookie', [...(Array.isArray(previous) ? previous : [String(previous)]), value]);
+      } catch (err) {
+        // As express-session: the response goes on without the cookie; next(err) hears of it.
+        this.reportLater(err);
+      }
+    }
+
+    /** The session's work at the end of the response is over: drop every hold on the chain. */
+    release(): void {
+      this.hooks.onSaved = ignoreSaved;
+    }
+
+    /** Node's end() (or the one wrapped before ours) with `args`. */
+    finish(args: unknown[]): ServerResponse {
+      try {
+        return this.originalEnd.apply(this.res, args);
+      } catch (err) {
+        // The response did not end (an on-headers listener threw as the head was written): a
+        // later end() — the error handler's answer — must not be swallowed as a repeat.
+        this.ending = false;
+        throw err;
+      }
+    }
+
+    /** After an asynchronous store operation nobody can catch a throw: it goes to the stack. */
+    finishLater(): void {
+      try {
+        this.finish(this.endArgs);
+      } catch (err) {
+        this.reportLater(err);
+      }
+    }
+
+    /** `res.end`, bound: the session is saved (touched, destroyed) before the response ends. */
+    end(...args: unknown[]): ServerResponse {
+      // As express-session: a repeated end() writes nothing and returns false.
+      if (this.ending) return false as unknown as ServerResponse;
+      this.ending = true;
+      if (this.settled) return this.finish(args);
+      this.settled = true;
+      const { req, res, upgrade } = this;
+      this.endArgs = args;
+      // Where the response stands now: has ws already written its own 101 (external switch)?
+      this.external = upgrade && res.headersSent && res.socket === null;
+      this.switching = upgrade && res.headersSent && !this.external && (res.statusCode === 101 || res.statusCode === 200);
+
+      let plan: 'destroy' | 'save' | 'touch' | undefined;
+      // False when the session could not be judged (judgeError says why).
+      let judged = true;
+      let judgeError: unknown;
+      const current = req.session;
+      try {
+        // Only a session that was loaded or made, then dropped by the app: a response that ends
+        // before the store answered (the time limit's 503, a store.get error's 500) destroys nothing.
+        if (req.sessionID && unsetDestroy && this.originalId !== undefined && (current === undefined || current === null)) plan = 'destroy';
+        else if (current) {
+          if (!this.touched) {
+            current.touch();
+            this.touched = true;
+          }
+          if (this.shouldSave(current)) plan = 'save';
+          // Not to be saved (shouldSave has judged it, fingerprint included): a session that came
+          // with the request's cookie is touched.
+          else if (storeTouches && typeof req.sessionID === 'string' && this.cookieId === req.sessionID) plan = 'touch';
+        }
+      } catch (err) {
+        judged = false;
+        judgeError = err;
+      }
+      // Nothing for the store (the common unchanged session): end now.
+      if (judged && plan === undefined) {
+        this.release();
+        return this.finish(args);
+      }
+      if (!judged) {
+        this.failed = true;
+        this.release();
+        this.failEnd(judgeError, false);
+        return res;
+      }
+
+      // Run the store operation, then end the response (see "On upgrades" in the README for errors).
+      const what = plan as 'destroy' | 'save' | 'touch';
+      this.what = what;
+      // A class instance and on(), not an object literal and once(): V8 may decide to allocate the
+      // objects of an object-literal site straight into the old generation (once()'s wrapper is
+      // one, shared with every once() listener of the process), and an old object that points at
+      // this request keeps the whole chain alive through every young-generation GC until the next
+      // full one — measured, a quarter of the CPU of a saving handshake.
+      const box = (this.box = new Pending());
+      const abandon = (this.abandonBound = this.abandon.bind(this));
+      box.done = this.stored.bind(this);
+      const closeSource = this.closeSource;
+      closeSource?.on('close', abandon);
+      const done = relay.bind(box);
+      try {
+        if (what === 'save') current!.save(done);
+        else if (what === 'touch') store.touch!(req.sessionID as string, current as unknown as StoredSession, done);
+        else store.destroy(req.sessionID as string, done);
+      } catch (err) {
+        done(err);
+      }
+      // Gone before the store was asked (its 'close' has already been emitted): same as abandon.
+      if ((closeSource as { closed?: boolean } | null)?.closed === true) abandon();
+      // As express-session on an ordinary request while the store works: the head is made now
+      // (on-headers listeners run, later header changes throw, the body goes out chunked); the
+      // body and the end wait for the store. An upgrade's answer waits whole, so that a refusal
+      // keeps its Content-Length and a switch can still be called off.
+      if (!upgrade && box.done !== undefined && !res.headersSent) {
+        try {
+          res.writeHead(res.statusCode);
+        } catch (err) {
+          // Thrown again, and handled, when the response ends.
+          if (tracing()) debug('%s: writing the head threw: %o', label(req), err);
+        }
+      }
+      return res;
+    }
+
+    /** The session's part failed (`op`: a store operation; otherwise it could not be judged). */
+    failEnd(err: unknown, op: boolean): void {
+      const { req, socket } = this;
+      if (this.switching) {
+        // The 101 has not left yet: better no switch than a switch over a session that was not saved.
+        if (tracing()) debug('%s: session failed before the switch: closing the connection', label(req));
+        if (socket && !socket.destroyed) socket.destroy();
+      } else if (this.external) {
+        // The 101 is on the wire and the connection is open: close it as an internal error.
+        if (tracing()) debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
+        // A store failure comes after ws wrote its 101; a session that could not be judged
+        // fails inside ws's 'headers' event, before the 101 is written: close after it.
+        if (op) abortSwitched(req, socket);
+        else setImmediate(abortSwitched, req, socket);
+        this.finishLater();
+      } else if (op || this.res.headersSent) {
+        // As express-session: the response goes out as the application made it.
+        this.finishLater();
+      } else {
+        // Nothing was written: the error handler answers (its end() goes straight through).
+        this.ending = false;
+      }
+      this.reportLater(err);
+    }
+
+    /**
+     * The connection is gone while the store works (a store that never answers, cut off by the
+     * dispatcher's time limit; a client reset): the response ends now ('finish' and 'close' fire,
+     * a logger logs it) instead of waiting for the store, whose late answer then has nothing to
+     * do and holds nothing of the request.
+     */
+    abandon(): void {
+      // Only while the store works: a listener left behind (a socket proxy whose removeListener
+      // misses, as HTTP/2's compatibility socket may) must not end twice.
+      const box = this.box;
+      if (box === null || box.done === undefined) return;
+      if (tracing()) debug('%s: connection closed during the session %s', label(this.req), this.what);
+      box.done = undefined;
+      this.release();
+      this.finishLater();
+    }
+
+    /** The store answered the operation end() ran. */
+    stored(err?: unknown): void {
+      this.closeSource?.removeListener('close', this.abandonBound!);
+      this.release();
+      if (!err) {
+        if (tracing()) debug('%s: session %s done', label(this.req), this.what);
+        this.finishLater();
+        return;
+      }
+      this.failEnd(err, true);
+    }
+
+    /** The store.get() callback: the session of the request's cookie, or a new one. */
+    loaded(err: unknown, data?: StoredSession | null): void {
+      if (this.answered) return;
+      this.answered = true;
+      const { req, next } = this;
+      const sid = this.cookieId;
+      if (err && (err as { code?: unknown }).code !== 'ENOENT') {
+        if (tracing()) debug('%s: store error while loading session %s: %o', label(req), shortId(sid), err);
+        next(err);
+        return;
+      }
+      try {
+        if (err || !data) {
+          this.generate();
+          if (tracing()) debug('%s: no session %s in the store: new session %s', label(req), shortId(sid), shortId(req.sessionID));
+        } else {
+          createSession(req, data);
+          this.originalId = req.sessionID;
+          // The stored data, not req.session, as express-session hashes it: a stored key that a
+          // session cannot take (`id`, a method's name) makes it count as modified there too.
+          this.originalHash = fingerprint(data);
+          if (!resave) this.savedHash = this.originalHash;
+        }
+      } catch (e) {
+        next(e);
+        return;
+      }
+      next();
+    }
+  }
+
   // Named as express-session names it: the dispatcher's trace shows "session".
   function session(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
     if (req.session) {
@@ -478,252 +840,14 @@ export function session(options?: SessionOptions): SessionMiddleware {
       return;
     }
 
-    const upgrade = isUpgradeResponse(res);
-    const socket: Duplex | null = req.socket;
-    // What 'close' is heard on while a store operation runs. Over HTTP/2, req.socket is Node's
-    // proxy: its on/once reach the stream but its removeListener reaches the TLS socket, so a
-    // listener put on it could never be taken off and would hold req and res for the stream's
-    // whole life (an RFC 8441 WebSocket's). The stream itself is the emitter.
-    const closeSource: Duplex | null = (req as { stream?: Duplex }).stream ?? socket;
-    let originalId: string | undefined;
-    let originalHash: string | undefined;
-    let savedHash: string | undefined;
-    let touched = false;
-    let deferredNextCalled = false;
+    const handling = new Handling(req, res, next, cookieOptions, secrets);
+    onHeaders(res, handling.setCookie.bind(handling));
+    res.end = handling.end.bind(handling) as ServerResponse['end'];
 
-    req.sessionStore = store;
-    const cookieId = readSessionId(req, name, secrets);
-    req.sessionID = cookieId;
-
-    const hooks = new Hooks(req, cookieOptions, newSession, (s) => {
-      savedHash = fingerprint(s);
-    });
-    setHooks(req, hooks);
-
-    const generate = (): void => {
-      newSession(req, cookieOptions);
-      originalId = req.sessionID;
-      originalHash = fingerprint(req.session);
-    };
-
-    const isModified = (s: Session): boolean => originalId !== s.id || originalHash !== fingerprint(s);
-    const isSaved = (s: Session): boolean => originalId === s.id && savedHash === fingerprint(s);
-    const bogusId = (): boolean => {
-      if (typeof req.sessionID === 'string') return false;
-      if (tracing()) debug('%s: req.sessionID is not a string: session ignored', label(req));
-      return true;
-    };
-    const shouldSave = (s: Session): boolean => {
-      if (bogusId()) return false;
-      return !saveUninitialized && savedHash === undefined && cookieId !== req.sessionID ? isModified(s) : !isSaved(s);
-    };
-    const shouldSetCookie = (s: Session): boolean => {
-      if (typeof req.sessionID !== 'string') return false;
-      if (cookieId !== req.sessionID) return saveUninitialized || isModified(s);
-      return rolling || (s.cookie.expires != null && isModified(s));
-    };
-
-    /** A failure as (or after) the response ends: the request's error handlers hear of it. */
-    const reportLater = (err: unknown): void => {
-      if (tracing()) debug('%s: session error as the response ended: %o', label(req), err);
-      if (deferredNextCalled) return;
-      deferredNextCalled = true;
-      setImmediate(next, err);
-    };
-
-    // Set when the session cannot be judged at the end of the response (its data cannot be
-    // serialised: a BigInt, a cycle; a broken cookie): it is neither saved nor given a cookie.
-    let failed = false;
-
-    onHeaders(res, () => {
-      if (failed) return;
-      const current = req.session;
-      if (!current) return;
-      try {
-        if (!shouldSetCookie(current)) return;
-        if (current.cookie.secure && !isSecure(req, proxy)) {
-          if (tracing()) debug('%s: secure cookie not sent over an insecure connection', label(req));
-          return;
-        }
-        if (!touched) {
-          current.touch();
-          touched = true;
-        }
-        // From the cookie's `data`, as express-session does: a `cookie` the application replaced
-        // with a plain object is written without attributes rather than failing.
-        const data = (current.cookie as { data?: unknown }).data;
-        const attributes = typeof data === 'object' && data !== null ? (data as CookieData) : undefined;
-        const value = setCookieValue(name, sign(req.sessionID as string, secrets[0]!), attributes);
-        const previous = res.getHeader('Set-Cookie');
-        if (previous === undefined) res.setHeader('Set-Cookie', [value]);
-        else res.setHeader('Set-Cookie', [...(Array.isArray(previous) ? previous : [String(previous)]), value]);
-      } catch (err) {
-        // As express-session: the response goes on without the cookie; next(err) hears of it.
-        reportLater(err);
-      }
-    });
-
-    /** The session's work at the end of the response is over: drop every hold on the chain. */
-    const release = (): void => {
-      hooks.onSaved = ignoreSaved;
-    };
-
-    const originalEnd = res.end as (...a: unknown[]) => ServerResponse;
-    // From the first end() until the response has ended; reset when Node's end() throws (an
-    // on-headers listener threw) or when the session could not be judged, so that the error
-    // handler's end() is not swallowed as a repeat.
-    let ending = false;
-    // The session's part is done (or failed): later end() calls go straight to the response.
-    let settled = false;
-    res.end = function end(this: ServerResponse, ...args: unknown[]): ServerResponse {
-      // As express-session: a repeated end() writes nothing and returns false.
-      if (ending) return false as unknown as ServerResponse;
-      ending = true;
-      const finish = (): ServerResponse => {
-        try {
-          return originalEnd.apply(res, args);
-        } catch (err) {
-          // The response did not end (an on-headers listener threw as the head was written): a
-          // later end() — the error handler's answer — must not be swallowed as a repeat.
-          ending = false;
-          throw err;
-        }
-      };
-      if (settled) return finish();
-      settled = true;
-      /** Where the response stands now: has ws already written its own 101 (external switch)? */
-      const external = upgrade && res.headersSent && res.socket === null;
-      const switching = upgrade && res.headersSent && !external && (res.statusCode === 101 || res.statusCode === 200);
-
-      let plan: 'destroy' | 'save' | 'touch' | undefined;
-      // False when the session could not be judged (judgeError says why).
-      let judged = true;
-      let judgeError: unknown;
-      const current = req.session;
-      try {
-        // Only a session that was loaded or made, then dropped by the app: a response that ends
-        // before the store answered (the time limit's 503, a store.get error's 500) destroys nothing.
-        if (req.sessionID && unsetDestroy && originalId !== undefined && (current === undefined || current === null)) plan = 'destroy';
-        else if (current) {
-          if (!touched) {
-            current.touch();
-            touched = true;
-          }
-          if (shouldSave(current)) plan = 'save';
-          // Not to be saved (shouldSave has judged it, fingerprint included): a session that came
-          // with the request's cookie is touched.
-          else if (storeTouches && typeof req.sessionID === 'string' && cookieId === req.sessionID) plan = 'touch';
-        }
-      } catch (err) {
-        judged = false;
-        judgeError = err;
-      }
-      // Nothing for the store (the common unchanged session): end now, with no more closures made.
-      if (judged && plan === undefined) {
-        release();
-        return finish();
-      }
-
-      /** After an asynchronous store operation nobody can catch a throw: it goes to the stack. */
-      const finishLater = (): void => {
-        try {
-          finish();
-        } catch (err) {
-          reportLater(err);
-        }
-      };
-
-      /** The session's part failed (`op`: a store operation; otherwise it could not be judged). */
-      const failEnd = (err: unknown, op: boolean): void => {
-        if (switching) {
-          // The 101 has not left yet: better no switch than a switch over a session that was not saved.
-          if (tracing()) debug('%s: session failed before the switch: closing the connection', label(req));
-          if (socket && !socket.destroyed) socket.destroy();
-        } else if (external) {
-          // The 101 is on the wire and the connection is open: close it as an internal error.
-          if (tracing()) debug('%s: session failed after the switch: closing the WebSocket with 1011', label(req));
-          // A store failure comes after ws wrote its 101; a session that could not be judged
-          // fails inside ws's 'headers' event, before the 101 is written: close after it.
-          if (op) abortSwitched(req, socket);
-          else setImmediate(abortSwitched, req, socket);
-          finishLater();
-        } else if (op || res.headersSent) {
-          // As express-session: the response goes out as the application made it.
-          finishLater();
-        } else {
-          // Nothing was written: the error handler answers (its end() goes straight through).
-          ending = false;
-        }
-        reportLater(err);
-      };
-
-      if (!judged) {
-        failed = true;
-        release();
-        failEnd(judgeError, false);
-        return res;
-      }
-
-      // Run the store operation, then end the response (see "On upgrades" in the README for errors).
-      const what = plan as 'destroy' | 'save' | 'touch';
-      // A class instance and on(), not an object literal and once(): V8 may decide to allocate the
-      // objects of an object-literal site straight into the old generation (once()'s wrapper is
-      // one, shared with every once() listener of the process), and an old object that points at
-      // this request's closures keeps the whole chain alive through every young-generation GC
-      // until the next full one — measured, a quarter of the CPU of a saving handshake.
-      const box = new Pending();
-      const abandon = (): void => {
-        // The connection is gone while the store works (a store that never answers, cut off by
-        // the dispatcher's time limit; a client reset): the response ends now ('finish' and
-        // 'close' fire, a logger logs it) instead of waiting for the store, whose late answer
-        // then has nothing to do and holds nothing of the request.
-        // Only while the store works: a listener left behind (a socket proxy whose
-        // removeListener misses, as HTTP/2's compatibility socket may) must not end twice.
-        if (box.done === undefined) return;
-        if (tracing()) debug('%s: connection closed during the session %s', label(req), what);
-        box.done = undefined;
-        release();
-        finishLater();
-      };
-      box.done = (err?: unknown): void => {
-        closeSource?.removeListener('close', abandon);
-        release();
-        if (!err) {
-          if (tracing()) debug('%s: session %s done', label(req), what);
-          finishLater();
-          return;
-        }
-        failEnd(err, true);
-      };
-      closeSource?.on('close', abandon);
-      const done = relay(box);
-      try {
-        if (what === 'save') current!.save(done);
-        else if (what === 'touch') store.touch!(req.sessionID as string, current as unknown as StoredSession, done);
-        else store.destroy(req.sessionID as string, done);
-      } catch (err) {
-        done(err);
-      }
-      // Gone before the store was asked (its 'close' has already been emitted): same as above.
-      if ((closeSource as { closed?: boolean } | null)?.closed === true) abandon();
-      // As express-session on an ordinary request while the store works: the head is made now
-      // (on-headers listeners run, later header changes throw, the body goes out chunked); the
-      // body and the end wait for the store. An upgrade's answer waits whole, so that a refusal
-      // keeps its Content-Length and a switch can still be called off.
-      if (!upgrade && box.done !== undefined && !res.headersSent) {
-        try {
-          res.writeHead(res.statusCode);
-        } catch (err) {
-          // Thrown again, and handled, when the response ends.
-          if (tracing()) debug('%s: writing the head threw: %o', label(req), err);
-        }
-      }
-      return res;
-    } as ServerResponse['end'];
-
+    const cookieId = handling.cookieId;
     if (!cookieId) {
       try {
-        generate();
+        handling.generate();
         if (tracing()) debug('%s: no session cookie: new session %s', label(req), shortId(req.sessionID));
       } catch (err) {
         next(err);
@@ -733,37 +857,10 @@ export function session(options?: SessionOptions): SessionMiddleware {
       return;
     }
 
-    const sid = cookieId;
-    if (tracing()) debug('%s: loading session %s', label(req), shortId(sid));
-    let answered = false;
-    const loaded = (err: unknown, data?: StoredSession | null): void => {
-      if (answered) return;
-      answered = true;
-      if (err && (err as { code?: unknown }).code !== 'ENOENT') {
-        if (tracing()) debug('%s: store error while loading session %s: %o', label(req), shortId(sid), err);
-        next(err);
-        return;
-      }
-      try {
-        if (err || !data) {
-          generate();
-          if (tracing()) debug('%s: no session %s in the store: new session %s', label(req), shortId(sid), shortId(req.sessionID));
-        } else {
-          createSession(req, data);
-          originalId = req.sessionID;
-          // The stored data, not req.session, as express-session hashes it: a stored key that a
-          // session cannot take (`id`, a method's name) makes it count as modified there too.
-          originalHash = fingerprint(data);
-          if (!resave) savedHash = originalHash;
-        }
-      } catch (e) {
-        next(e);
-        return;
-      }
-      next();
-    };
+    if (tracing()) debug('%s: loading session %s', label(req), shortId(cookieId));
+    const loaded = handling.loaded.bind(handling);
     try {
-      store.get(sid, loaded);
+      store.get(cookieId, loaded);
     } catch (err) {
       loaded(err ?? new Error('store.get() threw'));
     }
