@@ -176,9 +176,8 @@ export function basicAuth(
 
 /**
  * One request's check, until it settles. What is handed to an asynchronous check is a function
- * bound to it, not a closure: V8 keeps a closure's optimized code only while a closure of it is
- * alive, so a closure made per request is compiled again after every full garbage collection
- * (DESIGN.md, "Facts measured").
+ * bound to it, not a closure made per request, which V8 would compile again after every full
+ * garbage collection (DESIGN.md, "Facts measured").
  */
 class Attempt {
   settled = false;

@@ -170,7 +170,7 @@ export function createApp(options: AppOptions = {}): App {
   function handle(req: http.IncomingMessage, res: http.ServerResponse, out?: NextFunction): void {
     const tracing = tracingOn();
     if (out === undefined && tracing && !isUpgradeResponse(res)) traceRequest('request', req, res);
-    dispatch(stack, req, res, out ?? null, null, report, tracing);
+    new Walk(stack, req, res, out ?? null, null, report, tracing).next();
   }
 
   function dispatchSocket(
@@ -219,7 +219,7 @@ export function createApp(options: AppOptions = {}): App {
         sendError(req, res, 400, null);
         return;
       }
-      dispatch(stack, req, res, null, fallback, report, tracing);
+      new Walk(stack, req, res, null, fallback, report, tracing).next();
     } finally {
       bindSocket(res);
     }
@@ -272,7 +272,7 @@ export function createApp(options: AppOptions = {}): App {
       sendError(request, response, 501, null);
       return;
     }
-    dispatch(stack, request, response, null, null, report, tracing);
+    new Walk(stack, request, response, null, null, report, tracing).next();
     if (timeout > 0 && ownsSocket(response)) armDeadline(request, response, timeout);
   }
 
@@ -309,40 +309,13 @@ export function createApp(options: AppOptions = {}): App {
 }
 
 /**
- * Run `req` through `stack` from the top. A request nobody answered goes on to `out` (a parent's
- * next) or, at the top, to the final handler (made only then: most requests never need it).
- * `tracing` is `debug.enabled` as the caller read it, once per request (its getter reads an object
- * V8 keeps in dictionary mode).
- */
-function dispatch(
-  stack: Layer[],
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-  out: NextFunction | null,
-  fallback: Fallback | null,
-  report: ErrorReporter,
-  tracing: boolean,
-): void {
-  if (req.originalUrl === undefined) req.originalUrl = req.url;
-  new Walk(stack, req, res, out, fallback, report, tracing).next();
-}
-
-/**
  * One request on its way down a stack: where it is, and what the previous layer's mount path took
- * off its URL. Its `next` is `advance` bound to it, not a closure made per request: V8 keeps the
- * optimized code of a closure only while a closure of it is alive, so a `next` made per request
- * was compiled again after every full garbage collection, with the layers it calls inlined into
- * it (DESIGN.md, "Facts measured"). A bound function has no code of its own; `advance`
- * keeps its code for the life of the process.
+ * off its URL. Its `next` is `advance` bound to it, not a closure made per request: a `next` made
+ * per request was compiled again after every full garbage collection, with the layers it calls
+ * inlined into it (DESIGN.md, "Facts measured"). A bound function has no code of its own;
+ * `advance` keeps its code for the life of the process.
  */
 class Walk {
-  readonly stack: Layer[];
-  readonly req: http.IncomingMessage;
-  readonly res: http.ServerResponse;
-  readonly out: NextFunction | null;
-  readonly fallback: Fallback | null;
-  readonly report: ErrorReporter;
-  readonly tracing: boolean;
   readonly upgrade: boolean;
   /** `http://host` of an absolute-form URL (kept in front when a mount path is taken off), or ''. */
   readonly protohost: string;
@@ -353,22 +326,22 @@ class Walk {
   slashAdded = false;
   readonly next: NextFunction;
 
+  /**
+   * Run `req` through `stack` from the top with `walk.next()`. A request nobody answered goes on
+   * to `out` (a parent's next) or, at the top, to the final handler (made only then: most requests
+   * never need it). `tracing` is `debug.enabled` as the caller read it, once per request (its
+   * getter reads an object V8 keeps in dictionary mode).
+   */
   constructor(
-    stack: Layer[],
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    out: NextFunction | null,
-    fallback: Fallback | null,
-    report: ErrorReporter,
-    tracing: boolean,
+    readonly stack: Layer[],
+    readonly req: http.IncomingMessage,
+    readonly res: http.ServerResponse,
+    readonly out: NextFunction | null,
+    readonly fallback: Fallback | null,
+    readonly report: ErrorReporter,
+    readonly tracing: boolean,
   ) {
-    this.stack = stack;
-    this.req = req;
-    this.res = res;
-    this.out = out;
-    this.fallback = fallback;
-    this.report = report;
-    this.tracing = tracing;
+    if (req.originalUrl === undefined) req.originalUrl = req.url;
     this.upgrade = isUpgradeResponse(res);
     this.protohost = protohostOf(req.url ?? '/');
     this.next = advance.bind(this) as NextFunction;

@@ -349,9 +349,9 @@ function createLogger<Req extends IncomingMessage = IncomingMessage, Res extends
 }
 
 /**
- * A request's line, until it is written. Its listener is `logLine` bound to it, not a closure:
- * V8 keeps a closure's optimized code only while a closure of it is alive, so a closure made per
- * request is compiled again after every full garbage collection (DESIGN.md, "Facts measured").
+ * A request's line, until it is written. Its listener is `logLine` bound to it, not a closure made
+ * per request, which V8 would compile again after every full garbage collection (DESIGN.md,
+ * "Facts measured").
  */
 class Line {
   logged = false;

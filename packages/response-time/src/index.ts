@@ -60,9 +60,9 @@ export function responseTime<Req extends IncomingMessage = IncomingMessage, Res 
 }
 
 /**
- * One response's timer. Its on-headers listener is a method bound to it, not a closure: V8 keeps
- * a closure's optimized code only while a closure of it is alive, so a closure made per request
- * is compiled again after every full garbage collection (DESIGN.md, "Facts measured").
+ * One response's timer. Its on-headers listener is a method bound to it, not a closure made per
+ * request, which V8 would compile again after every full garbage collection (DESIGN.md, "Facts
+ * measured").
  */
 class Timing<Req extends IncomingMessage, Res extends ServerResponse> {
   constructor(

@@ -465,16 +465,10 @@ export function session(options?: SessionOptions): SessionMiddleware {
    * One request's session: what it knows between the middleware, the response's head, its end and
    * the store's answers, with the functions that act on it. Those are this class's methods — one
    * set per middleware — and the functions handed out per request (`res.end`, the on-headers
-   * listener, the store's callbacks) are methods bound to the request's instance, not closures:
-   * V8 keeps a closure's optimized code only while a closure of it is alive, so a closure made
-   * per request is compiled again after every full garbage collection (DESIGN.md, "Facts measured").
+   * listener, the store's callbacks) are methods bound to the request's instance, not closures,
+   * which V8 would compile again after every full garbage collection (DESIGN.md, "Facts measured").
    */
   class Handling {
-    readonly req: IncomingMessage;
-    readonly res: ServerResponse;
-    readonly next: NextFunction;
-    readonly cookieOptions: CookieOptions;
-    readonly secrets: readonly SigningKey[];
     readonly upgrade: boolean;
     readonly socket: Duplex | null;
     /**
@@ -520,12 +514,13 @@ export function session(options?: SessionOptions): SessionMiddleware {
     /** The store.get() callback has run. */
     answered = false;
 
-    constructor(req: IncomingMessage, res: ServerResponse, next: NextFunction, cookieOptions: CookieOptions, secrets: readonly SigningKey[]) {
-      this.req = req;
-      this.res = res;
-      this.next = next;
-      this.cookieOptions = cookieOptions;
-      this.secrets = secrets;
+    constructor(
+      readonly req: IncomingMessage,
+      readonly res: ServerResponse,
+      readonly next: NextFunction,
+      readonly cookieOptions: CookieOptions,
+      readonly secrets: readonly SigningKey[],
+    ) {
       this.upgrade = isUpgradeResponse(res);
       this.socket = req.socket;
       this.closeSource = (req as { stream?: Duplex }).stream ?? this.socket;
