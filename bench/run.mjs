@@ -487,23 +487,24 @@ async function memoryScenario() {
  * (`--print-opt-source`, `--trace-gc`, set at run time), and 4 s more are read: a function
  * compiled more than once in them was compiled again.
  */
+const COMPILE_WARM = 3000;
+const COMPILE_WINDOW = 4000;
 async function compileScenario() {
   const names = ['ws-raw', 'ours-bare', 'ours-full', 'ours-save'];
-  log('\n== compiled again in the steady state (4 s of handshakes, 50 clients, after 3 s)');
+  log(`\n== compiled again in the steady state (${COMPILE_WINDOW / 1000} s of handshakes, 50 clients, after ${COMPILE_WARM / 1000} s)`);
   results.compiles = {};
   for (const n of names) {
     const s = await startServer(n);
     try {
-      await handshakeRun({ port: s.port, concurrency: 50, duration: 3000 });
+      await handshakeRun({ port: s.port, concurrency: 50, duration: COMPILE_WARM });
       const chunks = [];
       s.child.stdout.on('data', (d) => chunks.push(d));
       await s.ask('trace-compiles');
-      const r = await handshakeRun({ port: s.port, concurrency: 50, duration: 4000 });
+      const r = await handshakeRun({ port: s.port, concurrency: 50, duration: COMPILE_WINDOW });
       await sleep(100);
       const x = { handshakes: r.count, ...compilesIn(Buffer.concat(chunks).toString('latin1')) };
       results.compiles[n] = x;
-      const list = (fns) => fns.map((f) => `${f.name} (${f.where}) ×${f.count}`).join(', ') || 'none';
-      log(`  ${LABEL[n]}: ${fmt(r.count)} handshakes, ${x.fullGcs} full GCs, ${x.compiles} compiles; compiled again: of upgradeware ${list(x.ours)}; others ${list(x.others)}`);
+      log(`  ${LABEL[n]}: ${fmt(r.count)} handshakes, ${x.fullGcs} full GCs, ${x.compiles} compiles; compiled again: of upgradeware ${compiledList(x.ours)}; others ${compiledList(x.others)}`);
     } finally {
       await s.stop();
     }
@@ -531,6 +532,11 @@ function compilesIn(text) {
   }
   const fullGcs = (text.match(/Mark-Compact/g) ?? []).length;
   return { compiles, fullGcs, ours, others };
+}
+
+/** `name (where) ×count, …` of functions compiled again, or `none`. */
+function compiledList(fns) {
+  return fns.map((f) => `${f.name} (${f.where}) ×${f.count}`).join(', ') || 'none';
 }
 
 /** The slope of the least-squares line through [x, y] points. */
@@ -688,11 +694,10 @@ function report(meta) {
   }
   if (results.compiles) {
     const c = results.compiles;
-    const list = (fns) => fns.map((f) => `${f.name} (${f.where}) ×${f.count}`).join(', ') || 'none';
     out.push('## Compiled again in the steady state', '');
-    out.push('V8 keeps the optimized code of a closure only while a closure made from the same function is alive: a function made per request or per connection loses its code at every full GC, runs unoptimized until it is hot again, and is compiled again (DESIGN.md, "Facts measured"). Each server gets 3 s of handshakes (50 clients); then V8 is told to print each function TurboFan compiles and each GC, and 4 s more are read. A function compiled twice or more in them was compiled again. Node\'s and ws\'s own per-connection closures are, in raw ws as in ours; no function of upgradeware may be.', '');
+    out.push(`V8 keeps the optimized code of a closure only while a closure made from the same function is alive: a function made per request or per connection loses its code at every full GC, runs unoptimized until it is hot again, and is compiled again (DESIGN.md, "Facts measured"). Each server gets ${COMPILE_WARM / 1000} s of handshakes (50 clients); then V8 is told to print each function TurboFan compiles and each GC, and ${COMPILE_WINDOW / 1000} s more are read. A function compiled twice or more in them was compiled again. Node's and ws's own per-connection closures are, in raw ws as in ours; no function of upgradeware may be.`, '');
     out.push(table(['server', 'upgradeware functions compiled again', 'others compiled again', 'handshakes', 'full GCs', 'TurboFan compiles'],
-      Object.entries(c).map(([n, x]) => [LABEL[n], list(x.ours), list(x.others), fmt(x.handshakes), fmt(x.fullGcs), fmt(x.compiles)]), 3), '');
+      Object.entries(c).map(([n, x]) => [LABEL[n], compiledList(x.ours), compiledList(x.others), fmt(x.handshakes), fmt(x.fullGcs), fmt(x.compiles)]), 3), '');
   }
   if (results.h2) out.push(...h2Report(results.h2));
   out.push('## Targets', '');
@@ -762,7 +767,7 @@ function targets() {
   const comp = results.compiles;
   for (const n of ['ours-bare', 'ours-full', 'ours-save']) {
     const x = comp?.[n];
-    if (x) check(x.ours.length === 0, `${LABEL[n]}: no function of upgradeware compiled again in the steady state (${x.fullGcs} full GCs in 4 s of handshakes): ${x.ours.length === 0 ? 'none' : x.ours.map((f) => `${f.name} (${f.where}) ×${f.count}`).join(', ')}`);
+    if (x) check(x.ours.length === 0, `${LABEL[n]}: no function of upgradeware compiled again in the steady state (${x.fullGcs} full GCs in ${COMPILE_WINDOW / 1000} s of handshakes): ${compiledList(x.ours)}`);
   }
   const msg = results.messages;
   if (msg?.['ours-full'] && msg['ws-raw']) {
